@@ -1,0 +1,316 @@
+//! Verifying a store: snapshot records, the trees they reach, that every
+//! referenced blob is indexed in a pack that exists, and (with read-data)
+//! that every stored byte still matches its id. Damage is reported with the
+//! snapshot paths it affects. Repair rebuilds the index from the packs.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SnapshotId, TreeId};
+use crate::store::pack::{self, BlobLoc};
+use crate::store::{Store, StoreLock};
+use crate::tree::Kind;
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+    /// Read only this percentage of the packs (chosen at random).
+    pub read_data_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub blobs_indexed: u64,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// Packs on disk that no index entry uses (left by an interrupted run;
+    /// harmless, `gc` removes them).
+    pub packs_unindexed: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub message: String,
+    /// `SNAPSHOT:PATH` of every entry the damage affects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub affects: Vec<String>,
+}
+
+fn problem(message: String) -> Problem {
+    Problem {
+        message,
+        affects: Vec::new(),
+    }
+}
+
+/// Read a whole pack and verify it; returns the ids of blobs that failed.
+fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<(BlobId, String)>) {
+    let path = store.pack_path(&pack);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            let why = format!("pack {} unreadable: {e}", path.display());
+            return (0, indexed.iter().map(|l| (l.id, why.clone())).collect());
+        }
+    };
+    let mut bad = Vec::new();
+    if crate::id::PackId::of(&data) != pack {
+        // Some byte changed; find out which blobs it hit.
+        for l in indexed {
+            let end = l.offset as usize + l.stored_len as usize;
+            let ok = end <= data.len()
+                && store
+                    .verify_stored(l, &data[l.offset as usize..end])
+                    .is_ok();
+            if !ok {
+                bad.push((
+                    l.id,
+                    format!(
+                        "{} {} damaged in pack {}",
+                        l.id.kind.name(),
+                        l.id.to_hex(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        if bad.is_empty() {
+            bad.push((
+                BlobId {
+                    kind: crate::id::BlobKind::Chunk,
+                    hash: [0; 32],
+                },
+                format!(
+                    "pack {} does not match its id (damage outside live blobs)",
+                    path.display()
+                ),
+            ));
+        }
+    } else {
+        for l in indexed {
+            let end = l.offset as usize + l.stored_len as usize;
+            if end > data.len()
+                || store
+                    .verify_stored(l, &data[l.offset as usize..end])
+                    .is_err()
+            {
+                bad.push((
+                    l.id,
+                    format!("{} {} does not decode", l.id.kind.name(), l.id.to_hex()),
+                ));
+            }
+        }
+    }
+    (data.len() as u64, bad)
+}
+
+pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let indexed_packs = store.index().packs()?;
+    let on_disk: HashSet<PackId> = store.pack_files()?.into_iter().collect();
+    let indexed_set: HashSet<PackId> = indexed_packs.iter().map(|p| p.0).collect();
+    report.packs = indexed_packs.len() as u64;
+    report.packs_unindexed = on_disk.difference(&indexed_set).count() as u64;
+    for (p, _, _) in &indexed_packs {
+        if !on_disk.contains(p) {
+            report.problems.push(problem(format!(
+                "pack {} is in the index but missing on disk",
+                p.to_hex()
+            )));
+        }
+    }
+
+    // Blob locations grouped by pack (needed for read-data).
+    let mut by_pack: HashMap<PackId, Vec<BlobLoc>> = HashMap::new();
+    let mut blobs = 0u64;
+    store.index().for_each_blob(|l| {
+        blobs += 1;
+        if opts.read_data {
+            by_pack.entry(l.pack).or_default().push(l);
+        }
+        Ok(())
+    })?;
+    report.blobs_indexed = blobs;
+
+    let mut bad: HashMap<[u8; 32], String> = HashMap::new();
+    if opts.read_data {
+        let mut packs: Vec<PackId> = by_pack.keys().copied().collect();
+        packs.sort();
+        if let Some(pct) = opts.read_data_percent {
+            let want = ((packs.len() as f64) * pct / 100.0).ceil() as usize;
+            fastrand::shuffle(&mut packs);
+            packs.truncate(want.min(packs.len()));
+        }
+        let progress = crate::log::progress_enabled().then(|| {
+            let p = indicatif::ProgressBar::new(packs.len() as u64);
+            p.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} packs {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            p
+        });
+        let results: Vec<(u64, Vec<(BlobId, String)>)> = packs
+            .par_iter()
+            .map(|p| {
+                let r = verify_pack(store, *p, &by_pack[p]);
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+                r
+            })
+            .collect();
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        report.packs_read = packs.len() as u64;
+        for (n, errs) in results {
+            report.bytes_read += n;
+            for (id, msg) in errs {
+                if id.hash == [0; 32] {
+                    report.problems.push(problem(msg));
+                } else {
+                    bad.insert(id.hash, msg);
+                }
+            }
+        }
+    }
+
+    // Walk every snapshot; each distinct tree once.
+    let snaps = match store.snapshots() {
+        Ok(s) => s,
+        Err(e) => {
+            report.problems.push(problem(e.to_string()));
+            Vec::new()
+        }
+    };
+    report.snapshots = snaps.len() as u64;
+    let mut seen_trees: HashSet<TreeId> = HashSet::new();
+    let mut affects: HashMap<[u8; 32], Vec<String>> = HashMap::new();
+    let mut missing: HashMap<[u8; 32], (String, Vec<String>)> = HashMap::new();
+    for (sid, snap) in &snaps {
+        walk(
+            store,
+            *sid,
+            snap.root,
+            "/".to_string(),
+            &mut seen_trees,
+            &bad,
+            &mut affects,
+            &mut missing,
+        )?;
+    }
+    report.trees = seen_trees.len() as u64;
+    for (hash, msg) in bad {
+        let paths = affects.remove(&hash).unwrap_or_default();
+        report.problems.push(Problem {
+            message: msg,
+            affects: paths,
+        });
+    }
+    for (_, (msg, paths)) in missing {
+        report.problems.push(Problem {
+            message: msg,
+            affects: paths,
+        });
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    store: &Store,
+    sid: SnapshotId,
+    tree: TreeId,
+    path: String,
+    seen: &mut HashSet<TreeId>,
+    bad: &HashMap<[u8; 32], String>,
+    affects: &mut HashMap<[u8; 32], Vec<String>>,
+    missing: &mut HashMap<[u8; 32], (String, Vec<String>)>,
+) -> Result<()> {
+    let label = |p: &str| format!("{}:{p}", sid.short());
+    if bad.contains_key(&tree.0) {
+        affects.entry(tree.0).or_default().push(label(&path));
+        return Ok(());
+    }
+    if !seen.insert(tree) {
+        return Ok(());
+    }
+    let t = match store.read_tree(tree) {
+        Ok(t) => t,
+        Err(
+            e @ (Error::MissingObject { .. } | Error::Corrupt { .. } | Error::Malformed { .. }),
+        ) => {
+            missing
+                .entry(tree.0)
+                .or_insert_with(|| (format!("tree {}: {e}", tree.short()), Vec::new()))
+                .1
+                .push(label(&path));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for e in &t.entries {
+        let child = crate::snapshot::child_path(&path, &e.name);
+        match &e.kind {
+            Kind::Dir(id) => walk(store, sid, *id, child, seen, bad, affects, missing)?,
+            Kind::File(c) => {
+                for ch in &c.chunks {
+                    if bad.contains_key(&ch.id.0) {
+                        affects.entry(ch.id.0).or_default().push(label(&child));
+                    } else if store.index().get(&ch.id.0)?.is_none() {
+                        missing
+                            .entry(ch.id.0)
+                            .or_insert_with(|| {
+                                (
+                                    format!("chunk {} is not in the store", ch.id.to_hex()),
+                                    Vec::new(),
+                                )
+                            })
+                            .1
+                            .push(label(&child));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairReport {
+    pub packs_indexed: u64,
+    pub blobs_indexed: u64,
+    /// Packs whose trailer was unusable; their intact records were indexed.
+    pub packs_salvaged: Vec<String>,
+}
+
+/// Rebuild the index from the pack files alone.
+pub fn repair(store: &Store, _lock: &StoreLock) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    store.index().clear()?;
+    for p in store.pack_files()? {
+        let path = store.pack_path(&p);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let locs = match pack::read_trailer(&path, p) {
+            Ok(l) => l,
+            Err(_) => {
+                let l = pack::scan_records(&path, p)?;
+                report
+                    .packs_salvaged
+                    .push(format!("{}: {} intact blobs", path.display(), l.len()));
+                l
+            }
+        };
+        store.index().add_pack(p, size, &locs)?;
+        report.packs_indexed += 1;
+        report.blobs_indexed += locs.len() as u64;
+    }
+    Ok(report)
+}

@@ -1,0 +1,202 @@
+//! Content chunking, hashing and compression: FastCDC cut points, BLAKE3 ids,
+//! zstd (or raw when that is smaller). This module owns the size limits that
+//! bound every decompression; it never touches the store.
+
+use std::cell::RefCell;
+use std::io::Read;
+
+use crate::error::{Error, Result};
+use crate::id::BlobKind;
+
+/// FastCDC bounds (see docs/format.md for how they were chosen).
+pub const CHUNK_MIN_BYTES: usize = 128 * 1024;
+pub const CHUNK_AVG_BYTES: usize = 512 * 1024;
+pub const CHUNK_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Largest encoded tree accepted: a directory of ~200k entries.
+pub const TREE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// zstd level used for new blobs.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// How a blob's stored bytes encode its plain bytes.
+pub const ENCODING_RAW: u8 = 0;
+pub const ENCODING_ZSTD: u8 = 1;
+
+pub fn max_plain_len(kind: BlobKind) -> usize {
+    match kind {
+        BlobKind::Chunk => CHUNK_MAX_BYTES,
+        BlobKind::Tree => TREE_MAX_BYTES,
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compress `plain` with zstd; keep it raw when compression does not pay.
+/// Returns (encoding, stored bytes).
+pub fn encode(plain: &[u8]) -> (u8, Vec<u8>) {
+    let compressed = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        c.as_mut().and_then(|c| c.compress(plain).ok())
+    });
+    match compressed {
+        Some(z) if z.len() < plain.len() => (ENCODING_ZSTD, z),
+        _ => (ENCODING_RAW, plain.to_vec()),
+    }
+}
+
+/// Turn stored bytes back into plain bytes, never allocating more than the
+/// declared plain length, which is itself bounded by the kind's maximum.
+pub fn decode(kind: BlobKind, encoding: u8, stored: &[u8], plain_len: u32) -> Result<Vec<u8>> {
+    let plain_len = plain_len as usize;
+    if plain_len > max_plain_len(kind) {
+        return Err(Error::malformed(
+            "blob",
+            format!(
+                "declared size {plain_len} exceeds the {} limit",
+                kind.name()
+            ),
+        ));
+    }
+    let out = match encoding {
+        ENCODING_RAW => stored.to_vec(),
+        ENCODING_ZSTD => zstd::bulk::decompress(stored, plain_len)
+            .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?,
+        other => {
+            return Err(Error::malformed(
+                "blob",
+                format!("unknown encoding {other}"),
+            ));
+        }
+    };
+    if out.len() != plain_len {
+        return Err(Error::malformed(
+            "blob",
+            format!("decoded {} bytes, expected {plain_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+/// Cut a byte stream into content-defined chunks, calling `each` with every
+/// chunk's plain bytes in order. Uses one buffer of `CHUNK_MAX_BYTES` per
+/// call, so memory does not depend on the stream's length.
+pub fn chunk_stream<R: Read>(
+    mut reader: R,
+    buf: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> std::io::Result<Result<()>> {
+    buf.resize(CHUNK_MAX_BYTES, 0);
+    let mut len = 0usize;
+    let mut eof = false;
+    loop {
+        while !eof && len < buf.len() {
+            match reader.read(&mut buf[len..]) {
+                Ok(0) => eof = true,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if len == 0 {
+            return Ok(Ok(()));
+        }
+        let cut = if len <= CHUNK_MIN_BYTES {
+            len
+        } else {
+            let cdc = fastcdc::v2020::FastCDC::new(
+                &buf[..len],
+                CHUNK_MIN_BYTES,
+                CHUNK_AVG_BYTES,
+                CHUNK_MAX_BYTES,
+            );
+            let (_, end) = cdc.cut(0, len);
+            if end == 0 { len } else { end }
+        };
+        if let Err(e) = each(&buf[..cut]) {
+            return Ok(Err(e));
+        }
+        buf.copy_within(cut..len, 0);
+        len -= cut;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n).map(|_| rng.u8(..)).collect()
+    }
+
+    fn cuts(data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        chunk_stream(data, &mut buf, |c| {
+            out.push(c.len());
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn chunks_cover_the_stream_within_bounds() {
+        let data = pseudo_random(9 * 1024 * 1024 + 17, 1);
+        let sizes = cuts(&data);
+        assert_eq!(sizes.iter().sum::<usize>(), data.len());
+        assert!(sizes.len() > 4);
+        for s in &sizes[..sizes.len() - 1] {
+            assert!((CHUNK_MIN_BYTES..=CHUNK_MAX_BYTES).contains(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn an_insertion_moves_only_nearby_cut_points() {
+        let data = pseudo_random(8 * 1024 * 1024, 2);
+        let mut edited = data.clone();
+        edited.splice(3_000_000..3_000_000, [7u8; 100]);
+        let a = cuts(&data);
+        let b = cuts(&edited);
+        let ends = |v: &[usize]| -> Vec<usize> {
+            v.iter()
+                .scan(0, |acc, s| {
+                    *acc += s;
+                    Some(*acc)
+                })
+                .collect()
+        };
+        let (ea, eb) = (ends(&a), ends(&b));
+        let shared_tail = ea
+            .iter()
+            .filter(|e| **e > 3_100_000 && eb.contains(&(**e + 100)))
+            .count();
+        assert!(
+            shared_tail
+                >= ea
+                    .iter()
+                    .filter(|e| **e > 3_100_000 + CHUNK_MAX_BYTES)
+                    .count()
+        );
+    }
+
+    #[test]
+    fn decode_refuses_oversized_and_mismatched_blobs() {
+        let plain = vec![0u8; 4096];
+        let (enc, stored) = encode(&plain);
+        assert_eq!(enc, ENCODING_ZSTD);
+        assert_eq!(decode(BlobKind::Chunk, enc, &stored, 4096).unwrap(), plain);
+        assert!(decode(BlobKind::Chunk, enc, &stored, 4095).is_err());
+        let too_big = (CHUNK_MAX_BYTES + 1) as u32;
+        assert!(decode(BlobKind::Chunk, enc, &stored, too_big).is_err());
+        let random = pseudo_random(1000, 3);
+        let (enc, stored) = encode(&random);
+        assert_eq!(enc, ENCODING_RAW);
+        assert_eq!(stored, random);
+    }
+}

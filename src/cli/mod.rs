@@ -1,0 +1,168 @@
+//! The command line: flags in, library call, output out. Human output goes
+//! to stdout, logs and progress to stderr; with `--json` every command
+//! prints exactly one JSON document on stdout (docs/json.md).
+
+mod cat;
+mod check;
+mod diff;
+mod init;
+mod ls;
+mod restore;
+mod snapshot;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use hamn::config::Config;
+use hamn::store::{Store, StoreLock};
+use hamn::{Error, Result};
+
+/// Exit status for a run that finished but had warnings.
+pub const EXIT_WARNINGS: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hamn",
+    version,
+    about = "Keep an xCAT standby management node a versioned clone of the primary",
+    long_about = None,
+)]
+pub struct Cli {
+    /// Config file (default: $HAMN_CONFIG, else /etc/hamn/hamn.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store directory (default: the config's `store`, else /var/lib/hamn)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print one JSON document on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Seconds to wait for another run's store lock (default: config, else 0)
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an empty store
+    #[command(after_help = "Example: hamn --store /var/lib/hamn init")]
+    Init(init::Args),
+    /// Snapshot the managed paths (from the config, or PATHs)
+    #[command(after_help = "Example: hamn snapshot --tag before-upgrade")]
+    Snapshot(snapshot::Args),
+    /// List snapshots
+    #[command(after_help = "Example: hamn snapshots --json")]
+    Snapshots(snapshots::Args),
+    /// List a snapshot's entries
+    #[command(after_help = "Example: hamn ls latest /install/netboot --recursive")]
+    Ls(ls::Args),
+    /// Print one file of a snapshot
+    #[command(after_help = "Example: hamn cat latest~1 /etc/hosts")]
+    Cat(cat::Args),
+    /// Copy selected paths out of a snapshot, with all metadata
+    #[command(
+        after_help = "Example: hamn restore latest /etc/hosts /install/postscripts --to /tmp/salvage"
+    )]
+    Restore(restore::Args),
+    /// What changed between two snapshots
+    #[command(after_help = "Example: hamn diff latest~1 latest /install")]
+    Diff(diff::Args),
+    /// Verify the store (and, with --read-data, every stored byte)
+    #[command(after_help = "Example: hamn check --read-data-subset 5%")]
+    Check(check::Args),
+}
+
+/// What every command needs: the parsed flags and the loaded config.
+pub struct Ctx {
+    pub json: bool,
+    pub config: Config,
+    pub store_flag: Option<PathBuf>,
+    pub lock_wait: Option<u64>,
+    pub command_line: String,
+}
+
+impl Ctx {
+    pub fn store_path(&self) -> PathBuf {
+        self.config.store_path(self.store_flag.as_deref())
+    }
+
+    pub fn open_store(&self) -> Result<Store> {
+        Store::open(&self.store_path())
+    }
+
+    pub fn lock(&self, store: &Store) -> Result<StoreLock> {
+        let wait = self.lock_wait.unwrap_or(self.config.lock_wait);
+        store.lock(Duration::from_secs(wait), &self.command_line)
+    }
+
+    /// Print the command's JSON document.
+    pub fn print_json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    }
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let (config, _path) = Config::load(cli.config.as_deref())?;
+    let ctx = Ctx {
+        json: cli.json,
+        config,
+        store_flag: cli.store,
+        lock_wait: cli.lock_wait,
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Cat(a) => cat::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+    }
+}
+
+/// 1.5 GiB, 12 KiB, 900 B.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A time in nanoseconds since the epoch, as local RFC 3339 with ns.
+pub fn time_ns_text(sec: i64, nsec: u32) -> String {
+    chrono::DateTime::from_timestamp(sec, nsec)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+        })
+        .unwrap_or_else(|| format!("{sec}.{nsec:09}"))
+}
+
+/// Reject what the library cannot take as usage errors (exit 2).
+pub fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}

@@ -1,0 +1,65 @@
+use hamn::Result;
+use hamn::restore::Restorer;
+use hamn::snapshot;
+
+use super::{Ctx, human_bytes, usage};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot: id prefix, latest or latest~N
+    pub snap: String,
+    /// Paths inside the snapshot to restore (e.g. /etc/hosts /install/postscripts)
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Directory to restore into; each path keeps its full name below it
+    #[arg(long, value_name = "DIR")]
+    pub to: std::path::PathBuf,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let store = ctx.open_store()?;
+    let (id, snap) = snapshot::resolve(&store, &a.snap)?;
+    if !a.to.is_dir() {
+        return Err(usage(format!(
+            "--to {}: not a directory; create it first",
+            a.to.display()
+        )));
+    }
+    let mut r = Restorer::new(&store);
+    for p in &a.paths {
+        r.restore_path(snap.root, &a.snap, p, &a.to)?;
+    }
+    let s = &r.stats;
+    for w in &s.warnings {
+        hamn::log::warn(w);
+    }
+    for e in &s.errors {
+        hamn::log::warn(&format!("not restored: {e}"));
+    }
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({ "snapshot": id, "to": a.to, "stats": s }));
+    } else {
+        println!(
+            "restored {} files, {} dirs, {} other entries, {} hardlinks, {} from snapshot {} to {}",
+            s.files,
+            s.dirs,
+            s.other_entries,
+            s.hardlinks,
+            human_bytes(s.bytes_written),
+            &id.to_hex()[..12],
+            a.to.display()
+        );
+    }
+    if !s.errors.is_empty() {
+        return Err(hamn::Error::Other(format!(
+            "{} entries could not be restored (damaged or missing data; first: {}); run `hamn check --read-data`",
+            s.errors.len(),
+            s.errors[0]
+        )));
+    }
+    Ok(if s.warnings.is_empty() {
+        0
+    } else {
+        super::EXIT_WARNINGS
+    })
+}

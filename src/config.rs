@@ -1,0 +1,160 @@
+//! The TOML configuration: where the store is, what is managed, where the
+//! standby is, retention and hooks. Unknown keys are errors, so a typo never
+//! silently disables a setting.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_CONFIG: &str = "/etc/hamn/hamn.toml";
+pub const DEFAULT_STORE: &str = "/var/lib/hamn";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The store directory on this node.
+    pub store: Option<PathBuf>,
+    /// Managed paths, absolute.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Glob patterns matched against absolute paths; a match is not stored.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Stay on the file system of each managed path (default true).
+    #[serde(default = "yes")]
+    pub one_file_system: bool,
+    /// Store what symlinks point to instead of the links (as rsync -L).
+    #[serde(default)]
+    pub follow_symlinks: bool,
+    #[serde(default)]
+    pub standby: Standby,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Seconds a writer waits for the store lock before giving up (exit 4).
+    #[serde(default)]
+    pub lock_wait: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Standby {
+    pub url: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub remote_bin: Option<String>,
+    #[serde(default)]
+    pub materialize: bool,
+    /// Chunks read back from the standby after each sync.
+    #[serde(default)]
+    pub verify_sample: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Shell commands run before the walk; a failure aborts the snapshot.
+    #[serde(default)]
+    pub pre_snapshot: Vec<String>,
+    /// Shell commands run after a successful materialization.
+    #[serde(default)]
+    pub post_materialize: Vec<String>,
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.message().to_string()
+                + &e.span()
+                    .map(|s| {
+                        let line = text[..s.start].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default(),
+        })?;
+        for p in &cfg.paths {
+            if !p.starts_with('/') {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    message: format!("managed path '{p}' must be absolute"),
+                });
+            }
+        }
+        for g in &cfg.exclude {
+            globset::Glob::new(g).map_err(|e| Error::Config {
+                path: path.to_path_buf(),
+                message: format!("exclude pattern '{g}': {e}"),
+            })?;
+        }
+        Ok(cfg)
+    }
+
+    /// Load the config: an explicit path must exist; the default location
+    /// may be absent (then every setting takes its default).
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+        let env = std::env::var_os("HAMN_CONFIG").map(PathBuf::from);
+        let (path, required) = match (explicit, env) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (p, true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((Config::parse(&text, &path)?, Some(path))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok((Config::default_values(), None))
+            }
+            Err(e) => Err(Error::Config {
+                path,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    fn default_values() -> Config {
+        Config {
+            one_file_system: true,
+            ..Config::default()
+        }
+    }
+
+    pub fn store_path(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.store.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_relative_paths_are_errors() {
+        let p = Path::new("x.toml");
+        assert!(Config::parse("stor = '/x'", p).is_err());
+        assert!(Config::parse("paths = ['etc/hosts']", p).is_err());
+        assert!(Config::parse("exclude = ['[']", p).is_err());
+        let c = Config::parse("paths = ['/install']\n[hooks]\npre_snapshot = ['true']", p).unwrap();
+        assert!(c.one_file_system);
+        assert_eq!(c.hooks.pre_snapshot, vec!["true"]);
+    }
+}

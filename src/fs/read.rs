@@ -1,0 +1,209 @@
+//! Reading the live file system: metadata into tree form, xattrs without
+//! following symlinks, data extents of sparse files, and owner names.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::tree::{Meta, XATTR_VALUE_MAX_BYTES};
+
+/// uid/gid -> name, looked up once each.
+#[derive(Default)]
+pub struct Owners {
+    users: Mutex<HashMap<u32, Vec<u8>>>,
+    groups: Mutex<HashMap<u32, Vec<u8>>>,
+}
+
+impl Owners {
+    pub fn user(&self, uid: u32) -> Vec<u8> {
+        let mut m = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(uid)
+            .or_insert_with(|| {
+                uzers::get_user_by_uid(uid)
+                    .map(|u| u.name().as_bytes().to_vec())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    pub fn group(&self, gid: u32) -> Vec<u8> {
+        let mut m = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(gid)
+            .or_insert_with(|| {
+                uzers::get_group_by_gid(gid)
+                    .map(|g| g.name().as_bytes().to_vec())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// Extended attributes of `path` itself (never of a symlink's target),
+/// sorted by name. A file system without xattr support has none.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                let len = names.len() * 4;
+                names.resize(len, 0)
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+                Ok(len) => break Some(len),
+                Err(rustix::io::Errno::RANGE) if value.len() < XATTR_VALUE_MAX_BYTES => {
+                    value.resize(XATTR_VALUE_MAX_BYTES, 0)
+                }
+                // Removed between list and get.
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(len) = len {
+            value.truncate(len);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Tree metadata from a stat result and the entry's xattrs.
+pub fn meta_from(md: &Metadata, owners: &Owners, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
+    Meta {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user: owners.user(md.uid()),
+        group: owners.group(md.gid()),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        dev: md.dev(),
+        ino: md.ino(),
+        ctime_sec: md.ctime(),
+        ctime_nsec: md.ctime_nsec() as u32,
+        nlink: md.nlink() as u32,
+        xattrs,
+    }
+}
+
+/// Whether a stat still describes the version of a file recorded in `meta`.
+pub fn unchanged(meta: &Meta, size: u64, md: &Metadata) -> bool {
+    meta.dev == md.dev()
+        && meta.ino == md.ino()
+        && meta.mtime_sec == md.mtime()
+        && meta.mtime_nsec == md.mtime_nsec() as u32
+        && meta.ctime_sec == md.ctime()
+        && meta.ctime_nsec == md.ctime_nsec() as u32
+        && size == md.size()
+}
+
+/// Open a file for reading without following a symlink and, where allowed,
+/// without updating its access time.
+pub fn open_source(path: &Path) -> io::Result<File> {
+    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(base | libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(base)
+            .open(path),
+        r => r,
+    }
+}
+
+/// The extents of `file` that hold data, as (offset, length). A file whose
+/// blocks cover its size is one extent; otherwise SEEK_DATA/SEEK_HOLE find
+/// the holes.
+pub fn data_extents(file: &File, md: &Metadata) -> io::Result<Vec<(u64, u64)>> {
+    let size = md.size();
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    if md.blocks() * 512 >= size {
+        return Ok(vec![(0, size)]);
+    }
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rustix::fs::seek(file.as_fd(), rustix::fs::SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) => return Ok(vec![(0, size)]),
+            Err(e) => return Err(e.into()),
+        };
+        if start >= size {
+            break;
+        }
+        let end = rustix::fs::seek(file.as_fd(), rustix::fs::SeekFrom::Hole(start))?.min(size);
+        out.push((start, end - start));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Reads the given extents of a file one after another, as one stream.
+pub struct ExtentReader<'a> {
+    file: &'a File,
+    extents: &'a [(u64, u64)],
+    idx: usize,
+    done: u64,
+}
+
+impl<'a> ExtentReader<'a> {
+    pub fn new(file: &'a File, extents: &'a [(u64, u64)]) -> Self {
+        ExtentReader {
+            file,
+            extents,
+            idx: 0,
+            done: 0,
+        }
+    }
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(&(off, len)) = self.extents.get(self.idx) {
+            if self.done >= len {
+                self.idx += 1;
+                self.done = 0;
+                continue;
+            }
+            let want = ((len - self.done) as usize).min(buf.len());
+            let n = self.file.read_at(&mut buf[..want], off + self.done)?;
+            if n == 0 {
+                // Shorter than its stat said: the caller's re-stat sees it.
+                self.idx = self.extents.len();
+                return Ok(0);
+            }
+            self.done += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// Whether two stats of one open file show the same version of it.
+pub fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}

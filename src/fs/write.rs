@@ -1,0 +1,291 @@
+//! Writing entries into a target directory with `*at` calls on directory
+//! descriptors. Nothing here follows a symlink inside the target: every
+//! open uses O_NOFOLLOW, metadata calls use AT_SYMLINK_NOFOLLOW, and names
+//! reaching this module are single validated components.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+
+use crate::tree::Meta;
+
+fn c_name(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// An open directory inside (or at) a target root.
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Open the target root itself (a path the admin chose).
+    pub fn open_root(path: &Path) -> io::Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn child_path(&self, name: &[u8]) -> PathBuf {
+        self.path.join(std::ffi::OsStr::from_bytes(name))
+    }
+
+    /// Open a child directory, refusing a symlink.
+    pub fn open_dir(&self, name: &[u8]) -> io::Result<Dir> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Dir {
+            fd,
+            path: self.child_path(name),
+        })
+    }
+
+    /// Create a child directory (0700 until its metadata is applied), or
+    /// open it when a real directory of that name is already there.
+    pub fn make_dir(&self, name: &[u8]) -> io::Result<Dir> {
+        let c = c_name(name)?;
+        match rustix::fs::mkdirat(&self.fd, c.as_c_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => match self.kind_of(name)? {
+                Some(FileType::Directory) => {}
+                _ => {
+                    self.remove(name)?;
+                    rustix::fs::mkdirat(&self.fd, c.as_c_str(), Mode::from_raw_mode(0o700))?;
+                }
+            },
+            Err(e) => return Err(e.into()),
+        }
+        self.open_dir(name)
+    }
+
+    /// The type of a child, without following it; `None` if absent.
+    pub fn kind_of(&self, name: &[u8]) -> io::Result<Option<FileType>> {
+        match rustix::fs::statat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove a child of any type; a directory with all its contents.
+    pub fn remove(&self, name: &[u8]) -> io::Result<()> {
+        let c = c_name(name)?;
+        match rustix::fs::unlinkat(&self.fd, c.as_c_str(), AtFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {
+                if self.kind_of(name)? != Some(FileType::Directory) {
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+                let sub = self.open_dir(name)?;
+                for n in sub.names()? {
+                    sub.remove(&n)?;
+                }
+                drop(sub);
+                rustix::fs::unlinkat(&self.fd, c.as_c_str(), AtFlags::REMOVEDIR)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names in this directory (without `.` and `..`).
+    pub fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut dir = rustix::fs::Dir::read_from(&fd)?;
+        let mut out = Vec::new();
+        while let Some(e) = dir.read() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                out.push(n.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Create a new regular file (replacing whatever had the name).
+    pub fn create_file(&self, name: &[u8]) -> io::Result<File> {
+        let c = c_name(name)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::from_raw_mode(0o600))
+        {
+            Err(rustix::io::Errno::EXIST) => {
+                self.remove(name)?;
+                rustix::fs::openat(&self.fd, c.as_c_str(), flags, Mode::from_raw_mode(0o600))?
+            }
+            r => r?,
+        };
+        Ok(File::from(fd))
+    }
+
+    fn replace_with(
+        &self,
+        name: &[u8],
+        make: impl Fn(&CString) -> rustix::io::Result<()>,
+    ) -> io::Result<()> {
+        let c = c_name(name)?;
+        match make(&c) {
+            Err(rustix::io::Errno::EXIST) => {
+                self.remove(name)?;
+                make(&c)?;
+                Ok(())
+            }
+            r => Ok(r?),
+        }
+    }
+
+    pub fn symlink(&self, name: &[u8], target: &[u8]) -> io::Result<()> {
+        let t = c_name(target)?;
+        self.replace_with(name, |c| {
+            rustix::fs::symlinkat(t.as_c_str(), &self.fd, c.as_c_str())
+        })
+    }
+
+    /// Create a device node, fifo or socket node.
+    pub fn make_node(&self, name: &[u8], kind: FileType, rdev: u64) -> io::Result<()> {
+        self.replace_with(name, |c| {
+            rustix::fs::mknodat(
+                &self.fd,
+                c.as_c_str(),
+                kind,
+                Mode::from_raw_mode(0o600),
+                rdev,
+            )
+        })
+    }
+
+    /// Hard-link `target` (a path under the same root, made by this run).
+    pub fn hard_link(&self, name: &[u8], target: &Path) -> io::Result<()> {
+        self.replace_with(name, |c| {
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                target,
+                &self.fd,
+                c.as_c_str(),
+                AtFlags::empty(),
+            )
+        })
+    }
+
+    /// Apply metadata to a child that is not open (symlinks, nodes).
+    /// Returns the xattrs that could not be set.
+    pub fn set_meta_at(
+        &self,
+        name: &[u8],
+        meta: &Meta,
+        is_symlink: bool,
+    ) -> io::Result<Vec<String>> {
+        let c = c_name(name)?;
+        chown_ok(rustix::fs::chownat(
+            &self.fd,
+            c.as_c_str(),
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ))?;
+        if !is_symlink {
+            rustix::fs::chmodat(
+                &self.fd,
+                c.as_c_str(),
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )?;
+        }
+        // lsetxattr needs a path; reach the child through this directory's
+        // descriptor so that no component of the root path is re-resolved.
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .join(std::ffi::OsStr::from_bytes(name));
+        let mut failed = Vec::new();
+        for (k, v) in &meta.xattrs {
+            if let Err(e) =
+                rustix::fs::lsetxattr(&proc_path, k.as_slice(), v, rustix::fs::XattrFlags::empty())
+            {
+                failed.push(format!("{}: {e}", String::from_utf8_lossy(k)));
+            }
+        }
+        rustix::fs::utimensat(
+            &self.fd,
+            c.as_c_str(),
+            &times(meta),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(failed)
+    }
+
+    pub fn set_meta(&self, meta: &Meta) -> io::Result<Vec<String>> {
+        set_meta_fd(&self.fd, meta)
+    }
+}
+
+fn chown_ok(r: rustix::io::Result<()>) -> io::Result<()> {
+    match r {
+        // Without root, ownership cannot be given away; the rest still is.
+        Err(rustix::io::Errno::PERM) if !rustix::process::geteuid().is_root() => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn times(meta: &Meta) -> Timestamps {
+    let t = Timespec {
+        tv_sec: meta.mtime_sec,
+        tv_nsec: meta.mtime_nsec as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Apply owner, mode, xattrs and mtime to an open file or directory, in
+/// the order that keeps them: chown clears setuid bits and capabilities,
+/// so mode and xattrs come after it, and the times come last.
+/// Returns the xattrs that could not be set.
+pub fn set_meta_fd(fd: impl AsFd, meta: &Meta) -> io::Result<Vec<String>> {
+    let fd = fd.as_fd();
+    chown_ok(rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(meta.uid)),
+        Some(rustix::fs::Gid::from_raw(meta.gid)),
+    ))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+    let mut failed = Vec::new();
+    for (k, v) in &meta.xattrs {
+        if let Err(e) = rustix::fs::fsetxattr(fd, k.as_slice(), v, rustix::fs::XattrFlags::empty())
+        {
+            failed.push(format!("{}: {e}", String::from_utf8_lossy(k)));
+        }
+    }
+    rustix::fs::futimens(fd, &times(meta))?;
+    Ok(failed)
+}

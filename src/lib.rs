@@ -1,0 +1,25 @@
+//! hamn keeps the standby management node of an xCAT cluster an identical,
+//! versioned clone of the primary: snapshots of the managed paths go into a
+//! deduplicated, content-addressed store, from which they can be listed,
+//! compared, verified and restored.
+//!
+//! Layers, each depending only on those below it:
+//! `cli` (in the binary) -> `snapshot::create`, `restore`, `diff`, `check`
+//! -> `store`, `tree`, `snapshot` -> `chunk`, `id`, `codec` -> `error`.
+//! Only `fs` makes raw file-system syscalls.
+
+pub mod check;
+pub mod chunk;
+pub mod codec;
+pub mod config;
+pub mod diff;
+pub mod error;
+pub mod fs;
+pub mod id;
+pub mod log;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+pub mod tree;
+
+pub use error::{Error, Result};

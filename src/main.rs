@@ -1,0 +1,37 @@
+//! The `hamn` binary: parse flags, run the command, map errors to exit
+//! statuses (0 done, 1 failed, 2 usage or config, 3 done with warnings,
+//! 4 store locked).
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    // Whatever the caller's umask, nothing hamn creates is readable by others
+    // unless a restore gives it its recorded mode explicitly.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let args = cli::Cli::parse();
+    hamn::log::set_level(if args.quiet {
+        hamn::log::QUIET
+    } else if args.verbose > 0 {
+        hamn::log::VERBOSE
+    } else {
+        hamn::log::NORMAL
+    });
+    let json = args.json;
+    let code = match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("hamn: error: {e}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": e.to_string(), "exit_code": code })
+                );
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}

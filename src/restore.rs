@@ -1,0 +1,245 @@
+//! Copying entries out of a snapshot into a directory (salvage): content,
+//! owners, modes, xattrs, times, hardlinks, sparse holes. Each chunk is
+//! verified before its bytes are written; a file whose data is damaged is
+//! removed again and reported, never left with wrong bytes, and the other
+//! files are still restored.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FileType;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::write::{Dir, set_meta_fd};
+use crate::id::TreeId;
+use crate::snapshot::path_components;
+use crate::store::Store;
+use crate::tree::{Entry, FileContent, Kind, Meta};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    pub hardlinks: u64,
+    pub bytes_written: u64,
+    /// Entries that could not be restored, with the reason.
+    pub errors: Vec<String>,
+    /// Metadata that could not be applied (e.g. an xattr the target file
+    /// system does not support).
+    pub warnings: Vec<String>,
+}
+
+/// Write a file's content to `out` through `emit(offset, bytes)`, chunk by
+/// chunk, each verified against its id before it is passed on.
+pub fn for_each_data(
+    store: &Store,
+    content: &FileContent,
+    mut emit: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let extents = content.data_extents();
+    let mut ext = extents.iter().copied();
+    let (mut off, mut left) = ext.next().unwrap_or((0, 0));
+    for c in &content.chunks {
+        let data = store.read_chunk(c.id)?;
+        let mut data = &data[..];
+        while !data.is_empty() {
+            while left == 0 {
+                (off, left) = ext.next().ok_or_else(|| {
+                    Error::malformed("tree", "chunks exceed the file's data extents")
+                })?;
+            }
+            let n = (left as usize).min(data.len());
+            emit(off, &data[..n])?;
+            off += n as u64;
+            left -= n as u64;
+            data = &data[n..];
+        }
+    }
+    Ok(())
+}
+
+/// Stream a file's bytes (holes as zeros) to `out`.
+pub fn cat(store: &Store, content: &FileContent, out: &mut impl Write) -> Result<()> {
+    let mut pos = 0u64;
+    let zeros = vec![0u8; 64 * 1024];
+    let pad = |out: &mut dyn Write, upto: u64, pos: &mut u64| -> Result<()> {
+        while *pos < upto {
+            let n = ((upto - *pos) as usize).min(zeros.len());
+            out.write_all(&zeros[..n]).at("<stdout>")?;
+            *pos += n as u64;
+        }
+        Ok(())
+    };
+    for_each_data(store, content, |off, bytes| {
+        pad(out, off, &mut pos)?;
+        out.write_all(bytes).at("<stdout>")?;
+        pos += bytes.len() as u64;
+        Ok(())
+    })?;
+    pad(out, content.size, &mut pos)?;
+    out.flush().at("<stdout>")
+}
+
+/// Whether an error concerns one entry's data (restore goes on) rather
+/// than the target (restore stops).
+fn is_data_problem(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::MissingObject { .. } | Error::Malformed { .. }
+    )
+}
+
+pub struct Restorer<'a> {
+    store: &'a Store,
+    /// (dev, ino) of a hardlinked source file -> where this run put it.
+    links: HashMap<(u64, u64), PathBuf>,
+    pub stats: RestoreStats,
+}
+
+impl<'a> Restorer<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Restorer {
+            store,
+            links: HashMap::new(),
+            stats: RestoreStats::default(),
+        }
+    }
+
+    fn note_meta(&mut self, path: &Path, failed: Vec<String>) {
+        for f in failed {
+            self.stats
+                .warnings
+                .push(format!("{}: xattr {f}", path.display()));
+        }
+    }
+
+    /// Restore `path` of the snapshot rooted at `root` to `to/path`.
+    pub fn restore_path(&mut self, root: TreeId, label: &str, path: &str, to: &Path) -> Result<()> {
+        let comps = path_components(path.as_bytes())?;
+        let mut dir = Dir::open_root(to).at(to)?;
+        let mut tree = self.store.read_tree(root)?;
+        let missing = || Error::NoSuchPath {
+            snapshot: label.to_string(),
+            path: path.to_string(),
+        };
+        if comps.is_empty() {
+            for e in tree.entries.clone() {
+                self.entry(&dir, &e)?;
+            }
+            return Ok(());
+        }
+        let (last, parents) = comps.split_last().expect("non-empty");
+        let mut made: Vec<(PathBuf, Meta)> = Vec::new();
+        for c in parents {
+            let e = tree.get(c).ok_or_else(missing)?.clone();
+            let Kind::Dir(id) = e.kind else {
+                return Err(missing());
+            };
+            let existed = dir.kind_of(c).at(dir.child_path(c))?.is_some();
+            dir = dir.make_dir(c).at(dir.child_path(c))?;
+            if !existed {
+                made.push((dir.path().to_path_buf(), e.meta.clone()));
+            }
+            tree = self.store.read_tree(id)?;
+        }
+        let e = tree.get(last).ok_or_else(missing)?.clone();
+        self.entry(&dir, &e)?;
+        // Directories created to hold the path get their snapshot metadata
+        // too, innermost first so parent mtimes are not disturbed.
+        for (p, meta) in made.into_iter().rev() {
+            let d = Dir::open_root(&p).at(&p)?;
+            let failed = d.set_meta(&meta).at(&p)?;
+            self.note_meta(&p, failed);
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dir: &Dir, e: &Entry) -> Result<()> {
+        let path = dir.child_path(&e.name);
+        match &e.kind {
+            Kind::Dir(id) => {
+                let tree = match self.store.read_tree(*id) {
+                    Ok(t) => t,
+                    Err(err) if is_data_problem(&err) => {
+                        self.stats.errors.push(format!("{}: {err}", path.display()));
+                        return Ok(());
+                    }
+                    Err(err) => return Err(err),
+                };
+                let sub = dir.make_dir(&e.name).at(&path)?;
+                self.stats.dirs += 1;
+                for child in &tree.entries {
+                    self.entry(&sub, child)?;
+                }
+                let failed = sub.set_meta(&e.meta).at(&path)?;
+                self.note_meta(&path, failed);
+            }
+            Kind::File(content) => {
+                let key = (e.meta.dev, e.meta.ino);
+                if e.meta.nlink > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        dir.hard_link(&e.name, first).at(&path)?;
+                        self.stats.hardlinks += 1;
+                        return Ok(());
+                    }
+                }
+                let file = dir.create_file(&e.name).at(&path)?;
+                match self.write_content(&file, &path, content) {
+                    Ok(()) => {}
+                    Err(err) if is_data_problem(&err) => {
+                        drop(file);
+                        let _ = dir.remove(&e.name);
+                        self.stats.errors.push(format!("{}: {err}", path.display()));
+                        return Ok(());
+                    }
+                    Err(err) => {
+                        drop(file);
+                        let _ = dir.remove(&e.name);
+                        return Err(err);
+                    }
+                }
+                let failed = set_meta_fd(&file, &e.meta).at(&path)?;
+                self.note_meta(&path, failed);
+                self.stats.files += 1;
+                if e.meta.nlink > 1 {
+                    self.links.insert(key, path);
+                }
+            }
+            Kind::Symlink(target) => {
+                dir.symlink(&e.name, target).at(&path)?;
+                let failed = dir.set_meta_at(&e.name, &e.meta, true).at(&path)?;
+                self.note_meta(&path, failed);
+                self.stats.other_entries += 1;
+            }
+            Kind::CharDev(_) | Kind::BlockDev(_) | Kind::Fifo | Kind::Socket => {
+                let (ft, rdev) = match &e.kind {
+                    Kind::CharDev(r) => (FileType::CharacterDevice, *r),
+                    Kind::BlockDev(r) => (FileType::BlockDevice, *r),
+                    Kind::Fifo => (FileType::Fifo, 0),
+                    _ => (FileType::Socket, 0),
+                };
+                dir.make_node(&e.name, ft, rdev).at(&path)?;
+                let failed = dir.set_meta_at(&e.name, &e.meta, false).at(&path)?;
+                self.note_meta(&path, failed);
+                self.stats.other_entries += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_content(&mut self, file: &File, path: &Path, content: &FileContent) -> Result<()> {
+        let mut written = 0u64;
+        for_each_data(self.store, content, |off, bytes| {
+            file.write_all_at(bytes, off).at(path)?;
+            written += bytes.len() as u64;
+            Ok(())
+        })?;
+        file.set_len(content.size).at(path)?;
+        self.stats.bytes_written += written;
+        Ok(())
+    }
+}

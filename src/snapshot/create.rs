@@ -1,0 +1,625 @@
+//! Taking a snapshot: walk the managed paths in parallel, reuse the chunk
+//! lists of files unchanged since the parent snapshot, chunk and store the
+//! rest, write trees bottom-up, and publish the record last.
+//!
+//! Problems with single source files (vanished, unreadable, changing
+//! while read) are warnings: the file is left out and the run ends with
+//! status 3. Problems with the store abort the run and publish nothing.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::chunk;
+use crate::error::{Error, Result};
+use crate::fs::read::{self as fsread, Owners};
+use crate::id::{SnapshotId, TreeId};
+use crate::snapshot::{Snapshot, SnapshotStats, path_components};
+use crate::store::writer::BlobWriter;
+use crate::store::{Store, StoreLock};
+use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree};
+
+/// Attempts at reading a file that keeps changing under us.
+const READ_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    /// Absolute paths to snapshot.
+    pub paths: Vec<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub follow_symlinks: bool,
+    pub tags: Vec<String>,
+    /// Shell commands run before the walk; a failure aborts the snapshot.
+    pub pre_snapshot: Vec<String>,
+}
+
+pub struct SnapshotOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// The managed paths as a tree of names: a `Full` node is snapshotted
+/// whole, a `Partial` one only carries the chosen entries below it.
+enum Node {
+    Full,
+    Partial(BTreeMap<Vec<u8>, Node>),
+}
+
+fn build_trie(paths: &[String]) -> Result<Node> {
+    let mut root = Node::Partial(BTreeMap::new());
+    for p in paths {
+        if !p.starts_with('/') {
+            return Err(Error::Usage(format!("managed path '{p}' must be absolute")));
+        }
+        let comps = path_components(p.as_bytes())?;
+        let mut node = &mut root;
+        for c in comps {
+            match node {
+                Node::Full => break,
+                Node::Partial(children) => {
+                    node = children
+                        .entry(c.to_vec())
+                        .or_insert_with(|| Node::Partial(BTreeMap::new()));
+                }
+            }
+        }
+        *node = Node::Full;
+    }
+    Ok(root)
+}
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    other: AtomicU64,
+    bytes_total: AtomicU64,
+    files_read: AtomicU64,
+    files_reused: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+struct Walker<'a> {
+    writer: BlobWriter<'a>,
+    store: &'a Store,
+    excludes: globset::GlobSet,
+    opts: &'a SnapshotOptions,
+    owners: Owners,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+fn name_bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+/// Whether an I/O error is about one source file rather than the machine.
+fn is_source_problem(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EIO
+                | libc::ENOTDIR
+                | libc::ELOOP
+                | libc::ENXIO
+                | libc::ESTALE
+        )
+    )
+}
+
+impl Walker<'_> {
+    fn warn(&self, path: &Path, what: impl std::fmt::Display) {
+        let msg = format!("{}: {what}", path.display());
+        crate::log::warn(&msg);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// A source-side I/O problem becomes a warning (entry left out); any
+    /// other error ends the snapshot.
+    fn soft<T>(&self, path: &Path, r: io::Result<T>) -> Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_source_problem(&e) => {
+                self.warn(path, e);
+                Ok(None)
+            }
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        !self.excludes.is_empty() && self.excludes.is_match(path)
+    }
+
+    fn empty_tree(&self) -> Result<TreeId> {
+        self.writer.add_tree(&Tree::default().encode())
+    }
+
+    /// Snapshot the node at `path` (the managed-paths trie says how much of
+    /// it), with `prev` its entry in the parent snapshot.
+    fn node_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        node: &Node,
+        prev: Option<&Entry>,
+    ) -> Result<Option<Entry>> {
+        match node {
+            Node::Full => {
+                let md = match std::fs::symlink_metadata(path) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(Error::Usage(format!(
+                            "managed path {} does not exist; create it or remove it from the config",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => return Err(Error::io(path, e)),
+                };
+                let dev = md.dev();
+                self.entry(path, name, md, prev, dev)
+            }
+            Node::Partial(children) => {
+                let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+                if !md.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "{} is not a directory, but managed paths lie below it",
+                        path.display()
+                    )));
+                }
+                let prev_tree = self.prev_subtree(prev)?;
+                let mut entries = Vec::new();
+                for (child, sub) in children {
+                    let child_path = path.join(OsStr::from_bytes(child));
+                    let prev_child = prev_tree.as_ref().and_then(|t| t.get(child));
+                    if let Some(e) = self.node_entry(&child_path, child, sub, prev_child)? {
+                        entries.push(e);
+                    }
+                }
+                let id = self.writer.add_tree(&Tree { entries }.encode())?;
+                let xattrs = self.soft(path, fsread::xattrs(path))?.unwrap_or_default();
+                self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Entry {
+                    name: name.to_vec(),
+                    meta: fsread::meta_from(&md, &self.owners, xattrs),
+                    kind: Kind::Dir(id),
+                }))
+            }
+        }
+    }
+
+    fn prev_subtree(&self, prev: Option<&Entry>) -> Result<Option<Tree>> {
+        match prev.map(|e| &e.kind) {
+            Some(Kind::Dir(id)) => match self.store.read_tree(*id) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) => {
+                    // A damaged parent only costs re-reading; say so once per tree.
+                    crate::log::warn(&format!("parent tree unreadable, reading files again: {e}"));
+                    Ok(None)
+                }
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// One walked entry. `fs_dev` is the device of the managed path.
+    fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        mut md: Metadata,
+        prev: Option<&Entry>,
+        fs_dev: u64,
+    ) -> Result<Option<Entry>> {
+        if self.opts.follow_symlinks && md.file_type().is_symlink() {
+            match std::fs::metadata(path) {
+                Ok(target) => md = target,
+                Err(e) => self.warn(path, format!("symlink not followed: {e}; kept as a link")),
+            }
+        }
+        let ft = md.file_type();
+        if ft.is_file() {
+            return self.file_entry(path, name, md, prev);
+        }
+        let xattrs = match self.soft(path, fsread::xattrs(path))? {
+            Some(x) => x,
+            None => return Ok(None),
+        };
+        let kind = if ft.is_dir() {
+            self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            if self.opts.one_file_system && md.dev() != fs_dev {
+                crate::log::verbose(&format!(
+                    "{}: another file system, not crossed",
+                    path.display()
+                ));
+                Kind::Dir(self.empty_tree()?)
+            } else {
+                match self.dir_tree(path, self.prev_subtree(prev)?, fs_dev)? {
+                    Some(id) => Kind::Dir(id),
+                    None => return Ok(None),
+                }
+            }
+        } else {
+            self.counters.other.fetch_add(1, Ordering::Relaxed);
+            if ft.is_symlink() {
+                match self.soft(path, std::fs::read_link(path))? {
+                    Some(t) => Kind::Symlink(t.as_os_str().as_bytes().to_vec()),
+                    None => return Ok(None),
+                }
+            } else if ft.is_char_device() {
+                Kind::CharDev(md.rdev())
+            } else if ft.is_block_device() {
+                Kind::BlockDev(md.rdev())
+            } else if ft.is_fifo() {
+                Kind::Fifo
+            } else {
+                Kind::Socket
+            }
+        };
+        Ok(Some(Entry {
+            name: name.to_vec(),
+            meta: fsread::meta_from(&md, &self.owners, xattrs),
+            kind,
+        }))
+    }
+
+    fn file_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        md: Metadata,
+        prev: Option<&Entry>,
+    ) -> Result<Option<Entry>> {
+        self.counters.files.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &self.progress {
+            p.inc(1);
+        }
+        if let Some(Entry {
+            kind: Kind::File(content),
+            meta,
+            ..
+        }) = prev
+        {
+            if fsread::unchanged(meta, content.size, &md) {
+                let xattrs = match self.soft(path, fsread::xattrs(path))? {
+                    Some(x) => x,
+                    None => return Ok(None),
+                };
+                self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_total
+                    .fetch_add(content.size, Ordering::Relaxed);
+                return Ok(Some(Entry {
+                    name: name.to_vec(),
+                    meta: fsread::meta_from(&md, &self.owners, xattrs),
+                    kind: Kind::File(content.clone()),
+                }));
+            }
+        }
+        for _ in 0..READ_ATTEMPTS {
+            let Some(read) = self.read_file(path)? else {
+                return Ok(None);
+            };
+            let Some((content, before)) = read else {
+                continue;
+            };
+            let xattrs = match self.soft(path, fsread::xattrs(path))? {
+                Some(x) => x,
+                None => return Ok(None),
+            };
+            self.counters.files_read.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_total
+                .fetch_add(content.size, Ordering::Relaxed);
+            return Ok(Some(Entry {
+                name: name.to_vec(),
+                meta: fsread::meta_from(&before, &self.owners, xattrs),
+                kind: Kind::File(content),
+            }));
+        }
+        self.warn(
+            path,
+            format!("changed while being read {READ_ATTEMPTS} times; not stored in this snapshot"),
+        );
+        Ok(None)
+    }
+
+    /// Read and store one file. `Ok(None)`: a warning was given, leave it
+    /// out. `Ok(Some(None))`: it changed while read, try again.
+    #[allow(clippy::type_complexity)]
+    fn read_file(&self, path: &Path) -> Result<Option<Option<(FileContent, Metadata)>>> {
+        let Some(file) = self.soft(path, fsread::open_source(path))? else {
+            return Ok(None);
+        };
+        let Some(before) = self.soft(path, file.metadata())? else {
+            return Ok(None);
+        };
+        if !before.is_file() {
+            // Replaced by something else since the directory was listed.
+            return Ok(Some(None));
+        }
+        let Some(extents) = self.soft(path, fsread::data_extents(&file, &before))? else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::new();
+        let mut bytes = 0u64;
+        let reader = fsread::ExtentReader::new(&file, &extents);
+        let read = CHUNK_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            chunk::chunk_stream(reader, &mut buf, |data| {
+                let id = self.writer.add_chunk(data)?;
+                bytes += data.len() as u64;
+                chunks.push(ChunkRef {
+                    id,
+                    len: data.len() as u32,
+                });
+                Ok(())
+            })
+        });
+        let Some(stored) = self.soft(path, read)? else {
+            return Ok(None);
+        };
+        stored?;
+        self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        let Some(after) = self.soft(path, file.metadata())? else {
+            return Ok(None);
+        };
+        let extent_bytes: u64 = extents.iter().map(|e| e.1).sum();
+        if !fsread::same_version(&before, &after) || bytes != extent_bytes {
+            return Ok(Some(None));
+        }
+        let mut holes = Vec::new();
+        let mut pos = 0;
+        for &(off, len) in &extents {
+            if off > pos {
+                holes.push((pos, off - pos));
+            }
+            pos = off + len;
+        }
+        if before.size() > pos {
+            holes.push((pos, before.size() - pos));
+        }
+        Ok(Some(Some((
+            FileContent {
+                size: before.size(),
+                encoding: CONTENT_PLAIN,
+                holes,
+                chunks,
+            },
+            before,
+        ))))
+    }
+
+    /// Snapshot a directory's contents; `None` when it could not be listed.
+    fn dir_tree(&self, path: &Path, prev: Option<Tree>, fs_dev: u64) -> Result<Option<TreeId>> {
+        let Some(rd) = self.soft(path, std::fs::read_dir(path))? else {
+            return Ok(None);
+        };
+        let mut children = Vec::new();
+        for e in rd {
+            let Some(e) = self.soft(path, e)? else {
+                continue;
+            };
+            children.push(e);
+        }
+        children.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        let entries: Vec<Option<Entry>> = children
+            .par_iter()
+            .map(|de| {
+                let child = de.path();
+                if self.excluded(&child) {
+                    return Ok(None);
+                }
+                let Some(md) = self.soft(&child, de.metadata())? else {
+                    return Ok(None);
+                };
+                let name = name_bytes(&de.file_name());
+                let prev_entry = prev.as_ref().and_then(|t| t.get(&name));
+                self.entry(&child, &name, md, prev_entry, fs_dev)
+            })
+            .collect::<Result<_>>()?;
+        let tree = Tree {
+            entries: entries.into_iter().flatten().collect(),
+        };
+        Ok(Some(self.writer.add_tree(&tree.encode())?))
+    }
+}
+
+thread_local! {
+    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run the pre-snapshot hooks; the first failure aborts with its output.
+pub fn run_hooks(commands: &[String], env: &[(&str, String)]) -> Result<()> {
+    for cmd in commands {
+        crate::log::info(&format!("running hook: {cmd}"));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .map_err(|e| Error::Hook {
+                command: cmd.clone(),
+                status: "not started".into(),
+                output: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if text.is_empty() {
+                text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            }
+            let text: String = text
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(Error::Hook {
+                command: cmd.clone(),
+                status: out.status.to_string(),
+                output: text,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The newest snapshot of the same host and paths: its unchanged files are
+/// not read again.
+fn find_parent(
+    store: &Store,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    Ok(store
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == host && s.paths == paths))
+}
+
+pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result<SnapshotOutcome> {
+    let started = Instant::now();
+    let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let mut paths: Vec<String> = opts
+        .paths
+        .iter()
+        .map(|p| {
+            let comps = path_components(p.as_bytes())?;
+            Ok(format!(
+                "/{}",
+                comps
+                    .iter()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ))
+        })
+        .collect::<Result<_>>()?;
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(Error::Usage(
+            "no paths to snapshot: give PATHs or set `paths` in the config".into(),
+        ));
+    }
+    let trie = build_trie(&paths)?;
+    let mut globs = globset::GlobSetBuilder::new();
+    for g in &opts.excludes {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Usage(format!("exclude pattern '{g}': {e}")))?;
+        globs.add(glob);
+    }
+    let excludes = globs
+        .build()
+        .map_err(|e| Error::Usage(format!("exclude patterns: {e}")))?;
+
+    run_hooks(
+        &opts.pre_snapshot,
+        &[("HAMN_STORE", store.root().display().to_string())],
+    )?;
+
+    let host = crate::store::lock::hostname();
+    let parent = find_parent(store, &host, &paths)?;
+    let prev_root = match &parent {
+        Some((_, s)) => store.read_tree(s.root).ok(),
+        None => None,
+    };
+    let progress = crate::log::progress_enabled().then(|| {
+        let p = indicatif::ProgressBar::new_spinner();
+        p.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {pos} files {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        p.enable_steady_tick(std::time::Duration::from_millis(200));
+        p
+    });
+    let walker = Walker {
+        writer: BlobWriter::new(store, lock),
+        store,
+        excludes,
+        opts,
+        owners: Owners::default(),
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+    };
+    let Node::Partial(top) = &trie else {
+        return Err(Error::Usage("'/' cannot be a managed path".into()));
+    };
+    let mut entries = Vec::new();
+    for (name, node) in top {
+        let path = PathBuf::from("/").join(OsStr::from_bytes(name));
+        if walker.excluded(&path) {
+            continue;
+        }
+        let prev = prev_root.as_ref().and_then(|t| t.get(name));
+        if let Some(e) = walker.node_entry(&path, name, node, prev)? {
+            entries.push(e);
+        }
+    }
+    let root = walker.writer.add_tree(&Tree { entries }.encode())?;
+    if let Some(p) = &walker.progress {
+        p.finish_and_clear();
+    }
+    let Walker {
+        writer,
+        counters,
+        warnings,
+        ..
+    } = walker;
+    let written = writer.finish()?;
+    let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    let c = &counters;
+    let snapshot = Snapshot {
+        time_ns,
+        host,
+        paths,
+        root,
+        parent: parent.map(|(id, _)| id),
+        tags: opts.tags.clone(),
+        stats: SnapshotStats {
+            files: c.files_read.load(Ordering::Relaxed) + c.files_reused.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            other_entries: c.other.load(Ordering::Relaxed),
+            bytes_total: c.bytes_total.load(Ordering::Relaxed),
+            files_read: c.files_read.load(Ordering::Relaxed),
+            files_reused: c.files_reused.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            blobs_added: written.blobs_added,
+            bytes_added_plain: written.bytes_plain_added,
+            bytes_added_stored: written.bytes_stored_added,
+            warnings: warnings.len() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    };
+    let id = store.write_snapshot(lock, &snapshot)?;
+    Ok(SnapshotOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
+}

@@ -1,0 +1,186 @@
+//! The redb index: blob id -> location, and the set of indexed packs.
+//! It is a cache of the pack trailers and can always be rebuilt from them
+//! (`hamn check --repair`); it never holds a fact the packs do not.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, BlobKind, ID_LEN, PackId};
+use crate::store::pack::BlobLoc;
+
+/// blob hash -> kind u8, encoding u8, pack id, offset u64, plain u32, stored u32
+const BLOBS: TableDefinition<[u8; ID_LEN], &[u8]> = TableDefinition::new("blobs");
+/// pack id -> blob count u32, pack bytes u64
+const PACKS: TableDefinition<[u8; ID_LEN], (u32, u64)> = TableDefinition::new("packs");
+
+pub const INDEX_FILE: &str = "index.redb";
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+pub struct Index {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+fn encode_loc(l: &BlobLoc) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u8(l.id.kind as u8);
+    e.u8(l.encoding);
+    e.id(&l.pack.0);
+    e.u64(l.offset);
+    e.u32(l.plain_len);
+    e.u32(l.stored_len);
+    e.finish()
+}
+
+fn decode_loc(hash: [u8; ID_LEN], v: &[u8]) -> Result<BlobLoc> {
+    let mut d = Decoder::new(v, "index entry");
+    let kind = BlobKind::from_u8(d.u8()?)?;
+    let encoding = d.u8()?;
+    let pack = PackId(d.id()?);
+    let offset = d.u64()?;
+    let plain_len = d.u32()?;
+    let stored_len = d.u32()?;
+    Ok(BlobLoc {
+        id: BlobId { kind, hash },
+        encoding,
+        pack,
+        offset,
+        plain_len,
+        stored_len,
+    })
+}
+
+impl Index {
+    /// Open (creating if absent) the index. Every hamn process opens it in
+    /// multi-writer mode so that readers work beside a running snapshot;
+    /// the store lock, not redb, serialises writers.
+    pub fn open(path: &Path) -> Result<Index> {
+        let db = redb::Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| Error::Index {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        let idx = Index {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Make sure the tables exist so readers never see "table missing".
+        let tx = idx.write_tx()?;
+        {
+            tx.open_table(BLOBS).map_err(|e| idx.err(e))?;
+            tx.open_table(PACKS).map_err(|e| idx.err(e))?;
+        }
+        tx.commit().map_err(|e| idx.err(e))?;
+        Ok(idx)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn write_tx(&self) -> Result<redb::WriteTransaction> {
+        self.db.begin_write().map_err(|e| self.err(e))
+    }
+
+    pub fn get(&self, hash: &[u8; ID_LEN]) -> Result<Option<BlobLoc>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        match t.get(hash).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(decode_loc(*hash, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, hash: &[u8; ID_LEN]) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        Ok(t.get(hash).map_err(|e| self.err(e))?.is_some())
+    }
+
+    /// Record a published pack and its blobs in one durable transaction.
+    pub fn add_pack(&self, pack: PackId, size: u64, blobs: &[BlobLoc]) -> Result<()> {
+        let tx = self.write_tx()?;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for b in blobs {
+                t.insert(b.id.hash, encode_loc(b).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut p = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            p.insert(pack.0, (blobs.len() as u32, size))
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forget a pack and those of its blobs that the index places in it.
+    pub fn remove_pack(&self, pack: PackId, blobs: &[BlobLoc]) -> Result<()> {
+        let tx = self.write_tx()?;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for b in blobs {
+                let here = match t.get(b.id.hash).map_err(|e| self.err(e))? {
+                    Some(v) => decode_loc(b.id.hash, v.value())?.pack == pack,
+                    None => false,
+                };
+                if here {
+                    t.remove(b.id.hash).map_err(|e| self.err(e))?;
+                }
+            }
+            let mut p = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            p.remove(pack.0).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// All indexed packs with (blob count, bytes).
+    pub fn packs(&self) -> Result<Vec<(PackId, u32, u64)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (n, size) = v.value();
+            out.push((PackId(k.value()), n, size));
+        }
+        Ok(out)
+    }
+
+    pub fn blob_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        t.len().map_err(|e| self.err(e))
+    }
+
+    /// Visit every indexed blob location.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobLoc) -> Result<()>) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            f(decode_loc(k.value(), v.value())?)?;
+        }
+        Ok(())
+    }
+
+    /// Drop every entry (before a rebuild from the packs).
+    pub fn clear(&self) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
+        tx.delete_table(PACKS).map_err(|e| self.err(e))?;
+        {
+            tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            tx.open_table(PACKS).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,292 @@
+//! The store: a directory holding pack files, the redb index over them, and
+//! snapshot records. This module owns the layout and the write order
+//! (pack data, fsync, index transaction, snapshot record last); it knows
+//! nothing of file systems being snapshotted.
+//!
+//! ```text
+//! STORE/HAMN-STORE          format marker and version
+//! STORE/index.redb          blob id -> pack location (a cache of the packs)
+//! STORE/packs/XX/ID.pack    pack files
+//! STORE/snapshots/ID        snapshot records
+//! STORE/lock                the writer lock
+//! STORE/tmp/                files being written
+//! ```
+
+pub mod durable;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{BlobId, ChunkId, PackId, SnapshotId, TreeId};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+pub use index::Index;
+pub use lock::StoreLock;
+pub use pack::BlobLoc;
+
+pub const MARKER_FILE: &str = "HAMN-STORE";
+pub const FORMAT_VERSION: u32 = 1;
+pub const PACKS_DIR: &str = "packs";
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+pub const TMP_DIR: &str = "tmp";
+const OPEN_PACKS_MAX: usize = 64;
+
+pub struct Store {
+    root: PathBuf,
+    index: Index,
+    open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+impl Store {
+    /// Create an empty store at `path` (the directory may exist if empty).
+    pub fn init(path: &Path) -> Result<()> {
+        if path.join(MARKER_FILE).exists() {
+            return Err(Error::AlreadyAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        durable::create_private_dir(path)?;
+        for d in [PACKS_DIR, SNAPSHOTS_DIR, TMP_DIR] {
+            durable::create_private_dir(&path.join(d))?;
+        }
+        Index::open(&path.join(index::INDEX_FILE))?;
+        let marker = format!("hamn store\nformat {FORMAT_VERSION}\n");
+        durable::write_atomic(
+            &path.join(MARKER_FILE),
+            &path.join(TMP_DIR),
+            marker.as_bytes(),
+        )
+    }
+
+    pub fn open(path: &Path) -> Result<Store> {
+        let marker_path = path.join(MARKER_FILE);
+        let marker = match std::fs::read_to_string(&marker_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAStore {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(Error::io(marker_path, e)),
+        };
+        let version = marker
+            .lines()
+            .find_map(|l| l.strip_prefix("format "))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(|| Error::NotAStore {
+                path: path.to_path_buf(),
+            })?;
+        if version > FORMAT_VERSION {
+            return Err(Error::NewerFormat {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let index = Index::open(&path.join(index::INDEX_FILE))?;
+        Ok(Store {
+            root: path.to_path_buf(),
+            index,
+            open_packs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join(PACKS_DIR)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join(SNAPSHOTS_DIR)
+    }
+
+    pub fn pack_path(&self, id: &PackId) -> PathBuf {
+        pack::pack_path(&self.packs_dir(), id)
+    }
+
+    /// Become the store's one writer. Leftovers of a writer that died are
+    /// removed once the lock is ours: nothing else can be writing them.
+    pub fn lock(&self, wait: Duration, command: &str) -> Result<StoreLock> {
+        let lock = StoreLock::acquire(&self.root, wait, command)?;
+        let tmp = self.tmp_dir();
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(lock)
+    }
+
+    fn pack_file(&self, id: &PackId) -> Result<Arc<File>> {
+        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(id) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(id);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MissingObject {
+                    what: "pack",
+                    id: id.to_hex(),
+                });
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        if open.len() >= OPEN_PACKS_MAX {
+            open.clear();
+        }
+        open.insert(*id, f.clone());
+        Ok(f)
+    }
+
+    /// Read the stored bytes of a blob at a known location.
+    pub fn read_stored(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let f = self.pack_file(&loc.pack)?;
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        f.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.corrupt(loc, "pack is shorter than the index says (truncated?)")
+            } else {
+                Error::io(self.pack_path(&loc.pack), e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn corrupt(&self, loc: &BlobLoc, detail: &str) -> Error {
+        Error::Corrupt {
+            what: loc.id.kind.name(),
+            id: loc.id.to_hex(),
+            pack: self.pack_path(&loc.pack).display().to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Decode stored bytes and check them against the blob's id.
+    pub fn verify_stored(&self, loc: &BlobLoc, stored: &[u8]) -> Result<Vec<u8>> {
+        let plain = crate::chunk::decode(loc.id.kind, loc.encoding, stored, loc.plain_len)
+            .map_err(|e| self.corrupt(loc, &e.to_string()))?;
+        if blake3::hash(&plain).as_bytes() != &loc.id.hash {
+            return Err(self.corrupt(loc, "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    pub fn locate(&self, id: BlobId) -> Result<BlobLoc> {
+        self.index
+            .get(&id.hash)?
+            .ok_or_else(|| Error::MissingObject {
+                what: id.kind.name(),
+                id: id.to_hex(),
+            })
+    }
+
+    /// Read a blob's plain bytes, verified against its id.
+    pub fn read_blob(&self, id: BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let stored = self.read_stored(&loc)?;
+        self.verify_stored(&loc, &stored)
+    }
+
+    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+        self.read_blob(id.into())
+    }
+
+    pub fn read_tree(&self, id: TreeId) -> Result<Tree> {
+        Tree::decode(&self.read_blob(id.into())?)
+    }
+
+    pub fn has_blob(&self, id: BlobId) -> Result<bool> {
+        self.index.contains(&id.hash)
+    }
+
+    fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshots_dir().join(id.to_hex())
+    }
+
+    /// Every snapshot record, oldest first. Records are read from their
+    /// files (the authority), each checked against its id.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let dir = self.snapshots_dir();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(id) = SnapshotId::from_hex(name) else {
+                continue;
+            };
+            out.push((id, self.read_snapshot(id)?));
+        }
+        out.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+        Ok(out)
+    }
+
+    pub fn read_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let path = self.snapshot_path(&id);
+        let bytes = std::fs::read(&path).at(&path)?;
+        if SnapshotId::of(&bytes) != id {
+            return Err(Error::Corrupt {
+                what: "snapshot",
+                id: id.to_hex(),
+                pack: path.display().to_string(),
+                detail: "record does not match its id".into(),
+            });
+        }
+        Snapshot::decode(&bytes)
+    }
+
+    /// Publish a snapshot record. Callers must have made everything it
+    /// references durable and indexed first: this is the commit point.
+    pub fn write_snapshot(&self, _lock: &StoreLock, snap: &Snapshot) -> Result<SnapshotId> {
+        let bytes = snap.encode();
+        let id = SnapshotId::of(&bytes);
+        durable::write_atomic(&self.snapshot_path(&id), &self.tmp_dir(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Every pack file present on disk (indexed or not).
+    pub fn pack_files(&self) -> Result<Vec<PackId>> {
+        let dir = self.packs_dir();
+        let mut out = Vec::new();
+        for sub in std::fs::read_dir(&dir).at(&dir)? {
+            let sub = sub.at(&dir)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for e in std::fs::read_dir(&sub).at(&sub)? {
+                let e = e.at(&sub)?;
+                let name = e.file_name();
+                let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
+                    continue;
+                };
+                if let Ok(id) = PackId::from_hex(hex) {
+                    out.push(id);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,281 @@
+//! Pack files: append-only containers of blobs, self-describing so that the
+//! index can be rebuilt from them. A pack is written under `tmp/`, fsynced,
+//! then renamed into `packs/`; a published pack is never modified.
+//!
+//! Layout (all integers little-endian; see docs/format.md):
+//! header `PACK_MAGIC` u32 version u32 reserved, then blob records
+//! (`RECORD_HEADER_LEN` bytes of header then the stored bytes), then the
+//! trailer (entry count u32, entries of `TRAILER_ENTRY_LEN` bytes), then the
+//! footer (trailer length u32, BLAKE3 of the trailer, `FOOTER_MAGIC`).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{Error, IoContext, Result};
+use crate::id::{BlobId, BlobKind, ID_LEN, PackId};
+use crate::store::durable;
+
+pub const PACK_MAGIC: &[u8; 8] = b"HAMNPACK";
+pub const FOOTER_MAGIC: &[u8; 8] = b"HAMNPEND";
+pub const PACK_VERSION: u32 = 1;
+pub const PACK_HEADER_LEN: u64 = 16;
+pub const RECORD_HEADER_LEN: u64 = 1 + 1 + ID_LEN as u64 + 4 + 4;
+pub const TRAILER_ENTRY_LEN: usize = 1 + 1 + ID_LEN + 8 + 4 + 4;
+pub const FOOTER_LEN: u64 = 4 + ID_LEN as u64 + 8;
+/// A pack is closed once it holds this many bytes.
+pub const PACK_TARGET_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest trailer a reader accepts (far above what PACK_TARGET_BYTES yields).
+pub const TRAILER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where one blob lives: what the index records and the trailer repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLoc {
+    pub id: BlobId,
+    pub encoding: u8,
+    pub pack: PackId,
+    /// Offset of the stored bytes (after the record header).
+    pub offset: u64,
+    pub plain_len: u32,
+    pub stored_len: u32,
+}
+
+pub fn pack_path(packs_dir: &Path, id: &PackId) -> PathBuf {
+    let hex = id.to_hex();
+    packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
+}
+
+pub struct PackWriter {
+    tmp_path: PathBuf,
+    out: Option<BufWriter<File>>,
+    hasher: blake3::Hasher,
+    len: u64,
+    entries: Vec<BlobLoc>,
+}
+
+impl PackWriter {
+    pub fn create(tmp_dir: &Path) -> Result<Self> {
+        let tmp_path = tmp_dir.join(format!("pack-{:016x}.tmp", fastrand::u64(..)));
+        let file = durable::create_private(&tmp_path)?;
+        let mut w = PackWriter {
+            tmp_path,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        };
+        let mut header = Encoder::new();
+        header.raw(PACK_MAGIC);
+        header.u32(PACK_VERSION);
+        header.u32(0);
+        w.write(&header.finish())?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| Error::Other("pack writer already finished".into()))?;
+        out.write_all(bytes).at(&self.tmp_path)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, id: BlobId, encoding: u8, plain_len: u32, stored: &[u8]) -> Result<()> {
+        let mut h = Encoder::new();
+        h.u8(id.kind as u8);
+        h.u8(encoding);
+        h.id(&id.hash);
+        h.u32(plain_len);
+        h.u32(stored.len() as u32);
+        self.write(&h.finish())?;
+        let offset = self.len;
+        self.write(stored)?;
+        self.entries.push(BlobLoc {
+            id,
+            encoding,
+            pack: PackId([0; ID_LEN]),
+            offset,
+            plain_len,
+            stored_len: stored.len() as u32,
+        });
+        Ok(())
+    }
+
+    /// Write the trailer, make the pack durable and publish it under
+    /// `packs_dir`. Returns the locations of its blobs.
+    pub fn finish(mut self, packs_dir: &Path) -> Result<(PackId, Vec<BlobLoc>)> {
+        let trailer = encode_trailer(&self.entries);
+        self.write(&trailer)?;
+        let mut footer = Encoder::new();
+        footer.u32(trailer.len() as u32);
+        footer.raw(blake3::hash(&trailer).as_bytes());
+        footer.raw(FOOTER_MAGIC);
+        self.write(&footer.finish())?;
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| Error::Other("pack writer already finished".into()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+        durable::fsync(&file, &self.tmp_path)?;
+        drop(file);
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        let dest = pack_path(packs_dir, &id);
+        durable::publish(&self.tmp_path, &dest)?;
+        let mut entries = std::mem::take(&mut self.entries);
+        for e in &mut entries {
+            e.pack = id;
+        }
+        Ok((id, entries))
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        // Unfinished packs are abandoned; a published one was renamed away.
+        let _ = std::fs::remove_file(&self.tmp_path);
+    }
+}
+
+fn encode_trailer(entries: &[BlobLoc]) -> Vec<u8> {
+    let mut t = Encoder::new();
+    t.u32(entries.len() as u32);
+    for e in entries {
+        t.u8(e.id.kind as u8);
+        t.u8(e.encoding);
+        t.id(&e.id.hash);
+        t.u64(e.offset);
+        t.u32(e.plain_len);
+        t.u32(e.stored_len);
+    }
+    t.finish()
+}
+
+/// Read and check a published pack's trailer: the list of what it holds.
+pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
+    let file = File::open(path).at(path)?;
+    let size = file.metadata().at(path)?.len();
+    let bad = |detail: String| Error::Corrupt {
+        what: "pack",
+        id: pack.to_hex(),
+        pack: path.display().to_string(),
+        detail,
+    };
+    if size < PACK_HEADER_LEN + FOOTER_LEN + 4 {
+        return Err(bad(format!("only {size} bytes long")));
+    }
+    let mut header = [0u8; PACK_HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0).at(path)?;
+    if &header[..8] != PACK_MAGIC {
+        return Err(bad("bad header magic".into()));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != PACK_VERSION {
+        return Err(bad(format!(
+            "pack version {version}, expected {PACK_VERSION}"
+        )));
+    }
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut footer, size - FOOTER_LEN)
+        .at(path)?;
+    let mut d = Decoder::new(&footer, "pack footer");
+    let trailer_len = d.u32()? as u64;
+    let hash = d.id()?;
+    if d.take(8)? != FOOTER_MAGIC {
+        return Err(bad("bad footer magic (truncated?)".into()));
+    }
+    if trailer_len > TRAILER_MAX_BYTES || trailer_len + FOOTER_LEN + PACK_HEADER_LEN > size {
+        return Err(bad(format!("trailer length {trailer_len} does not fit")));
+    }
+    let mut trailer = vec![0u8; trailer_len as usize];
+    file.read_exact_at(&mut trailer, size - FOOTER_LEN - trailer_len)
+        .at(path)?;
+    if blake3::hash(&trailer).as_bytes() != &hash {
+        return Err(bad("trailer checksum mismatch".into()));
+    }
+    let data_end = size - FOOTER_LEN - trailer_len;
+    let mut d = Decoder::new(&trailer, "pack trailer");
+    let n = d.count(TRAILER_ENTRY_LEN)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = BlobKind::from_u8(d.u8()?)?;
+        let encoding = d.u8()?;
+        let hash = d.id()?;
+        let offset = d.u64()?;
+        let plain_len = d.u32()?;
+        let stored_len = d.u32()?;
+        if offset < PACK_HEADER_LEN + RECORD_HEADER_LEN || offset + stored_len as u64 > data_end {
+            return Err(bad(format!(
+                "entry at {offset}+{stored_len} lies outside the data"
+            )));
+        }
+        out.push(BlobLoc {
+            id: BlobId { kind, hash },
+            encoding,
+            pack,
+            offset,
+            plain_len,
+            stored_len,
+        });
+    }
+    d.expect_end()?;
+    Ok(out)
+}
+
+/// Recover what can be recovered from a pack whose trailer is unusable
+/// (truncated or damaged) by walking its record headers from the start.
+/// Only records whose content matches their id are returned.
+pub fn scan_records(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
+    let data = std::fs::read(path).at(path)?;
+    let mut out = Vec::new();
+    let mut pos = PACK_HEADER_LEN as usize;
+    if data.len() < pos || &data[..8] != PACK_MAGIC {
+        return Ok(out);
+    }
+    while data.len() - pos >= RECORD_HEADER_LEN as usize {
+        let mut d = Decoder::new(&data[pos..pos + RECORD_HEADER_LEN as usize], "record");
+        let Ok(kind) = BlobKind::from_u8(d.u8()?) else {
+            break;
+        };
+        let encoding = d.u8()?;
+        let hash = d.id()?;
+        let plain_len = d.u32()?;
+        let stored_len = d.u32()? as usize;
+        let start = pos + RECORD_HEADER_LEN as usize;
+        if data.len() - start < stored_len {
+            break;
+        }
+        let stored = &data[start..start + stored_len];
+        let id = BlobId { kind, hash };
+        let ok = crate::chunk::decode(kind, encoding, stored, plain_len)
+            .map(|plain| blake3::hash(&plain).as_bytes() == &hash)
+            .unwrap_or(false);
+        if !ok {
+            break;
+        }
+        out.push(BlobLoc {
+            id,
+            encoding,
+            pack,
+            offset: start as u64,
+            plain_len,
+            stored_len: stored_len as u32,
+        });
+        pos = start + stored_len;
+    }
+    Ok(out)
+}

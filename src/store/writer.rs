@@ -1,0 +1,163 @@
+//! Adding blobs to a store from many threads at once. Hashing and
+//! compression run on the caller's thread; only the append to the open pack
+//! is serialised. A blob is skipped when the index or the unindexed packs of
+//! this run already hold it, so identical content is stored once.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chunk;
+use crate::error::Result;
+use crate::id::{BlobId, ChunkId, ID_LEN, TreeId};
+use crate::store::pack::{PACK_TARGET_BYTES, PackWriter};
+use crate::store::{Store, StoreLock};
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct WriteStats {
+    pub blobs_added: u64,
+    pub blobs_deduplicated: u64,
+    pub bytes_plain_added: u64,
+    pub bytes_stored_added: u64,
+    pub packs_written: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    blobs_added: AtomicU64,
+    blobs_deduplicated: AtomicU64,
+    bytes_plain_added: AtomicU64,
+    bytes_stored_added: AtomicU64,
+    packs_written: AtomicU64,
+}
+
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    _lock: &'s StoreLock,
+    pack: Mutex<Option<PackWriter>>,
+    /// Blobs written to packs that are not indexed yet.
+    pending: Mutex<HashSet<[u8; ID_LEN]>>,
+    counters: Counters,
+}
+
+impl<'s> BlobWriter<'s> {
+    pub fn new(store: &'s Store, lock: &'s StoreLock) -> Self {
+        BlobWriter {
+            store,
+            _lock: lock,
+            pack: Mutex::new(None),
+            pending: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    fn is_pending(&self, hash: &[u8; ID_LEN]) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(hash)
+    }
+
+    /// Whether the store (or this run) already holds the blob. Pending is
+    /// checked before the index: a pack is indexed before its ids leave the
+    /// pending set, so one of the two always sees it.
+    pub fn has(&self, id: BlobId) -> Result<bool> {
+        Ok(self.is_pending(&id.hash) || self.store.has_blob(id)?)
+    }
+
+    pub fn add_chunk(&self, plain: &[u8]) -> Result<ChunkId> {
+        let id = ChunkId::of(plain);
+        self.add(id.into(), plain)?;
+        Ok(id)
+    }
+
+    pub fn add_tree(&self, plain: &[u8]) -> Result<TreeId> {
+        let id = TreeId::of(plain);
+        self.add(id.into(), plain)?;
+        Ok(id)
+    }
+
+    /// Store a blob whose id the caller computed from `plain`.
+    fn add(&self, id: BlobId, plain: &[u8]) -> Result<()> {
+        if self.has(id)? {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let (encoding, stored) = chunk::encode(plain);
+        self.add_stored(id, encoding, plain.len() as u32, &stored)
+    }
+
+    /// Store a blob already in its stored form (as received from a peer).
+    /// The caller must have verified it against its id.
+    pub fn add_stored(
+        &self,
+        id: BlobId,
+        encoding: u8,
+        plain_len: u32,
+        stored: &[u8],
+    ) -> Result<()> {
+        let mut pack = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if !pending.insert(id.hash) {
+                self.counters
+                    .blobs_deduplicated
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        if pack.is_none() {
+            *pack = Some(PackWriter::create(&self.store.tmp_dir())?);
+        }
+        let w = pack.as_mut().expect("pack writer was just created");
+        w.add(id, encoding, plain_len, stored)?;
+        self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_plain_added
+            .fetch_add(plain_len as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_stored_added
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if w.len() >= PACK_TARGET_BYTES {
+            let full = pack.take().expect("pack writer exists");
+            self.seal(full)?;
+        }
+        Ok(())
+    }
+
+    /// Publish a pack and index it; only then do its ids leave `pending`.
+    fn seal(&self, w: PackWriter) -> Result<()> {
+        let size = w.len();
+        let (pack_id, locs) = w.finish(&self.store.packs_dir())?;
+        self.store.index().add_pack(pack_id, size, &locs)?;
+        self.counters.packs_written.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for l in &locs {
+            pending.remove(&l.id.hash);
+        }
+        Ok(())
+    }
+
+    pub fn kind_stats(&self) -> WriteStats {
+        WriteStats {
+            blobs_added: self.counters.blobs_added.load(Ordering::Relaxed),
+            blobs_deduplicated: self.counters.blobs_deduplicated.load(Ordering::Relaxed),
+            bytes_plain_added: self.counters.bytes_plain_added.load(Ordering::Relaxed),
+            bytes_stored_added: self.counters.bytes_stored_added.load(Ordering::Relaxed),
+            packs_written: self.counters.packs_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Seal the open pack so that everything added is durable and indexed.
+    pub fn finish(self) -> Result<WriteStats> {
+        let open = self.pack.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = open {
+            if !w.is_empty() {
+                self.seal(w)?;
+            }
+        }
+        Ok(self.kind_stats())
+    }
+}

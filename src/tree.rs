@@ -1,0 +1,467 @@
+//! Trees: one directory's entries with their full metadata, in a
+//! deterministic, versioned binary encoding. A tree names its
+//! subdirectories by tree id, so a snapshot is a Merkle tree and identical
+//! subtrees have identical ids. Decoding rejects any name that could escape
+//! a directory (`/`, NUL, `.`, `..`, empty) before anything uses it.
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, TreeId};
+
+pub const TREE_MAGIC: &[u8; 4] = b"HTRE";
+pub const TREE_VERSION: u16 = 1;
+pub const NAME_MAX_BYTES: usize = 255;
+pub const SYMLINK_MAX_BYTES: usize = 4096;
+pub const XATTR_NAME_MAX_BYTES: usize = 255;
+pub const XATTR_VALUE_MAX_BYTES: usize = 64 * 1024;
+pub const OWNER_NAME_MAX_BYTES: usize = 255;
+
+/// How a file's bytes are made from its chunks. Only `PLAIN` exists today;
+/// the field leaves room for transforms (e.g. re-deflating a stored
+/// decompressed stream) without a change of tree version.
+pub const CONTENT_PLAIN: u8 = 0;
+
+const KIND_FILE: u8 = 1;
+const KIND_DIR: u8 = 2;
+const KIND_SYMLINK: u8 = 3;
+const KIND_CHAR: u8 = 4;
+const KIND_BLOCK: u8 = 5;
+const KIND_FIFO: u8 = 6;
+const KIND_SOCKET: u8 = 7;
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// Permission bits including setuid, setgid and sticky (st_mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Names for display only; restores use the numbers.
+    pub user: Vec<u8>,
+    pub group: Vec<u8>,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    /// Change-detection key, compared with the live file on the next
+    /// snapshot; not restored.
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub nlink: u32,
+    /// Sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FileContent {
+    pub size: u64,
+    pub encoding: u8,
+    /// Holes as (offset, length), sorted; the chunks hold the other bytes.
+    pub holes: Vec<(u64, u64)>,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl FileContent {
+    /// Bytes covered by chunks (the size less the holes).
+    pub fn data_len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len as u64).sum()
+    }
+
+    /// The extents (offset, length) that hold data, in order.
+    pub fn data_extents(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for &(off, len) in &self.holes {
+            if off > pos {
+                out.push((pos, off - pos));
+            }
+            pos = off + len;
+        }
+        if self.size > pos {
+            out.push((pos, self.size - pos));
+        }
+        out
+    }
+
+    /// Content identity for rename detection and "modified" checks.
+    pub fn same_content(&self, other: &FileContent) -> bool {
+        self.size == other.size
+            && self.encoding == other.encoding
+            && self.holes == other.holes
+            && self.chunks == other.chunks
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File(FileContent),
+    Dir(TreeId),
+    Symlink(Vec<u8>),
+    CharDev(u64),
+    BlockDev(u64),
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    pub fn letter(&self) -> char {
+        match self {
+            Kind::File(_) => '-',
+            Kind::Dir(_) => 'd',
+            Kind::Symlink(_) => 'l',
+            Kind::CharDev(_) => 'c',
+            Kind::BlockDev(_) => 'b',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::File(_) => "file",
+            Kind::Dir(_) => "dir",
+            Kind::Symlink(_) => "symlink",
+            Kind::CharDev(_) => "chardev",
+            Kind::BlockDev(_) => "blockdev",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub meta: Meta,
+    pub kind: Kind,
+}
+
+impl Entry {
+    /// Logical size: a file's size, a symlink's target length, else 0.
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            Kind::File(c) => c.size,
+            Kind::Symlink(t) => t.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tree {
+    /// Sorted by name, names unique.
+    pub entries: Vec<Entry>,
+}
+
+/// Check that a name is one safe path component.
+pub fn validate_name(name: &[u8]) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::malformed(
+            "tree",
+            format!("entry name {:?} {why}", String::from_utf8_lossy(name)),
+        ))
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name == b"." || name == b".." {
+        return bad("is a relative link");
+    }
+    if name.contains(&b'/') {
+        return bad("contains '/'");
+    }
+    if name.contains(&0) {
+        return bad("contains NUL");
+    }
+    if name.len() > NAME_MAX_BYTES {
+        return bad("is longer than 255 bytes");
+    }
+    Ok(())
+}
+
+impl Tree {
+    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.raw(TREE_MAGIC);
+        e.u16(TREE_VERSION);
+        e.u32(self.entries.len() as u32);
+        for ent in &self.entries {
+            encode_entry(&mut e, ent);
+        }
+        e.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Tree> {
+        let mut d = Decoder::new(bytes, "tree");
+        if d.take(4)? != TREE_MAGIC {
+            return Err(d.err("bad magic"));
+        }
+        let version = d.u16()?;
+        if version != TREE_VERSION {
+            return Err(d.err(format!(
+                "tree version {version}, this hamn reads {TREE_VERSION}"
+            )));
+        }
+        let n = d.count(8)?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ent = decode_entry(&mut d)?;
+            if let Some(prev) = entries.last() {
+                if prev.name >= ent.name {
+                    return Err(d.err("entries are not sorted or not unique"));
+                }
+            }
+            entries.push(ent);
+        }
+        d.expect_end()?;
+        Ok(Tree { entries })
+    }
+}
+
+fn small_bytes(e: &mut Encoder, b: &[u8]) {
+    e.u16(b.len() as u16);
+    e.raw(b);
+}
+
+fn small_bytes_dec<'a>(d: &mut Decoder<'a>, max: usize) -> Result<&'a [u8]> {
+    let n = d.u16()? as usize;
+    if n > max {
+        return Err(d.err(format!("field of {n} bytes exceeds {max}")));
+    }
+    d.take(n)
+}
+
+fn encode_entry(e: &mut Encoder, ent: &Entry) {
+    small_bytes(e, &ent.name);
+    let m = &ent.meta;
+    let kind = match &ent.kind {
+        Kind::File(_) => KIND_FILE,
+        Kind::Dir(_) => KIND_DIR,
+        Kind::Symlink(_) => KIND_SYMLINK,
+        Kind::CharDev(_) => KIND_CHAR,
+        Kind::BlockDev(_) => KIND_BLOCK,
+        Kind::Fifo => KIND_FIFO,
+        Kind::Socket => KIND_SOCKET,
+    };
+    e.u8(kind);
+    e.u32(m.mode);
+    e.u32(m.uid);
+    e.u32(m.gid);
+    small_bytes(e, &m.user);
+    small_bytes(e, &m.group);
+    e.i64(m.mtime_sec);
+    e.u32(m.mtime_nsec);
+    e.u64(m.dev);
+    e.u64(m.ino);
+    e.i64(m.ctime_sec);
+    e.u32(m.ctime_nsec);
+    e.u32(m.nlink);
+    e.u16(m.xattrs.len() as u16);
+    for (k, v) in &m.xattrs {
+        small_bytes(e, k);
+        e.bytes(v);
+    }
+    match &ent.kind {
+        Kind::File(c) => {
+            e.u64(c.size);
+            e.u8(c.encoding);
+            e.u32(c.holes.len() as u32);
+            for (off, len) in &c.holes {
+                e.u64(*off);
+                e.u64(*len);
+            }
+            e.u32(c.chunks.len() as u32);
+            for ch in &c.chunks {
+                e.id(&ch.id.0);
+                e.u32(ch.len);
+            }
+        }
+        Kind::Dir(t) => e.id(&t.0),
+        Kind::Symlink(target) => e.bytes(target),
+        Kind::CharDev(r) | Kind::BlockDev(r) => e.u64(*r),
+        Kind::Fifo | Kind::Socket => {}
+    }
+}
+
+fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
+    let name = small_bytes_dec(d, NAME_MAX_BYTES)?.to_vec();
+    validate_name(&name)?;
+    let kind = d.u8()?;
+    let mode = d.u32()?;
+    if mode > 0o7777 {
+        return Err(d.err(format!("mode {mode:o} has bits beyond 07777")));
+    }
+    let uid = d.u32()?;
+    let gid = d.u32()?;
+    let user = small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?.to_vec();
+    let group = small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?.to_vec();
+    let mtime_sec = d.i64()?;
+    let mtime_nsec = d.u32()?;
+    let dev = d.u64()?;
+    let ino = d.u64()?;
+    let ctime_sec = d.i64()?;
+    let ctime_nsec = d.u32()?;
+    let nlink = d.u32()?;
+    if mtime_nsec >= 1_000_000_000 || ctime_nsec >= 1_000_000_000 {
+        return Err(d.err("nanoseconds out of range"));
+    }
+    let nx = d.u16()? as usize;
+    let mut xattrs = Vec::with_capacity(nx.min(d.remaining() / 6));
+    for _ in 0..nx {
+        let k = small_bytes_dec(d, XATTR_NAME_MAX_BYTES)?.to_vec();
+        if k.is_empty() || k.contains(&0) {
+            return Err(d.err("bad xattr name"));
+        }
+        let v = d.bytes(XATTR_VALUE_MAX_BYTES)?.to_vec();
+        xattrs.push((k, v));
+    }
+    let kind = match kind {
+        KIND_FILE => {
+            let size = d.u64()?;
+            let encoding = d.u8()?;
+            if encoding != CONTENT_PLAIN {
+                return Err(d.err(format!(
+                    "content encoding {encoding} is not known to this hamn"
+                )));
+            }
+            let nh = d.count(16)?;
+            let mut holes = Vec::with_capacity(nh);
+            let mut end = 0u64;
+            for _ in 0..nh {
+                let off = d.u64()?;
+                let len = d.u64()?;
+                if off < end || off.checked_add(len).is_none_or(|e| e > size) || len == 0 {
+                    return Err(d.err("holes overlap, are unsorted or lie past the end"));
+                }
+                end = off + len;
+                holes.push((off, len));
+            }
+            let nc = d.count(36)?;
+            let mut chunks = Vec::with_capacity(nc);
+            for _ in 0..nc {
+                let id = ChunkId(d.id()?);
+                let len = d.u32()?;
+                if len == 0 || len as usize > crate::chunk::CHUNK_MAX_BYTES {
+                    return Err(d.err(format!("chunk length {len} out of range")));
+                }
+                chunks.push(ChunkRef { id, len });
+            }
+            let c = FileContent {
+                size,
+                encoding,
+                holes,
+                chunks,
+            };
+            let hole_bytes: u64 = c.holes.iter().map(|h| h.1).sum();
+            if c.data_len() + hole_bytes != size {
+                return Err(d.err("chunks and holes do not add up to the file size"));
+            }
+            Kind::File(c)
+        }
+        KIND_DIR => Kind::Dir(TreeId(d.id()?)),
+        KIND_SYMLINK => {
+            let t = d.bytes(SYMLINK_MAX_BYTES)?.to_vec();
+            if t.is_empty() || t.contains(&0) {
+                return Err(d.err("bad symlink target"));
+            }
+            Kind::Symlink(t)
+        }
+        KIND_CHAR => Kind::CharDev(d.u64()?),
+        KIND_BLOCK => Kind::BlockDev(d.u64()?),
+        KIND_FIFO => Kind::Fifo,
+        KIND_SOCKET => Kind::Socket,
+        other => return Err(d.err(format!("unknown entry kind {other}"))),
+    };
+    Ok(Entry {
+        name,
+        meta: Meta {
+            mode,
+            uid,
+            gid,
+            user,
+            group,
+            mtime_sec,
+            mtime_nsec,
+            dev,
+            ino,
+            ctime_sec,
+            ctime_nsec,
+            nlink,
+            xattrs,
+        },
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &[u8]) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            meta: Meta {
+                mode: 0o4755,
+                mtime_nsec: 5,
+                xattrs: vec![(b"user.a".to_vec(), vec![1, 2])],
+                ..Meta::default()
+            },
+            kind: Kind::File(FileContent {
+                size: 10,
+                encoding: CONTENT_PLAIN,
+                holes: vec![(0, 4)],
+                chunks: vec![ChunkRef {
+                    id: ChunkId([9; 32]),
+                    len: 6,
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_is_deterministic() {
+        let t = Tree {
+            entries: vec![file(b"a\nb"), file(&[0xff, 0xfe])],
+        };
+        let bytes = t.encode();
+        assert_eq!(Tree::decode(&bytes).unwrap(), t);
+        assert_eq!(TreeId::of(&bytes), TreeId::of(&t.encode()));
+    }
+
+    #[test]
+    fn rejects_escaping_names_and_unsorted_entries() {
+        for bad in [&b".."[..], b".", b"", b"a/b", b"a\0b"] {
+            let t = Tree {
+                entries: vec![file(bad)],
+            };
+            assert!(Tree::decode(&t.encode()).is_err(), "{bad:?}");
+        }
+        let t = Tree {
+            entries: vec![file(b"b"), file(b"a")],
+        };
+        assert!(Tree::decode(&t.encode()).is_err());
+    }
+
+    #[test]
+    fn rejects_truncation_anywhere() {
+        let bytes = Tree {
+            entries: vec![file(b"x")],
+        }
+        .encode();
+        for n in 0..bytes.len() {
+            assert!(Tree::decode(&bytes[..n]).is_err(), "{n}");
+        }
+    }
+}
