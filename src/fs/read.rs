@@ -43,12 +43,18 @@ impl Owners {
     }
 }
 
-/// Extended attributes of `path` itself (never of a symlink's target),
-/// sorted by name. A file system without xattr support has none.
-pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Extended attributes of `path`, sorted by name: of the entry itself, or
+/// with `follow` of a symlink's target. A file system without xattr
+/// support has none.
+pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
+        let listed = if follow {
+            rustix::fs::listxattr(path, &mut names[..])
+        } else {
+            rustix::fs::llistxattr(path, &mut names[..])
+        };
+        match listed {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
                 let len = names.len() * 4;
@@ -62,7 +68,12 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let mut value = vec![0u8; 256];
         let len = loop {
-            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            let got = if follow {
+                rustix::fs::getxattr(path, name, &mut value[..])
+            } else {
+                rustix::fs::lgetxattr(path, name, &mut value[..])
+            };
+            match got {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) if value.len() < XATTR_VALUE_MAX_BYTES => {
                     value.resize(XATTR_VALUE_MAX_BYTES, 0)
@@ -111,10 +122,10 @@ pub fn unchanged(meta: &Meta, size: u64, md: &Metadata) -> bool {
         && size == md.size()
 }
 
-/// Open a file for reading without following a symlink and, where allowed,
-/// without updating its access time.
-pub fn open_source(path: &Path) -> io::Result<File> {
-    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+/// Open a file for reading without following a symlink (unless `follow`)
+/// and, where allowed, without updating its access time.
+pub fn open_source(path: &Path, follow: bool) -> io::Result<File> {
+    let base = if follow { 0 } else { libc::O_NOFOLLOW } | libc::O_CLOEXEC;
     match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(base | libc::O_NOATIME)

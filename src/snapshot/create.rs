@@ -145,6 +145,12 @@ impl Walker<'_> {
         }
     }
 
+    /// Whether metadata of `path` is read through a symlink: only when
+    /// following links, and `md` (the followed stat) is not itself a link.
+    fn follows(&self, md: &Metadata) -> bool {
+        self.opts.follow_symlinks && !md.file_type().is_symlink()
+    }
+
     fn excluded(&self, path: &Path) -> bool {
         !self.excludes.is_empty() && self.excludes.is_match(path)
     }
@@ -175,7 +181,7 @@ impl Walker<'_> {
                     Err(e) => return Err(Error::io(path, e)),
                 };
                 let dev = md.dev();
-                self.entry(path, name, md, prev, dev)
+                self.entry(path, name, md, prev, dev, None)
             }
             Node::Partial(children) => {
                 let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
@@ -195,7 +201,9 @@ impl Walker<'_> {
                     }
                 }
                 let id = self.writer.add_tree(&Tree { entries }.encode())?;
-                let xattrs = self.soft(path, fsread::xattrs(path))?.unwrap_or_default();
+                let xattrs = self
+                    .soft(path, fsread::xattrs(path, self.follows(&md)))?
+                    .unwrap_or_default();
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(Entry {
                     name: name.to_vec(),
@@ -220,7 +228,8 @@ impl Walker<'_> {
         }
     }
 
-    /// One walked entry. `fs_dev` is the device of the managed path.
+    /// One walked entry. `fs_dev` is the device of the managed path; `up`
+    /// the directories above it (to stop symlink loops when following).
     fn entry(
         &self,
         path: &Path,
@@ -228,9 +237,13 @@ impl Walker<'_> {
         mut md: Metadata,
         prev: Option<&Entry>,
         fs_dev: u64,
+        up: Option<&Up<'_>>,
     ) -> Result<Option<Entry>> {
         if self.opts.follow_symlinks && md.file_type().is_symlink() {
             match std::fs::metadata(path) {
+                Ok(target) if target.is_dir() && Up::contains(up, &target) => {
+                    self.warn(path, "symlink loop; kept as a link")
+                }
                 Ok(target) => md = target,
                 Err(e) => self.warn(path, format!("symlink not followed: {e}; kept as a link")),
             }
@@ -239,7 +252,7 @@ impl Walker<'_> {
         if ft.is_file() {
             return self.file_entry(path, name, md, prev);
         }
-        let xattrs = match self.soft(path, fsread::xattrs(path))? {
+        let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
             Some(x) => x,
             None => return Ok(None),
         };
@@ -252,7 +265,12 @@ impl Walker<'_> {
                 ));
                 Kind::Dir(self.empty_tree()?)
             } else {
-                match self.dir_tree(path, self.prev_subtree(prev)?, fs_dev)? {
+                let here = Up {
+                    dev: md.dev(),
+                    ino: md.ino(),
+                    parent: up,
+                };
+                match self.dir_tree(path, self.prev_subtree(prev)?, fs_dev, &here)? {
                     Some(id) => Kind::Dir(id),
                     None => return Ok(None),
                 }
@@ -299,7 +317,7 @@ impl Walker<'_> {
         }) = prev
         {
             if fsread::unchanged(meta, content.size, &md) {
-                let xattrs = match self.soft(path, fsread::xattrs(path))? {
+                let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
                     Some(x) => x,
                     None => return Ok(None),
                 };
@@ -321,7 +339,7 @@ impl Walker<'_> {
             let Some((content, before)) = read else {
                 continue;
             };
-            let xattrs = match self.soft(path, fsread::xattrs(path))? {
+            let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
                 Some(x) => x,
                 None => return Ok(None),
             };
@@ -346,7 +364,8 @@ impl Walker<'_> {
     /// out. `Ok(Some(None))`: it changed while read, try again.
     #[allow(clippy::type_complexity)]
     fn read_file(&self, path: &Path) -> Result<Option<Option<(FileContent, Metadata)>>> {
-        let Some(file) = self.soft(path, fsread::open_source(path))? else {
+        let Some(file) = self.soft(path, fsread::open_source(path, self.opts.follow_symlinks))?
+        else {
             return Ok(None);
         };
         let Some(before) = self.soft(path, file.metadata())? else {
@@ -409,7 +428,13 @@ impl Walker<'_> {
     }
 
     /// Snapshot a directory's contents; `None` when it could not be listed.
-    fn dir_tree(&self, path: &Path, prev: Option<Tree>, fs_dev: u64) -> Result<Option<TreeId>> {
+    fn dir_tree(
+        &self,
+        path: &Path,
+        prev: Option<Tree>,
+        fs_dev: u64,
+        up: &Up<'_>,
+    ) -> Result<Option<TreeId>> {
         let Some(rd) = self.soft(path, std::fs::read_dir(path))? else {
             return Ok(None);
         };
@@ -433,13 +458,32 @@ impl Walker<'_> {
                 };
                 let name = name_bytes(&de.file_name());
                 let prev_entry = prev.as_ref().and_then(|t| t.get(&name));
-                self.entry(&child, &name, md, prev_entry, fs_dev)
+                self.entry(&child, &name, md, prev_entry, fs_dev, Some(up))
             })
             .collect::<Result<_>>()?;
         let tree = Tree {
             entries: entries.into_iter().flatten().collect(),
         };
         Ok(Some(self.writer.add_tree(&tree.encode())?))
+    }
+}
+
+/// The chain of directories above an entry, by (device, inode).
+struct Up<'a> {
+    dev: u64,
+    ino: u64,
+    parent: Option<&'a Up<'a>>,
+}
+
+impl Up<'_> {
+    fn contains(mut up: Option<&Up<'_>>, md: &Metadata) -> bool {
+        while let Some(u) = up {
+            if u.dev == md.dev() && u.ino == md.ino() {
+                return true;
+            }
+            up = u.parent;
+        }
+        false
     }
 }
 

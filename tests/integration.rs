@@ -1,0 +1,20 @@
+//! One integration test binary (fast to build): each module drives the real
+//! `hamn` binary on generated temp trees, as an admin would.
+
+#[path = "integration/common.rs"]
+mod common;
+
+#[path = "integration/cli_errors.rs"]
+mod cli_errors;
+#[path = "integration/crash.rs"]
+mod crash;
+#[path = "integration/damage.rs"]
+mod damage;
+#[path = "integration/diff.rs"]
+mod diff;
+#[path = "integration/fidelity.rs"]
+mod fidelity;
+#[path = "integration/lock.rs"]
+mod lock;
+#[path = "integration/snapshot.rs"]
+mod snapshot;

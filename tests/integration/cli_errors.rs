@@ -1,0 +1,123 @@
+//! Bad input gets one clear line and exit status 1 or 2, never a panic.
+
+use std::fs;
+use std::process::Command;
+
+use crate::common::*;
+
+fn one_line_error(out: &std::process::Output, expect_code: i32, needle: &str) {
+    assert_eq!(code(out), expect_code, "{}", stderr(out));
+    let err = stderr(out);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("hamn: error: "), "{err}");
+    assert!(first.contains(needle), "expected '{needle}' in: {first}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_and_malformed_configs() {
+    let env = Env::bare();
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/hamn.toml", "snapshots"])
+        .output()
+        .unwrap();
+    one_line_error(&out, 2, "/nonexistent/hamn.toml");
+    let cfg = env.path("bad.toml");
+    write(&cfg, b"store = '/x'\npaths = [\n");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    one_line_error(&out, 2, "bad.toml");
+    write(&cfg, b"store = '/x'\nstandbyy = 1\n");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    one_line_error(&out, 2, "standbyy");
+    // HAMN_CONFIG is honoured the same way.
+    let out = Command::new(BIN)
+        .env("HAMN_CONFIG", &cfg)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    one_line_error(&out, 2, "standbyy");
+}
+
+#[test]
+fn missing_managed_path_and_empty_path_list() {
+    let env = Env::new();
+    let out = env.run(&["snapshot", env.path("not-there").to_str().unwrap()]);
+    one_line_error(&out, 2, "does not exist");
+    let out = env.run(&["snapshot"]);
+    one_line_error(&out, 2, "no paths");
+}
+
+#[test]
+fn not_a_store_and_newer_format() {
+    let env = Env::bare();
+    fs::create_dir_all(env.store()).unwrap();
+    let out = env.run(&["snapshots"]);
+    one_line_error(&out, 1, "not a hamn store");
+    env.ok(&["init"]);
+    let out = env.run(&["init"]);
+    one_line_error(&out, 1, "already holds");
+    write(&env.store().join("HAMN-STORE"), b"hamn store\nformat 99\n");
+    let out = env.run(&["snapshots"]);
+    one_line_error(&out, 1, "upgrade hamn");
+}
+
+#[test]
+fn unknown_and_ambiguous_snapshot_ids() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    // 17 snapshots: some leading hex digit is shared by two of them.
+    let mut ids = Vec::new();
+    for i in 0..17 {
+        write(&src.join("a"), format!("{i}").as_bytes());
+        ids.push(env.snapshot(&[&src]));
+    }
+    let out = env.run(&["ls", "ffffffffffffffffffff"]);
+    let c = code(&out);
+    if !ids.iter().any(|id| id.starts_with("ffffffffffffffffffff")) {
+        one_line_error(&out, 1, "no snapshot matches");
+    } else {
+        panic!("improbable id prefix collision, exit {c}");
+    }
+    let shared = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|p| ids.iter().filter(|id| id.starts_with(p.as_str())).count() >= 2)
+        .unwrap();
+    let out = env.run(&["ls", &shared]);
+    one_line_error(&out, 1, "ambiguous");
+    // latest~N and unique prefixes work.
+    let out = env.ok(&["cat", "latest~16", src.join("a").to_str().unwrap()]);
+    assert_eq!(out, "0");
+    let out = env.ok(&["cat", &ids[5][..10], src.join("a").to_str().unwrap()]);
+    assert_eq!(out, "5");
+    let out = env.run(&["cat", "latest~17", src.join("a").to_str().unwrap()]);
+    one_line_error(&out, 1, "no snapshot matches");
+    let out = env.run(&["cat", "latest", src.join("nope").to_str().unwrap()]);
+    one_line_error(&out, 1, "not in snapshot");
+}
+
+#[test]
+fn json_errors_are_one_document() {
+    let env = Env::bare();
+    let out = env.run(&["--json", "snapshots"]);
+    assert_eq!(code(&out), 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 1);
+    assert!(v["error"].as_str().unwrap().contains("not a hamn store"));
+}
+
+#[test]
+fn hostile_names_in_paths_are_refused() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    env.snapshot(&[&src]);
+    let out = env.run(&["cat", "latest", "/../etc/passwd"]);
+    one_line_error(&out, 2, "not a path inside a snapshot");
+}

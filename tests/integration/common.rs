@@ -1,0 +1,386 @@
+//! Shared test harness: a temp workspace with a store, a runner for the real
+//! binary, deterministic tree generators and a full tree comparison
+//! (content, type, mode, owner, mtime ns, xattrs, hardlinks, holes).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hamn");
+
+/// Tests that need root say so loudly instead of skipping.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (chown, mknod, security.* xattrs, mounts); run the suite as root"
+    );
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("hamn-test-")
+            .tempdir()
+            .expect("temp dir");
+        let e = Env { dir };
+        e.ok(&["init"]);
+        e
+    }
+
+    /// A workspace without a store.
+    pub fn bare() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("hamn-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--store").arg(self.store());
+        c.env_remove("HAMN_CONFIG");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run hamn")
+    }
+
+    /// Run and require exit status 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hamn {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+
+    /// Take a snapshot of `paths`, returning its id.
+    pub fn snapshot(&self, paths: &[&Path]) -> String {
+        let mut a: Vec<String> = vec!["--json".into(), "snapshot".into()];
+        a.extend(paths.iter().map(|p| p.to_string_lossy().into_owned()));
+        let args: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&args)).expect("json");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub fn snapshot_count(&self) -> usize {
+        self.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .expect("list")
+            .len()
+    }
+}
+
+/// Exit code, asserting the process was not killed by a signal (a panic
+/// aborts with 101, which also fails the callers' expectations).
+pub fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {:?}", out.status))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0u8; n];
+    rng.fill(&mut v);
+    v
+}
+
+/// Text-like compressible bytes.
+pub fn text(n: usize, seed: u64) -> Vec<u8> {
+    let words = [
+        "node",
+        "install",
+        "xcat",
+        "compute",
+        "rootimg",
+        "eth0",
+        "192.168.0.",
+        "\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = Vec::with_capacity(n + 16);
+    while v.len() < n {
+        v.extend_from_slice(words[rng.usize(..words.len())].as_bytes());
+        v.push(b' ');
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).expect("mkdir");
+    }
+    fs::write(path, data).expect("write");
+}
+
+/// A small tree of ordinary files: `n` files in nested dirs.
+pub fn make_tree(root: &Path, n: usize, seed: u64) {
+    for i in 0..n {
+        let p = root.join(format!("d{}/s{}/f{i}.txt", i % 7, i % 3));
+        let data = if i % 5 == 0 {
+            bytes(1000 + (i * 37) % 5000, seed + i as u64)
+        } else {
+            text(100 + (i * 91) % 3000, seed + i as u64)
+        };
+        write(&p, &data);
+    }
+}
+
+pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .expect("utimensat");
+}
+
+/// Everything about one entry that a restore must reproduce.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EntryFacts {
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub size: u64,
+    pub content_hash: Option<String>,
+    pub target: Option<Vec<u8>>,
+    pub rdev: u64,
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Index of the hardlink group (by first path), if nlink > 1.
+    pub link_group: Option<usize>,
+    /// Allocated bytes are at most this share of the size (sparse kept).
+    pub sparse: bool,
+}
+
+fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).unwrap_or(0);
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let mut v = vec![0u8; 65536];
+        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut v[..]) {
+            v.truncate(len);
+            out.insert(name.to_vec(), v);
+        }
+    }
+    out
+}
+
+/// Facts of every entry below `root`, keyed by relative path bytes.
+pub fn facts(root: &Path) -> BTreeMap<Vec<u8>, EntryFacts> {
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+    collect(root, root, &mut out, &mut groups);
+    out
+}
+
+fn collect(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<Vec<u8>, EntryFacts>,
+    groups: &mut HashMap<(u64, u64), usize>,
+) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let p = dir.join(&name);
+        let md = fs::symlink_metadata(&p).expect("lstat");
+        let ft = md.file_type();
+        let rel = p
+            .strip_prefix(root)
+            .expect("prefix")
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let kind = if ft.is_file() {
+            "file"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "socket"
+        };
+        let link_group = if ft.is_file() && md.nlink() > 1 {
+            let n = groups.len();
+            Some(*groups.entry((md.dev(), md.ino())).or_insert(n))
+        } else {
+            None
+        };
+        out.insert(
+            rel,
+            EntryFacts {
+                kind: kind.into(),
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: (md.mtime(), md.mtime_nsec()),
+                size: if ft.is_dir() { 0 } else { md.size() },
+                content_hash: ft.is_file().then(|| {
+                    blake3::hash(&fs::read(&p).expect("read"))
+                        .to_hex()
+                        .to_string()
+                }),
+                target: ft.is_symlink().then(|| {
+                    fs::read_link(&p)
+                        .expect("readlink")
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec()
+                }),
+                rdev: if ft.is_char_device() || ft.is_block_device() {
+                    md.rdev()
+                } else {
+                    0
+                },
+                xattrs: xattrs_of(&p),
+                link_group,
+                sparse: ft.is_file() && md.size() > 1 << 20 && md.blocks() * 512 < md.size() / 2,
+            },
+        );
+        if ft.is_dir() {
+            collect(root, &p, out, groups);
+        }
+    }
+}
+
+/// Assert two trees are equal entry by entry, naming the first difference.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = facts(expected);
+    let b = facts(actual);
+    let names = |m: &BTreeMap<Vec<u8>, EntryFacts>| -> Vec<String> {
+        m.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    };
+    assert_eq!(names(&a), names(&b), "different entries");
+    for (k, fa) in &a {
+        let fb = &b[k];
+        assert_eq!(fa, fb, "entry {:?} differs", OsStr::from_bytes(k));
+    }
+}
+
+/// Restore all of `src` from snapshot `snap` into a new dir; returns the
+/// restored copy of `src` (restore keeps full paths below --to).
+pub fn restore_all(env: &Env, snap: &str, src: &Path, name: &str) -> PathBuf {
+    let to = env.path(name);
+    fs::create_dir_all(&to).expect("mkdir");
+    env.ok(&[
+        "restore",
+        snap,
+        src.to_str().expect("utf8"),
+        "--to",
+        to.to_str().expect("utf8"),
+    ]);
+    to.join(src.strip_prefix("/").expect("absolute"))
+}
+
+/// Copy a tree (content and mtimes only) to freeze a reference state.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+}
+
+/// A tmpfs mounted for the test's lifetime (root only).
+pub struct Mount {
+    pub path: PathBuf,
+}
+
+impl Mount {
+    pub fn tmpfs(path: &Path, size: &str) -> Mount {
+        require_root();
+        fs::create_dir_all(path).expect("mkdir");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs on {} failed", path.display());
+        Mount {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The pack files of a store, oldest first.
+pub fn packs(store: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for sub in fs::read_dir(store.join("packs")).expect("packs") {
+        let sub = sub.expect("e").path();
+        for p in fs::read_dir(&sub).expect("sub") {
+            v.push(p.expect("e").path());
+        }
+    }
+    v.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).expect("mtime"));
+    v
+}
