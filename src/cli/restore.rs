@@ -19,11 +19,10 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let store = ctx.open_store()?;
     let (id, snap) = snapshot::resolve(&store, &a.snap)?;
-    if !a.to.is_dir() {
-        return Err(usage(format!(
-            "--to {}: not a directory; create it first",
-            a.to.display()
-        )));
+    if !a.to.exists() {
+        std::fs::create_dir_all(&a.to).map_err(|e| hamn::Error::io(&a.to, e))?;
+    } else if !a.to.is_dir() {
+        return Err(usage(format!("--to {}: not a directory", a.to.display())));
     }
     let mut r = Restorer::new(&store);
     for p in &a.paths {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run every test of hamn. Installs what the tests need when it is missing
+# (Debian packages, as root) and fails loudly when it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: the tests need root (chown, mknod, security.* xattrs, tmpfs mounts)" >&2
+    exit 1
+fi
+
+# Debian packages the tests use, as "command:package".
+need=()
+for pair in mount:mount umount:mount; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --locked --all-targets
+cargo test --locked -- --test-threads=2
