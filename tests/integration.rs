@@ -16,5 +16,7 @@ mod diff;
 mod fidelity;
 #[path = "integration/lock.rs"]
 mod lock;
+#[path = "integration/old_stores.rs"]
+mod old_stores;
 #[path = "integration/snapshot.rs"]
 mod snapshot;

@@ -40,10 +40,15 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(path, e)),
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE)).at(path)?;
-    if let Some(parent) = path.parent() {
-        fsync_dir(parent)?;
+    fsync_dir(parent_of(path))
+}
+
+/// The directory holding `path` ("." for a bare relative name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
-    Ok(())
 }
 
 /// fsync; a failure is fatal and never retried (the kernel may have dropped
@@ -62,9 +67,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Move a durable temp file to its final name and make the rename durable.
 pub fn publish(tmp: &Path, dest: &Path) -> Result<()> {
-    let dir = dest
-        .parent()
-        .ok_or_else(|| Error::Other(format!("{} has no parent", dest.display())))?;
+    let dir = parent_of(dest);
     create_private_dir(dir)?;
     std::fs::rename(tmp, dest).at(dest)?;
     fsync_dir(dir)

@@ -129,6 +129,7 @@ impl Store {
     pub fn lock(&self, wait: Duration, command: &str) -> Result<StoreLock> {
         let lock = StoreLock::acquire(&self.root, wait, command)?;
         let tmp = self.tmp_dir();
+        durable::create_private_dir(&tmp)?;
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let _ = std::fs::remove_file(e.path());
