@@ -18,5 +18,7 @@ mod fidelity;
 mod lock;
 #[path = "integration/old_stores.rs"]
 mod old_stores;
+#[path = "integration/proptest_changes.rs"]
+mod proptest_changes;
 #[path = "integration/snapshot.rs"]
 mod snapshot;

@@ -9,7 +9,9 @@ use crate::common::*;
 /// A writable copy of a fixture store in a temp workspace.
 fn fixture(name: &str) -> Env {
     let env = Env::bare();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let st = std::process::Command::new("cp")
         .arg("-a")
         .arg(&src)
@@ -26,12 +28,21 @@ fn read_v1(env: &Env) {
     let hosts = env.ok(&["cat", "latest", "/tmp/golden/src/etc/hosts"]);
     assert_eq!(hosts, "10.0.0.1 mn1\n");
     let ls = env.ok(&["ls", "latest", "/tmp/golden/src/install", "-r"]);
-    assert!(ls.contains("300000") && ls.contains("/tmp/golden/src/install/sub/big.txt"), "{ls}");
+    assert!(
+        ls.contains("300000") && ls.contains("/tmp/golden/src/install/sub/big.txt"),
+        "{ls}"
+    );
     assert!(ls.contains("hosts-link -> ../etc/hosts"), "{ls}");
     let v = env.json(&["snapshots"]);
     assert_eq!(v["snapshots"][0]["tags"][0], "golden");
     let to = env.path("out");
-    env.ok(&["restore", "latest", "/tmp/golden/src/install/sub/big.txt", "--to", to.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "/tmp/golden/src/install/sub/big.txt",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
     let big = fs::read(to.join("tmp/golden/src/install/sub/big.txt")).unwrap();
     assert_eq!(big, vec![b'x'; 300_000]);
 }
