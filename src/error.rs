@@ -77,6 +77,8 @@ pub enum Error {
         status: String,
         output: String,
     },
+    #[error("standby {peer}: {message}")]
+    Remote { peer: String, message: String },
     #[error("{0}")]
     Other(String),
 }

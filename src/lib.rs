@@ -17,6 +17,7 @@ pub mod error;
 pub mod fs;
 pub mod id;
 pub mod log;
+pub mod remote;
 pub mod restore;
 pub mod snapshot;
 pub mod store;

@@ -7,9 +7,13 @@ mod check;
 mod diff;
 mod init;
 mod ls;
+mod push;
+mod remote_args;
 mod restore;
+mod serve;
 mod snapshot;
 mod snapshots;
+mod sync;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +85,19 @@ pub enum Command {
     /// Verify the store (and, with --read-data, every stored byte)
     #[command(after_help = "Example: hamn check --read-data-subset 5%")]
     Check(check::Args),
+    /// Ship every snapshot the standby lacks (only the missing data)
+    #[command(
+        after_help = "Example: hamn push --to ssh://root@mn2/var/lib/hamn --identity /root/.ssh/id_ed25519"
+    )]
+    Push(push::Args),
+    /// The standby end of push, on stdin/stdout (started by push over SSH)
+    #[command(
+        after_help = "Example (authorized_keys on the standby):\n  command=\"hamn serve --store /var/lib/hamn\",restrict ssh-ed25519 AAAA... root@mn1"
+    )]
+    Serve(serve::Args),
+    /// The nightly job: snapshot, push, confirm on the standby
+    #[command(after_help = "Example (crontab): 0 2 * * * /usr/local/sbin/hamn -q sync")]
+    Sync(sync::Args),
 }
 
 /// What every command needs: the parsed flags and the loaded config.
@@ -101,9 +118,12 @@ impl Ctx {
         Store::open(&self.store_path())
     }
 
+    pub fn lock_wait_duration(&self) -> Duration {
+        Duration::from_secs(self.lock_wait.unwrap_or(self.config.lock_wait))
+    }
+
     pub fn lock(&self, store: &Store) -> Result<StoreLock> {
-        let wait = self.lock_wait.unwrap_or(self.config.lock_wait);
-        store.lock(Duration::from_secs(wait), &self.command_line)
+        store.lock(self.lock_wait_duration(), &self.command_line)
     }
 
     /// Print the command's JSON document.
@@ -133,6 +153,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Push(a) => push::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
+        Command::Sync(a) => sync::run(&ctx, a),
     }
 }
 

@@ -1,5 +1,5 @@
 use hamn::Result;
-use hamn::snapshot::create::{self, SnapshotOptions};
+use hamn::snapshot::create::{self, SnapshotOptions, SnapshotOutcome};
 
 use super::{Ctx, EXIT_WARNINGS, human_bytes, usage};
 
@@ -22,12 +22,20 @@ pub struct Args {
     pub paths: Vec<std::path::PathBuf>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+/// Snapshot options from the config and the command line.
+pub fn options_from(
+    ctx: &Ctx,
+    tags: Vec<String>,
+    excludes: Vec<String>,
+    follow_symlinks: bool,
+    cross_file_systems: bool,
+    paths: Vec<std::path::PathBuf>,
+) -> Result<SnapshotOptions> {
     let cfg = &ctx.config;
-    let paths: Vec<String> = if a.paths.is_empty() {
+    let paths: Vec<String> = if paths.is_empty() {
         cfg.paths.clone()
     } else {
-        a.paths
+        paths
             .iter()
             .map(|p| {
                 let abs =
@@ -36,45 +44,64 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             })
             .collect::<Result<_>>()?
     };
-    let opts = SnapshotOptions {
+    Ok(SnapshotOptions {
         paths,
-        excludes: cfg.exclude.iter().chain(&a.excludes).cloned().collect(),
-        one_file_system: cfg.one_file_system && !a.cross_file_systems,
-        follow_symlinks: cfg.follow_symlinks || a.follow_symlinks,
-        tags: a.tags,
+        excludes: cfg.exclude.iter().chain(&excludes).cloned().collect(),
+        one_file_system: cfg.one_file_system && !cross_file_systems,
+        follow_symlinks: cfg.follow_symlinks || follow_symlinks,
+        tags,
         pre_snapshot: cfg.hooks.pre_snapshot.clone(),
-    };
+    })
+}
+
+pub fn outcome_json(out: &SnapshotOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "id": out.id,
+        "time": out.snapshot.time_local().to_rfc3339(),
+        "host": out.snapshot.host,
+        "paths": out.snapshot.paths,
+        "tags": out.snapshot.tags,
+        "parent": out.snapshot.parent,
+        "stats": out.snapshot.stats,
+        "warnings": out.warnings,
+    })
+}
+
+pub fn print_outcome(out: &SnapshotOutcome) {
+    let s = &out.snapshot.stats;
+    println!(
+        "snapshot {} saved: {} files, {} dirs, {} total; {} read, {} files unchanged; {} new ({} stored) in {:.1}s",
+        &out.id.to_hex()[..12],
+        s.files,
+        s.dirs,
+        human_bytes(s.bytes_total),
+        human_bytes(s.bytes_read),
+        s.files_reused,
+        human_bytes(s.bytes_added_plain),
+        human_bytes(s.bytes_added_stored),
+        s.duration_ms as f64 / 1000.0
+    );
+    if !out.warnings.is_empty() {
+        println!("{} warnings (see above)", out.warnings.len());
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let opts = options_from(
+        ctx,
+        a.tags,
+        a.excludes,
+        a.follow_symlinks,
+        a.cross_file_systems,
+        a.paths,
+    )?;
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
     let out = create::create(&store, &lock, &opts)?;
-    let s = &out.snapshot.stats;
     if ctx.json {
-        ctx.print_json(&serde_json::json!({
-            "id": out.id,
-            "time": out.snapshot.time_local().to_rfc3339(),
-            "host": out.snapshot.host,
-            "paths": out.snapshot.paths,
-            "tags": out.snapshot.tags,
-            "parent": out.snapshot.parent,
-            "stats": s,
-            "warnings": out.warnings,
-        }));
+        ctx.print_json(&outcome_json(&out));
     } else {
-        println!(
-            "snapshot {} saved: {} files, {} dirs, {} total; {} read, {} files unchanged; {} new ({} stored) in {:.1}s",
-            &out.id.to_hex()[..12],
-            s.files,
-            s.dirs,
-            human_bytes(s.bytes_total),
-            human_bytes(s.bytes_read),
-            s.files_reused,
-            human_bytes(s.bytes_added_plain),
-            human_bytes(s.bytes_added_stored),
-            s.duration_ms as f64 / 1000.0
-        );
-        if !out.warnings.is_empty() {
-            println!("{} warnings (see above)", out.warnings.len());
-        }
+        print_outcome(&out);
     }
     Ok(if out.warnings.is_empty() {
         0

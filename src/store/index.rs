@@ -16,6 +16,11 @@ const BLOBS: TableDefinition<[u8; ID_LEN], &[u8]> = TableDefinition::new("blobs"
 /// pack id -> blob count u32, pack bytes u64
 const PACKS: TableDefinition<[u8; ID_LEN], (u32, u64)> = TableDefinition::new("packs");
 
+/// Trees known to be complete here: the tree and everything below it is
+/// stored. Filled when a pushed snapshot is verified; a tree in it lets the
+/// push negotiation skip its whole subtree.
+const COMPLETE: TableDefinition<[u8; ID_LEN], ()> = TableDefinition::new("complete_trees");
+
 pub const INDEX_FILE: &str = "index.redb";
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -75,6 +80,7 @@ impl Index {
         {
             tx.open_table(BLOBS).map_err(|e| idx.err(e))?;
             tx.open_table(PACKS).map_err(|e| idx.err(e))?;
+            tx.open_table(COMPLETE).map_err(|e| idx.err(e))?;
         }
         tx.commit().map_err(|e| idx.err(e))?;
         Ok(idx)
@@ -177,10 +183,39 @@ impl Index {
         let tx = self.write_tx()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
+        tx.delete_table(COMPLETE).map_err(|e| self.err(e))?;
         {
             tx.open_table(BLOBS).map_err(|e| self.err(e))?;
             tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
         }
+        tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+impl Index {
+    pub fn is_complete(&self, tree: &[u8; ID_LEN]) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
+        Ok(t.get(tree).map_err(|e| self.err(e))?.is_some())
+    }
+
+    pub fn mark_complete(&self, trees: &[[u8; ID_LEN]]) -> Result<()> {
+        let tx = self.write_tx()?;
+        {
+            let mut t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
+            for id in trees {
+                t.insert(id, ()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forget every completeness mark (after damage was found).
+    pub fn clear_complete(&self) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.delete_table(COMPLETE).map_err(|e| self.err(e))?;
+        tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 }

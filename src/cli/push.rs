@@ -1,0 +1,46 @@
+use hamn::Result;
+use hamn::remote::protocol::MODE_WRITE;
+use hamn::remote::push::{self, PushOptions};
+
+use super::remote_args::RemoteArgs;
+use super::{Ctx, human_bytes};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Ask about every blob instead of trusting the standby's complete trees
+    /// (finds and repairs data a damaged standby lost)
+    #[arg(long)]
+    pub verify: bool,
+}
+
+pub fn print_stats(s: &push::PushStats, peer: &str) {
+    println!(
+        "pushed {} snapshots to {peer} ({} already there): {} blobs, {} sent, {} received in {:.1}s",
+        s.snapshots_sent.len(),
+        s.snapshots_present,
+        s.blobs_sent,
+        human_bytes(s.bytes_sent),
+        human_bytes(s.bytes_received),
+        s.seconds
+    );
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let store = ctx.open_store()?;
+    let lock = ctx.lock(&store)?;
+    let (target, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
+    let opts = PushOptions {
+        verify: a.verify,
+        sample: 0,
+    };
+    let stats = push::push(&store, &lock, &mut remote, &opts)?;
+    remote.close()?;
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({ "standby": target.to_string(), "push": stats }));
+    } else {
+        print_stats(&stats, &target.to_string());
+    }
+    Ok(0)
+}

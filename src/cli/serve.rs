@@ -1,0 +1,22 @@
+use hamn::Result;
+use hamn::remote::server::{self, ServeOptions};
+
+use super::Ctx;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Refuse every request that deletes data (forget, gc)
+    #[arg(long)]
+    pub append_only: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let opts = ServeOptions {
+        append_only: a.append_only,
+        lock_wait: ctx.lock_wait_duration(),
+    };
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    server::serve(&ctx.store_path(), &opts, stdin, stdout)?;
+    Ok(0)
+}

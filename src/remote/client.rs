@@ -1,0 +1,232 @@
+//! A connection to a standby store: the handshake, requests with their
+//! replies, and errors from the peer turned into local errors. The
+//! transport is any pair of byte streams.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::remote::Target;
+use crate::remote::protocol::*;
+use crate::remote::server::{self, ServeOptions};
+use crate::remote::ssh::{SshConnection, SshOptions};
+use crate::snapshot::Snapshot;
+
+pub struct Remote {
+    peer: String,
+    reader: FrameReader<Box<dyn Read + Send>>,
+    writer: FrameWriter<Box<dyn Write + Send>>,
+    /// The in-process server of a local target.
+    local: Option<JoinHandle<Result<()>>>,
+    ssh: Option<SshConnection>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub ssh: SshOptions,
+    pub mode: u8,
+    /// For local targets: how long the in-process server waits for the lock.
+    pub lock_wait: std::time::Duration,
+}
+
+impl Remote {
+    pub fn connect(target: &Target, opts: &ConnectOptions) -> Result<Remote> {
+        let (reader, writer, local, ssh, store): (
+            Box<dyn Read + Send>,
+            Box<dyn Write + Send>,
+            _,
+            _,
+            String,
+        ) = match target {
+            Target::Local(path) => {
+                let (a, b) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+                let path = path.clone();
+                let sopts = ServeOptions {
+                    append_only: false,
+                    lock_wait: opts.lock_wait,
+                };
+                let a2 = a.try_clone().map_err(|e| Error::io("socketpair", e))?;
+                let handle = std::thread::spawn(move || {
+                    let r = server::serve(&path, &sopts, &a, &a2);
+                    let _ = a.shutdown(std::net::Shutdown::Both);
+                    r
+                });
+                let b2 = b.try_clone().map_err(|e| Error::io("socketpair", e))?;
+                (Box::new(b), Box::new(b2), Some(handle), None, String::new())
+            }
+            Target::Ssh(t) => {
+                let conn = SshConnection::open(t, &opts.ssh)?;
+                let (r, w) = conn.streams();
+                (r, w, None, Some(conn), t.path.clone())
+            }
+        };
+        let mut remote = Remote {
+            peer: target.to_string(),
+            reader: FrameReader::new(reader),
+            writer: FrameWriter::new(writer),
+            local,
+            ssh,
+        };
+        let hello = Msg::Hello {
+            version: PROTOCOL_VERSION,
+            client: env!("CARGO_PKG_VERSION").to_string(),
+            store,
+            mode: opts.mode,
+        };
+        match remote.request(&hello) {
+            Ok(Msg::Welcome { .. }) => Ok(remote),
+            Ok(other) => Err(remote.unexpected(&other)),
+            Err(e) => Err(remote.diagnose(e)),
+        }
+    }
+
+    /// A failed handshake over SSH is most often a missing remote binary;
+    /// say so with what the remote shell printed.
+    fn diagnose(&mut self, e: Error) -> Error {
+        if let Some(ssh) = self.ssh.take() {
+            if let Some(better) = ssh.diagnose() {
+                return better;
+            }
+        }
+        e
+    }
+
+    fn unexpected(&self, m: &Msg) -> Error {
+        Error::Remote {
+            peer: self.peer.clone(),
+            message: format!("unexpected reply (message type {})", m.encode().0),
+        }
+    }
+
+    fn peer_error(&self, code: u8, message: String) -> Error {
+        if code == E_LOCKED {
+            Error::Locked {
+                path: self.peer.clone().into(),
+                holder: message,
+            }
+        } else {
+            Error::Remote {
+                peer: self.peer.clone(),
+                message,
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<Msg> {
+        match self.reader.read() {
+            Ok(Some(Msg::Error { code, message })) => Err(self.peer_error(code, message)),
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(Error::Remote {
+                peer: self.peer.clone(),
+                message: "connection closed by the standby".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send one message and wait for its reply.
+    pub fn request(&mut self, m: &Msg) -> Result<Msg> {
+        if let Err(e) = self.writer.send_now(m) {
+            // The peer may have said why before it hung up.
+            return Err(self.read().err().unwrap_or(e));
+        }
+        self.read()
+    }
+
+    /// Queue a blob without waiting (the pipe stays full); errors from the
+    /// peer surface at the next request.
+    pub fn put_blob(&mut self, b: &StoredBlob) -> Result<()> {
+        if let Err(e) = self.writer.send(&Msg::PutBlob(b.clone())) {
+            return Err(self.read().err().unwrap_or(e));
+        }
+        Ok(())
+    }
+
+    pub fn snapshots(&mut self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        match self.request(&Msg::ListSnapshots)? {
+            Msg::SnapshotList(list) => list
+                .into_iter()
+                .map(|r| Ok((SnapshotId::of(&r), Snapshot::decode(&r)?)))
+                .collect(),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn have(&mut self, m: Msg, n: usize) -> Result<Vec<bool>> {
+        match self.request(&m)? {
+            Msg::Have(flags) if flags.len() == n => Ok(flags),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub fn have_trees(&mut self, ids: &[TreeId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(IDS_PER_REQUEST_MAX) {
+            out.extend(self.have(Msg::HaveTrees(batch.to_vec()), batch.len())?);
+        }
+        Ok(out)
+    }
+
+    pub fn have_blobs(&mut self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(IDS_PER_REQUEST_MAX) {
+            out.extend(self.have(Msg::HaveBlobs(batch.to_vec()), batch.len())?);
+        }
+        Ok(out)
+    }
+
+    /// Make everything sent so far durable on the standby.
+    pub fn flush(&mut self) -> Result<()> {
+        match self.request(&Msg::Flush)? {
+            Msg::Flushed { .. } => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
+        match self.request(&Msg::PutSnapshot(record))? {
+            Msg::SnapshotStored(id) => Ok(id),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub fn read_blobs(&mut self, ids: &[BlobId]) -> Result<Vec<StoredBlob>> {
+        let mut out = Vec::new();
+        for batch in ids.chunks(server::READ_BLOBS_MAX) {
+            match self.request(&Msg::ReadBlobs(batch.to_vec()))? {
+                Msg::Blobs(b) if b.len() == batch.len() => out.extend(b),
+                other => return Err(self.unexpected(&other)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.writer.bytes
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.reader.bytes
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// End the session cleanly and wait for the other end.
+    pub fn close(mut self) -> Result<()> {
+        let bye = self.writer.send_now(&Msg::Bye);
+        if let Some(h) = self.local.take() {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(Error::Other("the local standby server panicked".into())),
+            }
+        }
+        if let Some(ssh) = self.ssh.take() {
+            ssh.finish()?;
+        }
+        bye
+    }
+}

@@ -1,0 +1,312 @@
+//! The standby end of push: `serve(store, reader, writer)` answers protocol
+//! messages on any byte stream (stdio under SSH, a socket pair in tests).
+//! It accepts nothing but protocol messages, touches nothing outside its
+//! store, verifies every blob against its id before storing it, and
+//! publishes a snapshot only once everything it references is durable here.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::remote::protocol::*;
+use crate::snapshot::Snapshot;
+use crate::store::writer::BlobWriter;
+use crate::store::{FORMAT_VERSION, Store, StoreLock};
+use crate::tree::Kind;
+
+/// Most blobs returned by one ReadBlobs request (bounds the reply frame).
+pub const READ_BLOBS_MAX: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Refuse every request that deletes (forget, gc).
+    pub append_only: bool,
+    pub lock_wait: Duration,
+}
+
+fn same_store(asked: &str, ours: &Path) -> bool {
+    if asked.is_empty() {
+        return true;
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(Path::new(asked)) == canon(ours)
+}
+
+fn error_code(e: &Error) -> u8 {
+    match e {
+        Error::Locked { .. } | Error::StaleLock { .. } => E_LOCKED,
+        Error::Malformed { .. } | Error::Corrupt { .. } => E_BAD_REQUEST,
+        _ => E_FAILED,
+    }
+}
+
+struct Session<'s, W: Write> {
+    store: &'s Store,
+    lock: Option<&'s StoreLock>,
+    writer: Option<BlobWriter<'s>>,
+    out: FrameWriter<W>,
+    blobs_added: u64,
+    bytes_stored: u64,
+}
+
+impl<'s, W: Write> Session<'s, W> {
+    fn lock(&self) -> Result<&'s StoreLock> {
+        self.lock
+            .ok_or_else(|| Error::Usage("this session was opened read-only".into()))
+    }
+
+    fn flush_writer(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let stats = w.finish()?;
+            self.blobs_added += stats.blobs_added;
+            self.bytes_stored += stats.bytes_stored_added;
+        }
+        Ok(())
+    }
+
+    fn put_blob(&mut self, b: StoredBlob) -> Result<()> {
+        let lock = self.lock()?;
+        let plain = crate::chunk::decode(b.id.kind, b.encoding, &b.stored, b.plain_len)?;
+        if blake3::hash(&plain).as_bytes() != &b.id.hash {
+            return Err(Error::malformed(
+                "pushed blob",
+                format!(
+                    "{} {} does not match its content",
+                    b.id.kind.name(),
+                    b.id.to_hex()
+                ),
+            ));
+        }
+        let w = self
+            .writer
+            .get_or_insert_with(|| BlobWriter::new(self.store, lock));
+        if !w.has(b.id)? {
+            w.add_stored(b.id, b.encoding, b.plain_len, &b.stored)?;
+        }
+        Ok(())
+    }
+
+    /// Check that everything below `root` is stored; returns the trees
+    /// walked (all now known complete). Trees already marked complete are
+    /// not descended, so the cost follows what was just pushed.
+    fn verify_complete(&self, root: TreeId) -> Result<Vec<[u8; 32]>> {
+        let mut walked = Vec::new();
+        let mut stack = vec![root];
+        while let Some(t) = stack.pop() {
+            if self.store.index().is_complete(&t.0)? {
+                continue;
+            }
+            let tree = self.store.read_tree(t)?;
+            for e in &tree.entries {
+                match &e.kind {
+                    Kind::Dir(id) => stack.push(*id),
+                    Kind::File(c) => {
+                        for ch in &c.chunks {
+                            if !self.store.has_blob(ch.id.into())? {
+                                return Err(Error::MissingObject {
+                                    what: "chunk",
+                                    id: ch.id.to_hex(),
+                                });
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            walked.push(t.0);
+        }
+        Ok(walked)
+    }
+
+    fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
+        let lock = self.lock()?;
+        let snap = Snapshot::decode(&record)?;
+        if snap.encode() != record {
+            return Err(Error::malformed(
+                "snapshot record",
+                "not in canonical encoding",
+            ));
+        }
+        self.flush_writer()?;
+        let walked = self.verify_complete(snap.root)?;
+        self.store.index().mark_complete(&walked)?;
+        self.store.write_snapshot(lock, &snap)
+    }
+
+    fn handle(&mut self, m: Msg) -> Result<bool> {
+        match m {
+            Msg::ListSnapshots => {
+                let list = self
+                    .store
+                    .snapshots()?
+                    .into_iter()
+                    .map(|(_, s)| s.encode())
+                    .collect();
+                self.out.send_now(&Msg::SnapshotList(list))?;
+            }
+            Msg::HaveTrees(ids) => {
+                let flags = ids
+                    .iter()
+                    .map(|t| self.store.index().is_complete(&t.0))
+                    .collect::<Result<Vec<_>>>()?;
+                self.out.send_now(&Msg::Have(flags))?;
+            }
+            Msg::HaveBlobs(ids) => {
+                let flags = ids
+                    .iter()
+                    .map(|b| match &self.writer {
+                        Some(w) => w.has(*b),
+                        None => self.store.has_blob(*b),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.out.send_now(&Msg::Have(flags))?;
+            }
+            Msg::PutBlob(b) => self.put_blob(b)?,
+            Msg::Flush => {
+                self.flush_writer()?;
+                let reply = Msg::Flushed {
+                    blobs_added: self.blobs_added,
+                    bytes_stored: self.bytes_stored,
+                };
+                self.out.send_now(&reply)?;
+            }
+            Msg::PutSnapshot(record) => {
+                let id = self.put_snapshot(record)?;
+                self.out.send_now(&Msg::SnapshotStored(id))?;
+            }
+            Msg::ReadBlobs(ids) => {
+                if ids.len() > READ_BLOBS_MAX {
+                    return Err(Error::malformed(
+                        "request",
+                        format!("{} blobs asked at once, limit {READ_BLOBS_MAX}", ids.len()),
+                    ));
+                }
+                let mut out = Vec::new();
+                for id in ids {
+                    let loc = self.store.locate(id)?;
+                    out.push(StoredBlob {
+                        id: BlobId {
+                            kind: id.kind,
+                            hash: id.hash,
+                        },
+                        encoding: loc.encoding,
+                        plain_len: loc.plain_len,
+                        stored: self.store.read_stored(&loc)?,
+                    });
+                }
+                self.out.send_now(&Msg::Blobs(out))?;
+            }
+            Msg::Bye => {
+                self.flush_writer()?;
+                return Ok(false);
+            }
+            other => {
+                return Err(Error::malformed(
+                    "request",
+                    format!("unexpected message {:?}", other.encode().0),
+                ));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Serve one client on `input`/`output` for the store at `store_path`.
+pub fn serve<R: Read, W: Write>(
+    store_path: &Path,
+    opts: &ServeOptions,
+    input: R,
+    output: W,
+) -> Result<()> {
+    let mut rd = FrameReader::new(input);
+    let mut out = FrameWriter::new(output);
+    let refuse = |out: &mut FrameWriter<W>, code: u8, e: Error| -> Result<()> {
+        let _ = out.send_now(&Msg::Error {
+            code,
+            message: e.to_string(),
+        });
+        Err(e)
+    };
+    let hello = match rd.read() {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(()),
+        Err(e) => return refuse(&mut out, E_BAD_REQUEST, e),
+    };
+    let Msg::Hello {
+        version,
+        store,
+        mode,
+        ..
+    } = hello
+    else {
+        return refuse(
+            &mut out,
+            E_BAD_REQUEST,
+            Error::malformed("request", "the first message must be Hello"),
+        );
+    };
+    if version != PROTOCOL_VERSION {
+        return refuse(
+            &mut out,
+            E_VERSION,
+            Error::Other(format!(
+                "protocol version {version} asked, this standby speaks {PROTOCOL_VERSION} \
+                 (hamn {}); install the same hamn version on both nodes",
+                env!("CARGO_PKG_VERSION")
+            )),
+        );
+    }
+    if !same_store(&store, store_path) {
+        return refuse(
+            &mut out,
+            E_REFUSED,
+            Error::Usage(format!(
+                "this standby serves store {} only, not {store}",
+                store_path.display()
+            )),
+        );
+    }
+    let st = match Store::open(store_path) {
+        Ok(s) => s,
+        Err(e) => return refuse(&mut out, E_FAILED, e),
+    };
+    let lock = if mode == MODE_WRITE {
+        match st.lock(opts.lock_wait, "hamn serve (push)") {
+            Ok(l) => Some(l),
+            Err(e) => return refuse(&mut out, error_code(&e), e),
+        }
+    } else {
+        None
+    };
+    out.send_now(&Msg::Welcome {
+        version: PROTOCOL_VERSION,
+        server: env!("CARGO_PKG_VERSION").to_string(),
+        store_format: FORMAT_VERSION,
+    })?;
+    let mut session = Session {
+        store: &st,
+        lock: lock.as_ref(),
+        writer: None,
+        out,
+        blobs_added: 0,
+        bytes_stored: 0,
+    };
+    loop {
+        let msg = match rd.read() {
+            Ok(Some(m)) => m,
+            // The client went away: what was flushed stays; the open pack is dropped.
+            Ok(None) => return Ok(()),
+            Err(e) => return refuse(&mut session.out, E_BAD_REQUEST, e),
+        };
+        match session.handle(msg) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                let code = error_code(&e);
+                return refuse(&mut session.out, code, e);
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The SSH transport (the only module that uses ssh2): connect, check the
+//! standby's host key against known_hosts (an unknown or changed key is an
+//! error, never accepted), authenticate by key (a file, else the agent),
+//! and run `hamn serve` on the standby. The protocol runs over the
+//! channel's stdin/stdout.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ssh2::{CheckResult, KnownHostFileKind, Session};
+
+use crate::error::{Error, Result};
+use crate::remote::SshTarget;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for any one read or write on an established session.
+const IO_TIMEOUT_MS: u32 = 300_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// Private key file; without one the SSH agent is asked.
+    pub identity: Option<PathBuf>,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+    /// The hamn binary on the standby (default `hamn`).
+    pub remote_bin: Option<String>,
+}
+
+pub struct SshConnection {
+    _session: Session,
+    channel: ssh2::Channel,
+    remote_bin: String,
+    peer: String,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn default_known_hosts() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
+    home.join(".ssh/known_hosts")
+}
+
+/// The known_hosts line naming this host, if written in plain text.
+fn known_hosts_line(file: &Path, host: &str, port: u16) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let pattern = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    text.lines()
+        .position(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|hosts| hosts.split(',').any(|h| h == pattern))
+        })
+        .map(|i| i + 1)
+}
+
+fn ssh_err(peer: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Remote {
+        peer: peer.to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+impl SshConnection {
+    pub fn open(t: &SshTarget, o: &SshOptions) -> Result<SshConnection> {
+        let peer = format!("{}@{}:{}", t.user, t.host, t.port);
+        let addrs: Vec<_> = (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .map_err(|e| ssh_err(&peer, "cannot resolve the host name", e))?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            ssh_err(
+                &peer,
+                "cannot connect (check the host, the port and that sshd runs there)",
+                last.map(|e| e.to_string())
+                    .unwrap_or_else(|| "no address".into()),
+            )
+        })?;
+        let mut sess = Session::new().map_err(|e| ssh_err(&peer, "ssh session", e))?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(IO_TIMEOUT_MS);
+        sess.handshake()
+            .map_err(|e| ssh_err(&peer, "ssh handshake failed", e))?;
+
+        let kh_path = o.known_hosts.clone().unwrap_or_else(default_known_hosts);
+        let (key, _) = sess
+            .host_key()
+            .ok_or_else(|| ssh_err(&peer, "host key", "the server sent none"))?;
+        let mut kh = sess
+            .known_hosts()
+            .map_err(|e| ssh_err(&peer, "known_hosts", e))?;
+        let keyscan = format!(
+            "ssh-keyscan -p {} {} >> {}",
+            t.port,
+            t.host,
+            kh_path.display()
+        );
+        kh.read_file(&kh_path, KnownHostFileKind::OpenSSH)
+            .map_err(|e| {
+                ssh_err(
+                    &peer,
+                    &format!("cannot read known_hosts {}", kh_path.display()),
+                    format!("{e}; after checking the standby's key fingerprint, add it: {keyscan}"),
+                )
+            })?;
+        match kh.check_port(&t.host, t.port, key) {
+            CheckResult::Match => {}
+            CheckResult::NotFound => {
+                return Err(ssh_err(
+                    &peer,
+                    "host key unknown",
+                    format!(
+                        "{} has no key for this host; after checking its fingerprint, add it: {keyscan}",
+                        kh_path.display()
+                    ),
+                ));
+            }
+            CheckResult::Mismatch => {
+                let line = known_hosts_line(&kh_path, &t.host, t.port)
+                    .map(|l| format!(" line {l}"))
+                    .unwrap_or_default();
+                return Err(ssh_err(
+                    &peer,
+                    "HOST KEY CHANGED",
+                    format!(
+                        "the key differs from {}{line}; if the standby was reinstalled, remove that entry \
+                         (ssh-keygen -R '[{}]:{}' -f {}) and add the new key after checking it",
+                        kh_path.display(),
+                        t.host,
+                        t.port,
+                        kh_path.display()
+                    ),
+                ));
+            }
+            CheckResult::Failure => {
+                return Err(ssh_err(
+                    &peer,
+                    "host key check",
+                    "libssh2 could not check the key",
+                ));
+            }
+        }
+
+        let auth = match &o.identity {
+            Some(id) => sess
+                .userauth_pubkey_file(&t.user, None, id, None)
+                .map_err(|e| {
+                    ssh_err(
+                        &peer,
+                        "authentication refused",
+                        format!(
+                            "{e}; check that {}.pub is in {}'s authorized_keys on the standby",
+                            id.display(),
+                            t.user
+                        ),
+                    )
+                }),
+            None => sess.userauth_agent(&t.user).map_err(|e| {
+                ssh_err(
+                    &peer,
+                    "authentication refused",
+                    format!("{e}; no --identity given and the SSH agent could not log in"),
+                )
+            }),
+        };
+        auth?;
+        if !sess.authenticated() {
+            return Err(ssh_err(
+                &peer,
+                "authentication refused",
+                "not authenticated",
+            ));
+        }
+        let mut channel = sess
+            .channel_session()
+            .map_err(|e| ssh_err(&peer, "cannot open a channel", e))?;
+        let remote_bin = o.remote_bin.clone().unwrap_or_else(|| "hamn".into());
+        let cmd = format!("{} serve --store {}", quote(&remote_bin), quote(&t.path));
+        channel
+            .exec(&cmd)
+            .map_err(|e| ssh_err(&peer, "cannot start hamn serve", e))?;
+        Ok(SshConnection {
+            _session: sess,
+            channel,
+            remote_bin,
+            peer,
+        })
+    }
+
+    pub fn streams(&self) -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {
+        (
+            Box::new(self.channel.stream(0)),
+            Box::new(self.channel.stream(0)),
+        )
+    }
+
+    /// Why the remote end did not answer: its exit status and stderr.
+    pub fn diagnose(mut self) -> Option<Error> {
+        let _ = self.channel.wait_eof();
+        let mut err = String::new();
+        let _ = self.channel.stderr().read_to_string(&mut err);
+        let _ = self.channel.wait_close();
+        let status = self.channel.exit_status().ok()?;
+        let err = err.trim().lines().last().unwrap_or("").to_string();
+        let message = match status {
+            127 => format!(
+                "`{}` was not found on the standby ({err}); install hamn there or pass --remote-bin PATH",
+                self.remote_bin
+            ),
+            126 => format!(
+                "`{}` on the standby is not executable ({err})",
+                self.remote_bin
+            ),
+            0 => return None,
+            s => format!("hamn serve exited with status {s}: {err}"),
+        };
+        Some(Error::Remote {
+            peer: self.peer,
+            message,
+        })
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        let _ = self.channel.send_eof();
+        let _ = self.channel.wait_eof();
+        let _ = self.channel.wait_close();
+        Ok(())
+    }
+}
