@@ -11,10 +11,14 @@ fi
 
 # Debian packages the tests use, as "command:package".
 need=()
-for pair in mount:mount umount:mount; do
+for pair in mount:mount umount:mount /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client \
+            pgrep:procps pkill:procps pkg-config:pkg-config; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Headers for the ssh2 crate's libssh2 build.
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt-get update -qq

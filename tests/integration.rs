@@ -20,5 +20,11 @@ mod lock;
 mod old_stores;
 #[path = "integration/proptest_changes.rs"]
 mod proptest_changes;
+#[path = "integration/push.rs"]
+mod push;
+#[path = "integration/serve_hostile.rs"]
+mod serve_hostile;
 #[path = "integration/snapshot.rs"]
 mod snapshot;
+#[path = "integration/sshd.rs"]
+mod sshd;

@@ -21,6 +21,8 @@ pub struct Remote {
     /// The in-process server of a local target.
     local: Option<JoinHandle<Result<()>>>,
     ssh: Option<SshConnection>,
+    /// The peer sent an error message (so its own words explain a failure).
+    peer_spoke: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +70,7 @@ impl Remote {
             writer: FrameWriter::new(writer),
             local,
             ssh,
+            peer_spoke: false,
         };
         let hello = Msg::Hello {
             version: PROTOCOL_VERSION,
@@ -85,6 +88,9 @@ impl Remote {
     /// A failed handshake over SSH is most often a missing remote binary;
     /// say so with what the remote shell printed.
     fn diagnose(&mut self, e: Error) -> Error {
+        if self.peer_spoke {
+            return e;
+        }
         if let Some(ssh) = self.ssh.take() {
             if let Some(better) = ssh.diagnose() {
                 return better;
@@ -116,7 +122,10 @@ impl Remote {
 
     fn read(&mut self) -> Result<Msg> {
         match self.reader.read() {
-            Ok(Some(Msg::Error { code, message })) => Err(self.peer_error(code, message)),
+            Ok(Some(Msg::Error { code, message })) => {
+                self.peer_spoke = true;
+                Err(self.peer_error(code, message))
+            }
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(Error::Remote {
                 peer: self.peer.clone(),

@@ -1,0 +1,507 @@
+//! Push through a real sshd on loopback: only missing data travels, the
+//! standby verifies and commits whole snapshots, host keys are checked,
+//! interrupted pushes resume, and errors are one clear line.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::sshd::Sshd;
+
+/// A primary store with a snapshot of a generated tree, and an empty standby store.
+fn primary_and_standby(env: &Env, files: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = env.path("src");
+    make_tree(&src, files, 17);
+    for i in 0..3 {
+        write(
+            &src.join(format!("pool/p{i}.rpm")),
+            &bytes(1_500_000, 300 + i),
+        );
+    }
+    env.snapshot(&[&src]);
+    let standby = env.path("standby");
+    let out = Command::new(BIN)
+        .arg("--store")
+        .arg(&standby)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0);
+    (src, standby)
+}
+
+/// Push with the fixture's flags, `extra` flag/value pairs replacing them.
+fn push(env: &Env, sshd: &Sshd, standby: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = sshd.args(standby);
+    let mut rest = Vec::new();
+    let mut it = extra.iter();
+    while let Some(flag) = it.next() {
+        match args.iter().position(|a| a == flag) {
+            Some(i) if flag.starts_with("--") && *flag != "--verify" => {
+                args[i + 1] = it.next().expect("value").to_string();
+            }
+            _ => rest.push(flag.to_string()),
+        }
+    }
+    let mut a: Vec<String> = vec!["--json".into(), "push".into()];
+    a.extend(args);
+    a.extend(rest);
+    env.cmd().args(&a).output().unwrap()
+}
+
+fn pushed(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(code(out), 0, "push failed: {}", stderr(out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["push"].clone()
+}
+
+fn standby(store: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn standby_snapshots(store: &Path) -> usize {
+    let out = standby(store, &["--json", "snapshots"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["snapshots"].as_array().unwrap().len()
+}
+
+#[test]
+fn push_over_ssh_sends_only_what_is_missing() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 300);
+    let first = pushed(&push(&env, &sshd, &sb, &[]));
+    assert_eq!(first["snapshots_sent"].as_array().unwrap().len(), 1);
+    let full = first["bytes_sent"].as_u64().unwrap();
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+
+    // The standby's copy restores to the source exactly.
+    let to = env.path("from-standby");
+    let out = standby(
+        &sb,
+        &[
+            "restore",
+            "latest",
+            src.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+
+    // Nothing new: almost nothing travels.
+    let again = pushed(&push(&env, &sshd, &sb, &[]));
+    assert_eq!(again["blobs_sent"], 0);
+    assert!(again["bytes_sent"].as_u64().unwrap() < 200, "{again}");
+
+    // A small change: a small push, a few trees walked.
+    write(&src.join("d2/s1/f2.txt"), b"changed tonight");
+    env.snapshot(&[&src]);
+    let night = pushed(&push(&env, &sshd, &sb, &[]));
+    assert_eq!(night["snapshots_sent"].as_array().unwrap().len(), 1);
+    assert!(
+        night["bytes_sent"].as_u64().unwrap() < full / 20,
+        "{night} vs {full}"
+    );
+    assert!(night["trees_walked"].as_u64().unwrap() <= 12, "{night}");
+    assert_eq!(standby_snapshots(&sb), 2);
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+}
+
+#[test]
+fn host_keys_are_checked_never_accepted() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (_src, sb) = primary_and_standby(&env, 10);
+    // Unknown: an empty known_hosts.
+    let empty = env.path("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    let out = push(
+        &env,
+        &sshd,
+        &sb,
+        &["--known-hosts", empty.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("host key unknown") && err.contains("ssh-keyscan"),
+        "{err}"
+    );
+    // Changed: another key under the same name.
+    let other = Sshd::start("");
+    let kh = fs::read_to_string(other.path("known_hosts")).unwrap();
+    let wrong = env.path("wrong_known_hosts");
+    fs::write(
+        &wrong,
+        kh.replace(&other.port.to_string(), &sshd.port.to_string()),
+    )
+    .unwrap();
+    let out = push(
+        &env,
+        &sshd,
+        &sb,
+        &["--known-hosts", wrong.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("HOST KEY CHANGED") && err.contains("line 1"),
+        "{err}"
+    );
+    assert_eq!(standby_snapshots(&sb), 0);
+}
+
+#[test]
+fn clear_errors_for_auth_missing_binary_and_wrong_store() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (_src, sb) = primary_and_standby(&env, 10);
+    // A key the standby does not know.
+    let stranger = env.path("stranger");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = push(
+        &env,
+        &sshd,
+        &sb,
+        &["--identity", stranger.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("authentication refused"),
+        "{}",
+        stderr(&out)
+    );
+    // No hamn at that path on the standby.
+    let out = push(&env, &sshd, &sb, &["--remote-bin", "/nonexistent/hamn"]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("not found on the standby") && err.contains("--remote-bin"),
+        "{err}"
+    );
+    // No sshd listening.
+    let mut a: Vec<String> = vec!["push".into()];
+    let mut args = sshd.args(&sb);
+    args[1] = format!("ssh://root@127.0.0.1:1{}", sb.display());
+    a.extend(args);
+    let out = env.cmd().args(&a).output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    for o in [&out] {
+        assert_eq!(stderr(o).trim().lines().count(), 1, "{}", stderr(o));
+    }
+}
+
+#[test]
+fn forced_command_serves_only_its_store() {
+    let env = Env::new();
+    let sb_path = env.path("standby");
+    let sshd = Sshd::start(&format!(
+        "command=\"{BIN} serve --store {}\",restrict",
+        sb_path.display()
+    ));
+    let (_src, sb) = primary_and_standby(&env, 20);
+    assert_eq!(sb, sb_path);
+    // The client's remote-bin is ignored by the forced command: push works.
+    let out = push(&env, &sshd, &sb, &["--remote-bin", "/bin/false"]);
+    pushed(&out);
+    assert_eq!(standby_snapshots(&sb), 1);
+    // Asking for another store through the same key is refused.
+    let other = env.path("other-store");
+    assert_eq!(code(&standby(&other, &["init"])), 0);
+    let out = push(&env, &sshd, &other, &[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("serves store"), "{}", stderr(&out));
+    assert_eq!(standby_snapshots(&other), 0);
+}
+
+#[test]
+fn killed_pushes_resume_with_only_the_rest() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 50);
+    for i in 0..12 {
+        write(
+            &src.join(format!("images/{i}.img")),
+            &bytes(9 * 1024 * 1024, 500 + i),
+        );
+    }
+    env.snapshot(&[&src]);
+    // The size of a full push, measured on a second standby.
+    let reference = env.path("reference");
+    assert_eq!(code(&standby(&reference, &["init"])), 0);
+    let full = pushed(&push(&env, &sshd, &reference, &[]))["bytes_sent"]
+        .as_u64()
+        .unwrap();
+
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..4 {
+        let mut a: Vec<String> = vec!["push".into()];
+        a.extend(sshd.args(&sb));
+        let mut child = env
+            .cmd()
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill at a random moment; in the last round only once the standby
+        // has made some data durable, so that there is something to resume.
+        let start = Instant::now();
+        let deadline = Duration::from_millis(100 + rng.u64(0..1500));
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let arrived = !packs(&sb).is_empty();
+            if (round < 3 && start.elapsed() >= deadline) || (round == 3 && arrived) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "push made no progress"
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Never a partial snapshot; the store checks clean.
+        assert!(standby_snapshots(&sb) <= 2, "round {round}");
+        let out = standby(&sb, &["check", "--read-data"]);
+        assert_eq!(
+            code(&out),
+            0,
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    // The next push sends only what had not arrived.
+    let arrived: u64 = packs(&sb)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(arrived > 0);
+    let rest = pushed(&push(&env, &sshd, &sb, &[]))["bytes_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(rest < full, "resumed push sent {rest} of {full}");
+    assert!(
+        rest + arrived <= full + full / 50,
+        "resumed push sent {rest} although {arrived} of {full} had arrived"
+    );
+    assert_eq!(standby_snapshots(&sb), 2);
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+}
+
+#[test]
+fn killing_the_standby_side_or_the_connection_is_survived() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 50);
+    for i in 0..10 {
+        write(
+            &src.join(format!("images/{i}.img")),
+            &bytes(8 * 1024 * 1024, 900 + i),
+        );
+    }
+    env.snapshot(&[&src]);
+    let mut a: Vec<String> = vec!["push".into()];
+    a.extend(sshd.args(&sb));
+    let child = env
+        .cmd()
+        .args(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the standby's serve process, then kill -9 it mid-push.
+    let start = Instant::now();
+    let pattern = format!("serve --store {}", sb.display());
+    loop {
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &pattern])
+                .status();
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1, "the push must fail when its standby dies");
+    let err = stderr(&out);
+    assert!(err.starts_with("hamn: error: standby"), "{err}");
+    assert!(standby_snapshots(&sb) <= 1);
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+    // The connection itself dropping mid-push: the same.
+    let child = env
+        .cmd()
+        .args(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sshd.drop_connections();
+    let out = child.wait_with_output().unwrap();
+    if code(&out) != 0 {
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("hamn: error: "),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+    // The next push completes.
+    pushed(&push(&env, &sshd, &sb, &[]));
+    assert_eq!(standby_snapshots(&sb), 2);
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+}
+
+#[test]
+fn concurrent_pushes_do_not_corrupt() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 50);
+    for i in 0..6 {
+        write(
+            &src.join(format!("images/{i}.img")),
+            &bytes(8 * 1024 * 1024, 700 + i),
+        );
+    }
+    env.snapshot(&[&src]);
+    // A second primary store pushing to the same standby at the same time.
+    let env2 = Env::new();
+    let src2 = env2.path("src");
+    make_tree(&src2, 100, 99);
+    write(&src2.join("big.img"), &bytes(30 * 1024 * 1024, 1));
+    env2.snapshot(&[&src2]);
+    let spawn = |e: &Env| {
+        let mut a: Vec<String> = vec!["push".into()];
+        a.extend(sshd.args(&sb));
+        e.cmd()
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(&env);
+    let b = spawn(&env2);
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [code(&oa), code(&ob)];
+    for (c, o) in codes.iter().zip([&oa, &ob]) {
+        assert!(*c == 0 || *c == 4, "unexpected exit {c}: {}", stderr(o));
+        if *c == 4 {
+            assert!(stderr(o).contains("locked"), "{}", stderr(o));
+        }
+    }
+    assert!(codes.contains(&0));
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+}
+
+#[test]
+fn a_damaged_standby_is_repaired_by_push_verify() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 40);
+    pushed(&push(&env, &sshd, &sb, &[]));
+    // Lose a pack on the standby.
+    for p in packs(&sb) {
+        fs::remove_file(p).unwrap();
+    }
+    standby(&sb, &["check", "--repair"]);
+    assert_eq!(
+        code(&standby(&sb, &["check"])),
+        1,
+        "check must see missing data"
+    );
+    pushed(&push(&env, &sshd, &sb, &["--verify"]));
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let to = env.path("r");
+    let out = standby(
+        &sb,
+        &[
+            "restore",
+            "latest",
+            src.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn sync_snapshots_pushes_and_verifies_in_one_run() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let src = env.path("install");
+    make_tree(&src, 100, 5);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let cfg = env.path("hamn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\nverify_sample = 8\n",
+            env.store().display(),
+            src.display(),
+            sshd.url(&sb),
+            sshd.path("client_key").display(),
+            sshd.path("known_hosts").display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified_chunks"], 8);
+    assert_eq!(v["push"]["snapshots_sent"][0], v["snapshot"]["id"]);
+    assert_eq!(standby_snapshots(&sb), 1);
+    // A file vanishing... a warning night: exit 3 is passed to cron.
+    let unreadable = src.join("d0/s0/f0.txt");
+    assert!(unreadable.exists());
+}

@@ -1,0 +1,246 @@
+//! `hamn serve` facing a wrong or hostile peer: each bad input gets an
+//! error message back and changes nothing visible in the store.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use hamn::id::{BlobId, BlobKind, ChunkId, TreeId};
+use hamn::remote::protocol::*;
+use hamn::snapshot::{Snapshot, SnapshotStats};
+use hamn::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Meta, Tree};
+
+use crate::common::*;
+
+fn frame(m: &Msg) -> Vec<u8> {
+    let (t, p) = m.encode();
+    let mut out = ((p.len() + 1) as u32).to_le_bytes().to_vec();
+    out.push(t);
+    out.extend(p);
+    out
+}
+
+fn hello() -> Vec<u8> {
+    frame(&Msg::Hello {
+        version: PROTOCOL_VERSION,
+        client: "test".into(),
+        store: String::new(),
+        mode: MODE_WRITE,
+    })
+}
+
+/// Feed raw bytes to `hamn serve`; returns (exit code, replies).
+fn serve(store: &Path, input: &[u8]) -> (i32, Vec<Msg>) {
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let mut replies = Vec::new();
+    let mut r = FrameReader::new(&out.stdout[..]);
+    while let Ok(Some(m)) = r.read() {
+        replies.push(m);
+    }
+    (code(&out), replies)
+}
+
+fn last_error(replies: &[Msg]) -> String {
+    match replies.last() {
+        Some(Msg::Error { message, .. }) => message.clone(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+fn blob(kind: BlobKind, plain: &[u8]) -> StoredBlob {
+    let (encoding, stored) = hamn::chunk::encode(plain);
+    StoredBlob {
+        id: BlobId {
+            kind,
+            hash: *blake3::hash(plain).as_bytes(),
+        },
+        encoding,
+        plain_len: plain.len() as u32,
+        stored,
+    }
+}
+
+fn record(root: TreeId) -> Vec<u8> {
+    Snapshot {
+        time_ns: 1,
+        host: "evil".into(),
+        paths: vec!["/x".into()],
+        root,
+        parent: None,
+        tags: vec![],
+        stats: SnapshotStats::default(),
+    }
+    .encode()
+}
+
+/// The store shows no snapshot and still checks clean.
+fn unchanged(env: &Env) {
+    assert_eq!(env.snapshot_count(), 0);
+    env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_wrong_chunk_is_refused() {
+    let env = Env::new();
+    let mut b = blob(BlobKind::Chunk, b"real content");
+    b.id.hash[0] ^= 1;
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(b)));
+    input.extend(frame(&Msg::Flush));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    assert!(
+        last_error(&replies).contains("does not match"),
+        "{replies:?}"
+    );
+    unchanged(&env);
+}
+
+#[test]
+fn over_long_frames_and_garbage_are_refused() {
+    let env = Env::new();
+    let mut input = hello();
+    input.extend(((FRAME_MAX_BYTES + 1) as u32).to_le_bytes());
+    input.push(T_PUT_BLOB);
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    assert!(last_error(&replies).contains("limit"), "{replies:?}");
+    let (c, replies) = serve(&env.store(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c, 1);
+    assert!(!replies.is_empty());
+    let mut input = hello();
+    input.extend([9, 0, 0, 0, 99, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let (c, _) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    unchanged(&env);
+}
+
+#[test]
+fn a_zstd_bomb_is_refused_before_it_inflates() {
+    let env = Env::new();
+    // 64 MiB of zeros compresses to a few KiB; it claims to be a small chunk.
+    let zeros = vec![0u8; 64 * 1024 * 1024];
+    let stored = zstd::bulk::compress(&zeros, 3).unwrap();
+    let b = StoredBlob {
+        id: BlobId {
+            kind: BlobKind::Chunk,
+            hash: *blake3::hash(&zeros).as_bytes(),
+        },
+        encoding: hamn::chunk::ENCODING_ZSTD,
+        plain_len: 1024,
+        stored: stored.clone(),
+    };
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(b.clone())));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1, "{replies:?}");
+    // Declaring the true size is refused by the chunk size limit.
+    let mut big = b;
+    big.plain_len = zeros.len() as u32;
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(big)));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    assert!(last_error(&replies).contains("limit"), "{replies:?}");
+    unchanged(&env);
+}
+
+#[test]
+fn trees_with_escaping_names_are_refused() {
+    let env = Env::new();
+    let content = b"payload";
+    let chunk = blob(BlobKind::Chunk, content);
+    for name in [&b".."[..], b"a/b", b"x\0y", b""] {
+        let tree = Tree {
+            entries: vec![Entry {
+                name: name.to_vec(),
+                meta: Meta::default(),
+                kind: Kind::File(FileContent {
+                    size: content.len() as u64,
+                    encoding: CONTENT_PLAIN,
+                    holes: vec![],
+                    chunks: vec![ChunkRef {
+                        id: ChunkId(chunk.id.hash),
+                        len: content.len() as u32,
+                    }],
+                }),
+            }],
+        };
+        let bytes = tree.encode();
+        let t = blob(BlobKind::Tree, &bytes);
+        let mut input = hello();
+        input.extend(frame(&Msg::PutBlob(chunk.clone())));
+        input.extend(frame(&Msg::PutBlob(t.clone())));
+        input.extend(frame(&Msg::PutSnapshot(record(TreeId(t.id.hash)))));
+        let (c, replies) = serve(&env.store(), &input);
+        assert_eq!(c, 1, "{name:?}");
+        assert!(
+            last_error(&replies).contains("entry name"),
+            "{name:?}: {replies:?}"
+        );
+    }
+    assert_eq!(env.snapshot_count(), 0);
+}
+
+#[test]
+fn a_snapshot_with_missing_data_is_not_published() {
+    let env = Env::new();
+    let tree = Tree {
+        entries: vec![Entry {
+            name: b"f".to_vec(),
+            meta: Meta::default(),
+            kind: Kind::File(FileContent {
+                size: 5,
+                encoding: CONTENT_PLAIN,
+                holes: vec![],
+                chunks: vec![ChunkRef {
+                    id: ChunkId([7; 32]),
+                    len: 5,
+                }],
+            }),
+        }],
+    };
+    let t = blob(BlobKind::Tree, &tree.encode());
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(t.clone())));
+    input.extend(frame(&Msg::PutSnapshot(record(TreeId(t.id.hash)))));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    assert!(last_error(&replies).contains("missing"), "{replies:?}");
+    assert_eq!(env.snapshot_count(), 0);
+}
+
+#[test]
+fn another_protocol_version_is_refused_naming_both() {
+    let env = Env::new();
+    let input = frame(&Msg::Hello {
+        version: PROTOCOL_VERSION + 7,
+        client: "future".into(),
+        store: String::new(),
+        mode: MODE_WRITE,
+    });
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1);
+    let e = last_error(&replies);
+    assert!(
+        e.contains(&(PROTOCOL_VERSION + 7).to_string())
+            && e.contains(&PROTOCOL_VERSION.to_string()),
+        "{e}"
+    );
+    unchanged(&env);
+}
