@@ -12,6 +12,7 @@ pub mod check;
 pub mod chunk;
 pub mod codec;
 pub mod config;
+pub mod deploy;
 pub mod diff;
 pub mod error;
 pub mod fs;

@@ -109,7 +109,7 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn note_meta(&mut self, path: &Path, failed: Vec<String>) {
+    pub fn note(&mut self, path: &Path, failed: Vec<String>) {
         for f in failed {
             self.stats
                 .warnings
@@ -153,12 +153,13 @@ impl<'a> Restorer<'a> {
         for (p, meta) in made.into_iter().rev() {
             let d = Dir::open_root(&p).at(&p)?;
             let failed = d.set_meta(&meta).at(&p)?;
-            self.note_meta(&p, failed);
+            self.note(&p, failed);
         }
         Ok(())
     }
 
-    fn entry(&mut self, dir: &Dir, e: &Entry) -> Result<()> {
+    /// Create `e` (and everything below it) in `dir`, replacing what is there.
+    pub fn entry(&mut self, dir: &Dir, e: &Entry) -> Result<()> {
         let path = dir.child_path(&e.name);
         match &e.kind {
             Kind::Dir(id) => {
@@ -176,7 +177,7 @@ impl<'a> Restorer<'a> {
                     self.entry(&sub, child)?;
                 }
                 let failed = sub.set_meta(&e.meta).at(&path)?;
-                self.note_meta(&path, failed);
+                self.note(&path, failed);
             }
             Kind::File(content) => {
                 let key = (e.meta.dev, e.meta.ino);
@@ -203,7 +204,7 @@ impl<'a> Restorer<'a> {
                     }
                 }
                 let failed = set_meta_fd(&file, &e.meta).at(&path)?;
-                self.note_meta(&path, failed);
+                self.note(&path, failed);
                 self.stats.files += 1;
                 if e.meta.nlink > 1 {
                     self.links.insert(key, path);
@@ -212,7 +213,7 @@ impl<'a> Restorer<'a> {
             Kind::Symlink(target) => {
                 dir.symlink(&e.name, target).at(&path)?;
                 let failed = dir.set_meta_at(&e.name, &e.meta, true).at(&path)?;
-                self.note_meta(&path, failed);
+                self.note(&path, failed);
                 self.stats.other_entries += 1;
             }
             Kind::CharDev(_) | Kind::BlockDev(_) | Kind::Fifo | Kind::Socket => {
@@ -224,7 +225,7 @@ impl<'a> Restorer<'a> {
                 };
                 dir.make_node(&e.name, ft, rdev).at(&path)?;
                 let failed = dir.set_meta_at(&e.name, &e.meta, false).at(&path)?;
-                self.note_meta(&path, failed);
+                self.note(&path, failed);
                 self.stats.other_entries += 1;
             }
         }

@@ -7,12 +7,15 @@ mod check;
 mod diff;
 mod init;
 mod ls;
+mod materialize;
 mod push;
 mod remote_args;
 mod restore;
+mod rollback;
 mod serve;
 mod snapshot;
 mod snapshots;
+mod status;
 mod sync;
 
 use std::path::PathBuf;
@@ -95,6 +98,15 @@ pub enum Command {
         after_help = "Example (authorized_keys on the standby):\n  command=\"hamn serve --store /var/lib/hamn\",restrict ssh-ed25519 AAAA... root@mn1"
     )]
     Serve(serve::Args),
+    /// Deploy a snapshot (default the newest) into the managed paths, atomically
+    #[command(after_help = "Example: hamn materialize latest --root /")]
+    Materialize(materialize::Args),
+    /// Put the previous generation back, in one swap
+    #[command(after_help = "Example: hamn rollback")]
+    Rollback(rollback::Args),
+    /// Deployed, previous and newest snapshot; drift of the live tree; the standby's lag
+    #[command(after_help = "Example: hamn status -v")]
+    Status(status::Args),
     /// The nightly job: snapshot, push, confirm on the standby
     #[command(after_help = "Example (crontab): 0 2 * * * /usr/local/sbin/hamn -q sync")]
     Sync(sync::Args),
@@ -144,6 +156,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         lock_wait: cli.lock_wait,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    if !matches!(cli.command, Command::Init(_)) {
+        recover_deployment(&ctx);
+    }
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
@@ -156,6 +171,28 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Push(a) => push::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Sync(a) => sync::run(&ctx, a),
+        Command::Materialize(a) => materialize::run(&ctx, a),
+        Command::Rollback(a) => rollback::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+    }
+}
+
+/// Finish or undo a deployment that a crash interrupted, whatever the
+/// command: the live paths must never stay half-changed. Skipped quietly
+/// when there is no store or another run holds the lock (that run recovers).
+fn recover_deployment(ctx: &Ctx) {
+    let path = ctx.store_path();
+    if !path.join(hamn::deploy::journal::JOURNAL_FILE).exists() {
+        return;
+    }
+    let Ok(store) = Store::open(&path) else { return };
+    let Ok(lock) = store.lock(Duration::ZERO, "hamn (recovering a deployment)") else {
+        return;
+    };
+    match hamn::deploy::journal::recover(&store, &lock) {
+        Ok(Some(what)) => hamn::log::info(&format!("an interrupted deployment was {what}")),
+        Ok(None) => {}
+        Err(e) => hamn::log::warn(&format!("could not recover an interrupted deployment: {e}")),
     }
 }
 

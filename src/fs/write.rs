@@ -289,3 +289,127 @@ pub fn set_meta_fd(fd: impl AsFd, meta: &Meta) -> io::Result<Vec<String>> {
     rustix::fs::futimens(fd, &times(meta))?;
     Ok(failed)
 }
+
+impl Dir {
+    /// The (device, inode) of a child, without following it.
+    pub fn ident_of(&self, name: &[u8]) -> io::Result<Option<(u64, u64, FileType)>> {
+        match rustix::fs::statat(&self.fd, c_name(name)?.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some((
+                st.st_dev as u64,
+                st.st_ino as u64,
+                FileType::from_raw_mode(st.st_mode),
+            ))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Atomically swap two entries (renameat2 RENAME_EXCHANGE). Fails with
+    /// EXDEV across file systems; never falls back to copying.
+    pub fn exchange(&self, name: &[u8], other: &Dir, other_name: &[u8]) -> io::Result<()> {
+        rustix::fs::renameat_with(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            &other.fd,
+            c_name(other_name)?.as_c_str(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )?;
+        Ok(())
+    }
+
+    /// Rename a child to `other/other_name`, replacing a non-directory there.
+    pub fn rename(&self, name: &[u8], other: &Dir, other_name: &[u8]) -> io::Result<()> {
+        rustix::fs::renameat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            &other.fd,
+            c_name(other_name)?.as_c_str(),
+        )?;
+        Ok(())
+    }
+
+    /// Hard-link a child under another name in another directory.
+    pub fn link_to(&self, name: &[u8], other: &Dir, other_name: &[u8]) -> io::Result<()> {
+        rustix::fs::linkat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            &other.fd,
+            c_name(other_name)?.as_c_str(),
+            AtFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    pub fn fsync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd)?;
+        Ok(())
+    }
+
+    /// Flush the whole file system this directory is on.
+    pub fn syncfs(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.fd)?;
+        Ok(())
+    }
+
+    /// The device this directory is on.
+    pub fn dev(&self) -> io::Result<u64> {
+        Ok(rustix::fs::fstat(&self.fd)?.st_dev as u64)
+    }
+
+    /// Remove xattrs of a child that `keep` does not list.
+    pub fn drop_other_xattrs(&self, name: &[u8], keep: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .join(std::ffi::OsStr::from_bytes(name));
+        let mut names = vec![0u8; 64 * 1024];
+        let n = match rustix::fs::llistxattr(&proc_path, &mut names[..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for x in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+            if !keep.iter().any(|(k, _)| k == x) {
+                rustix::fs::lremovexattr(&proc_path, x)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shadow-utils lock (what lckpwdf takes): a write lock on
+/// `ROOT/etc/.pwd.lock`, held while passwd/shadow/group/gshadow are
+/// replaced so that useradd or passwd cannot race the replacement.
+pub struct PasswdLock {
+    _file: File,
+}
+
+impl PasswdLock {
+    pub fn acquire(root: &Path, wait: std::time::Duration) -> io::Result<PasswdLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = root.join("etc/.pwd.lock");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as _;
+            fl.l_whence = libc::SEEK_SET as _;
+            // SAFETY: a valid open descriptor and an initialised flock struct.
+            let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
+            if r == 0 {
+                return Ok(PasswdLock { _file: file });
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
+                || std::time::Instant::now() >= deadline
+            {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Carrying out a plan inside a staging tree (never the live one): remove,
+//! create (from verified chunks), link, re-own. Paths are resolved one
+//! component at a time from the staging root with O_NOFOLLOW.
+
+use std::os::unix::ffi::OsStrExt;
+
+use crate::deploy::plan::{Action, RelPath};
+use crate::error::{IoContext, Result};
+use crate::fs::write::Dir;
+use crate::restore::{RestoreStats, Restorer};
+use crate::store::Store;
+use crate::tree::{Entry, Kind};
+
+pub struct Applier<'a> {
+    restorer: Restorer<'a>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Applier {
+            restorer: Restorer::new(store),
+        }
+    }
+
+    /// Create one entry (with its subtree) in `parent`.
+    pub fn create_entry(&mut self, parent: &Dir, e: &Entry) -> Result<()> {
+        self.restorer.entry(parent, e)
+    }
+
+    fn open_parent(top: &Dir, comps: &[&[u8]]) -> Result<Dir> {
+        let mut d = Dir::open_root(top.path()).at(top.path())?;
+        for c in comps {
+            d = d.open_dir(c).at(d.child_path(c))?;
+        }
+        Ok(d)
+    }
+
+    pub fn apply(&mut self, top: &Dir, actions: &[Action]) -> Result<()> {
+        let mut cached: Option<(Vec<u8>, Dir)> = None;
+        for a in actions {
+            let (comps, name) = a.path().split();
+            let key = comps.join(&b'/');
+            let fresh = !matches!(&cached, Some((k, _)) if *k == key);
+            if fresh {
+                cached = Some((key.clone(), Self::open_parent(top, &comps)?));
+            }
+            let Some((_, parent)) = &cached else { continue };
+            let path = parent.child_path(name);
+            match a {
+                Action::Remove { .. } => parent.remove(name).at(&path)?,
+                Action::Create { entry, .. } => {
+                    let mut e = entry.clone();
+                    e.name = name.to_vec();
+                    self.restorer.entry(parent, &e)?;
+                }
+                Action::Link { target, .. } => {
+                    let target = resolve(top, target);
+                    parent.hard_link(name, &target).at(&path)?;
+                }
+                Action::Meta { entry, .. } => {
+                    parent.drop_other_xattrs(name, &entry.meta.xattrs).at(&path)?;
+                    let is_link = matches!(entry.kind, Kind::Symlink(_));
+                    let failed = parent.set_meta_at(name, &entry.meta, is_link).at(&path)?;
+                    self.restorer.note(&path, failed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> RestoreStats {
+        self.restorer.stats
+    }
+}
+
+fn resolve(top: &Dir, rel: &RelPath) -> std::path::PathBuf {
+    let mut p = top.path().to_path_buf();
+    for c in rel.0.split(|b| *b == b'/') {
+        p.push(std::ffi::OsStr::from_bytes(c));
+    }
+    p
+}

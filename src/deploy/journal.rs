@@ -1,0 +1,173 @@
+//! The intent journal of a deployment: written before the first live
+//! change, marked committed after the last, removed when cleanup is done.
+//! After a crash at any point, `recover` either undoes every live change
+//! (not yet committed) or finishes the cleanup (committed), so the live
+//! paths hold exactly the old set or exactly the new set.
+
+use std::path::{Path, PathBuf};
+
+use crate::deploy::state::{self, DeployState};
+use crate::error::{Error, IoContext, Result};
+use crate::fs::write::Dir;
+use crate::store::{Store, StoreLock, durable};
+
+pub const JOURNAL_FILE: &str = "deploy-journal.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Prepared,
+    Committed,
+}
+
+/// A managed directory swapped with a generation directory.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DirSwap {
+    pub live: PathBuf,
+    /// The generation directory (e.g. ROOT/.install.hamn).
+    pub gen_dir: PathBuf,
+    /// The entry in gen_dir that becomes live (staging or previous).
+    pub incoming: String,
+    /// Inode of the incoming tree, to tell after a crash whether the swap
+    /// happened.
+    pub incoming_ino: u64,
+    /// Whether a live tree existed (else the incoming one is renamed in).
+    pub had_live: bool,
+    /// Name in gen_dir for the tree that was live, after the swap.
+    pub outgoing_as: String,
+}
+
+/// A managed file (or other non-directory) replaced by rename.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileSwap {
+    pub target: PathBuf,
+    pub tmp: PathBuf,
+    pub backup: PathBuf,
+    pub existed: bool,
+    pub tmp_ino: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub phase: Phase,
+    pub root: PathBuf,
+    pub dirs: Vec<DirSwap>,
+    pub files: Vec<FileSwap>,
+    /// The deployment state to record once committed.
+    pub state_after: DeployState,
+}
+
+fn path(store: &Store) -> PathBuf {
+    store.root().join(JOURNAL_FILE)
+}
+
+pub fn write(store: &Store, j: &Journal) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(j).map_err(|e| Error::Other(e.to_string()))?;
+    durable::write_atomic(&path(store), &store.tmp_dir(), &bytes)
+}
+
+pub fn read(store: &Store) -> Result<Option<Journal>> {
+    let p = path(store);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::malformed("deploy journal", format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+fn split(p: &Path) -> Result<(Dir, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = p
+        .parent()
+        .ok_or_else(|| Error::Other(format!("{} has no parent", p.display())))?;
+    let name = p
+        .file_name()
+        .ok_or_else(|| Error::Other(format!("{} has no name", p.display())))?;
+    Ok((Dir::open_root(parent).at(parent)?, name.as_bytes().to_vec()))
+}
+
+fn ino_of(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Put the old set back: swap back directories that were swapped, restore
+/// files from their backups, drop new files and temps.
+fn undo(j: &Journal) -> Result<()> {
+    for d in &j.dirs {
+        let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
+        let (parent, name) = split(&d.live)?;
+        if ino_of(&d.live) == Some(d.incoming_ino) {
+            if d.had_live {
+                parent
+                    .exchange(&name, &generation, d.incoming.as_bytes())
+                    .at(&d.live)?;
+            } else {
+                parent.rename(&name, &generation, d.incoming.as_bytes()).at(&d.live)?;
+            }
+            parent.fsync().at(&d.live)?;
+        }
+    }
+    for f in &j.files {
+        let (parent, name) = split(&f.target)?;
+        let (_, backup) = split(&f.backup)?;
+        let (_, tmp) = split(&f.tmp)?;
+        if f.existed && parent.kind_of(&backup).at(&f.backup)?.is_some() {
+            parent.rename(&backup, &parent, &name).at(&f.target)?;
+        } else if !f.existed && ino_of(&f.target) == Some(f.tmp_ino) {
+            parent.remove(&name).at(&f.target)?;
+        }
+        parent.remove(&tmp).at(&f.tmp)?;
+        parent.fsync().at(&f.target)?;
+    }
+    Ok(())
+}
+
+/// Cleanup after a committed deployment: record the state, keep the
+/// outgoing trees as the previous generation, drop backups.
+pub fn finish(store: &Store, j: &Journal) -> Result<()> {
+    state::write(store, &j.state_after)?;
+    for d in &j.dirs {
+        let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
+        if d.had_live && d.incoming != d.outgoing_as && generation.kind_of(d.incoming.as_bytes()).at(&d.gen_dir)?.is_some() {
+            generation.remove(d.outgoing_as.as_bytes()).at(&d.gen_dir)?;
+            generation.rename(d.incoming.as_bytes(), &generation, d.outgoing_as.as_bytes())
+                .at(&d.gen_dir)?;
+            generation.fsync().at(&d.gen_dir)?;
+        }
+    }
+    for f in &j.files {
+        let (parent, backup) = split(&f.backup)?;
+        parent.remove(&backup).at(&f.backup)?;
+    }
+    let p = path(store);
+    match std::fs::remove_file(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(p, e)),
+    }
+    durable::fsync_dir(store.root())
+}
+
+/// Complete or undo an interrupted deployment. Returns what was done.
+pub fn recover(store: &Store, _lock: &StoreLock) -> Result<Option<&'static str>> {
+    let Some(j) = read(store)? else {
+        return Ok(None);
+    };
+    match j.phase {
+        Phase::Prepared => {
+            undo(&j)?;
+            let p = path(store);
+            std::fs::remove_file(&p).at(&p)?;
+            durable::fsync_dir(store.root())?;
+            Ok(Some("undone"))
+        }
+        Phase::Committed => {
+            finish(store, &j)?;
+            Ok(Some("completed"))
+        }
+    }
+}

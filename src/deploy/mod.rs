@@ -1,0 +1,574 @@
+//! Deploying snapshots on the standby: `materialize` builds each managed
+//! directory as a staging tree beside it (on the same file system) and
+//! swaps it in with renameat2(RENAME_EXCHANGE); managed files are written
+//! beside their targets and renamed over them. All live changes of one
+//! deployment go under an intent journal (`journal`), so a crash leaves
+//! the old set or the new set. The tree that was live stays as the
+//! previous generation: `rollback` is one swap back.
+//!
+//! Never writes outside the root, never follows a symlink inside it while
+//! writing (`fs::write`), and rejects hostile names before writing
+//! (`tree` decoding).
+
+pub mod apply;
+pub mod journal;
+pub mod plan;
+pub mod state;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::write::{Dir, PasswdLock};
+use crate::id::SnapshotId;
+use crate::snapshot::{self, Found, Snapshot, path_components};
+use crate::store::{Store, StoreLock};
+use crate::tree::{Entry, Kind, Tree};
+use journal::{DirSwap, FileSwap, Journal, Phase};
+use plan::{Action, PlanStats, Planner};
+use state::DeployState;
+
+/// Generation directory of a managed directory: `.NAME.hamn` beside it.
+pub fn gen_dir(live: &Path) -> PathBuf {
+    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    live.with_file_name(format!(".{name}.hamn"))
+}
+pub const STAGING: &str = "staging";
+pub const PREVIOUS: &str = "previous";
+const SHADOW_FILES: [&str; 4] = ["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
+
+#[derive(Debug, Clone)]
+pub struct MaterializeOptions {
+    pub root: PathBuf,
+    pub dry_run: bool,
+    pub post_materialize: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DirPlan {
+    pub path: String,
+    pub live: PathBuf,
+    /// Where staging starts from: "previous", "staging" or "empty".
+    pub base: &'static str,
+    pub mount_point: bool,
+    pub stats: PlanStats,
+    pub actions: Vec<Action>,
+    #[serde(skip)]
+    entry: Entry,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct FilePlan {
+    pub path: String,
+    pub live: PathBuf,
+    pub unchanged: bool,
+    pub bytes: u64,
+    #[serde(skip)]
+    entry: Entry,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Plan {
+    pub snapshot: SnapshotId,
+    pub root: PathBuf,
+    pub dirs: Vec<DirPlan>,
+    pub files: Vec<FilePlan>,
+    /// The snapshot is already deployed here: nothing to do.
+    pub already_deployed: bool,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct MaterializeStats {
+    pub snapshot: String,
+    pub previous: Option<String>,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub entries_removed: u64,
+    pub entries_reowned: u64,
+    pub files_reused: u64,
+    pub seconds: f64,
+    pub already_deployed: bool,
+    pub warnings: Vec<String>,
+    pub hook_failures: Vec<String>,
+}
+
+fn live_path(root: &Path, snap_path: &str) -> Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in path_components(snap_path.as_bytes())? {
+        p.push(std::ffi::OsStr::from_bytes(c));
+    }
+    Ok(p)
+}
+
+fn is_mount_point(live: &Path) -> bool {
+    match (std::fs::symlink_metadata(live), live.parent().map(std::fs::symlink_metadata)) {
+        (Ok(a), Some(Ok(b))) => a.is_dir() && a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// Build the plan for deploying `snap` under `root` (nothing is changed).
+pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Result<Plan> {
+    let st = state::read(store, root)?;
+    let mut plan = Plan {
+        snapshot: id,
+        root: root.to_path_buf(),
+        dirs: Vec::new(),
+        files: Vec::new(),
+        already_deployed: st.deployed_id() == Some(id),
+    };
+    if plan.already_deployed {
+        return Ok(plan);
+    }
+    let label = id.short();
+    for p in &snap.paths {
+        let live = live_path(root, p)?;
+        let entry = match snapshot::lookup(store, snap.root, &label, p.as_bytes())? {
+            Found::Entry(e) => e,
+            Found::Root(_) => return Err(Error::Usage("'/' cannot be a managed path".into())),
+        };
+        match &entry.kind {
+            Kind::Dir(tree_id) => {
+                let tree = store.read_tree(*tree_id)?;
+                let generation = gen_dir(&live);
+                let (base_path, base) = if generation.join(STAGING).is_dir() {
+                    (generation.join(STAGING), "staging")
+                } else if generation.join(PREVIOUS).is_dir() {
+                    (generation.join(PREVIOUS), "previous")
+                } else {
+                    (generation.join(STAGING), "empty")
+                };
+                let mut planner = Planner::new(store);
+                planner.dir(&base_path, &plan::RelPath(Vec::new()), &tree)?;
+                plan.dirs.push(DirPlan {
+                    path: p.clone(),
+                    mount_point: is_mount_point(&live),
+                    live,
+                    base,
+                    stats: planner.stats,
+                    actions: planner.actions,
+                    entry,
+                });
+            }
+            _ => {
+                let mut planner = Planner::new(store);
+                let parent = live.parent().unwrap_or(root).to_path_buf();
+                let only = Tree {
+                    entries: vec![entry.clone()],
+                };
+                planner.entries_only(&parent, &only)?;
+                let bytes = match &entry.kind {
+                    Kind::File(c) => c.data_len(),
+                    _ => 0,
+                };
+                plan.files.push(FilePlan {
+                    path: p.clone(),
+                    live,
+                    unchanged: planner.actions.is_empty(),
+                    bytes,
+                    entry,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Make the directories above a managed path exist, with the snapshot's
+/// metadata where they are created.
+fn ensure_parents(store: &Store, snap: &Snapshot, root: &Path, p: &str) -> Result<Dir> {
+    let comps = path_components(p.as_bytes())?;
+    let mut dir = Dir::open_root(root).at(root)?;
+    let mut tree = store.read_tree(snap.root)?;
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        let e = tree
+            .get(c)
+            .ok_or_else(|| Error::malformed("snapshot", "managed path missing from its tree"))?
+            .clone();
+        let Kind::Dir(id) = e.kind else {
+            return Err(Error::malformed("snapshot", "a managed path's parent is not a directory"));
+        };
+        let existed = dir.kind_of(c).at(dir.child_path(c))?.is_some();
+        let child = dir.make_dir(c).at(dir.child_path(c))?;
+        if !existed {
+            child.set_meta(&e.meta).at(child.path())?;
+        }
+        dir = child;
+        tree = store.read_tree(id)?;
+    }
+    Ok(dir)
+}
+
+fn now_text() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// Deploy a planned snapshot. The caller holds the store lock.
+pub fn execute(
+    store: &Store,
+    lock: &StoreLock,
+    snap: &Snapshot,
+    plan: Plan,
+    opts: &MaterializeOptions,
+) -> Result<MaterializeStats> {
+    let started = Instant::now();
+    let before = state::read(store, &opts.root)?;
+    let mut stats = MaterializeStats {
+        snapshot: plan.snapshot.to_hex(),
+        previous: before.deployed.clone(),
+        ..MaterializeStats::default()
+    };
+    if plan.already_deployed {
+        stats.already_deployed = true;
+        return Ok(stats);
+    }
+    let mut dir_swaps = Vec::new();
+    let mut file_swaps = Vec::new();
+    let mut applier = apply::Applier::new(store);
+    for d in &plan.dirs {
+        ensure_parents(store, snap, &opts.root, &d.path)?;
+        if d.mount_point {
+            return Err(Error::Other(format!(
+                "{} is a mount point and cannot be swapped as a whole; deploy it from a \
+                 directory that is not a mount point (swapping top-level entries is not supported yet)",
+                d.live.display()
+            )));
+        }
+        let gen_path = gen_dir(&d.live);
+        crate::store::durable::create_private_dir(&gen_path)?;
+        let generation = Dir::open_root(&gen_path).at(&gen_path)?;
+        if d.base == "previous" {
+            generation.rename(PREVIOUS.as_bytes(), &generation, STAGING.as_bytes())
+                .at(&gen_path)?;
+        }
+        let staging = generation.make_dir(STAGING.as_bytes()).at(gen_path.join(STAGING))?;
+        applier.apply(&staging, &d.actions)?;
+        let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
+        stats.warnings.extend(failed);
+        // Everything staged is durable before it can become live.
+        staging.syncfs().at(staging.path())?;
+        let had_live = d.live.symlink_metadata().is_ok();
+        if had_live && !d.live.is_dir() {
+            return Err(Error::Other(format!(
+                "{} exists but is not a directory; move it away first",
+                d.live.display()
+            )));
+        }
+        dir_swaps.push(DirSwap {
+            live: d.live.clone(),
+            gen_dir: gen_path.clone(),
+            incoming: STAGING.into(),
+            incoming_ino: std::fs::metadata(gen_path.join(STAGING)).at(&gen_path)?.ino(),
+            had_live,
+            outgoing_as: PREVIOUS.into(),
+        });
+        stats.entries_removed += d.stats.to_remove;
+        stats.entries_reowned += d.stats.to_reown;
+        stats.files_reused += d.stats.entries_checked - d.stats.to_create;
+    }
+    for f in &plan.files {
+        if f.unchanged {
+            stats.files_reused += 1;
+            continue;
+        }
+        let parent = ensure_parents(store, snap, &opts.root, &f.path)?;
+        let name = f.entry.name.clone();
+        let tmp_name = [b".", &name[..], b".hamn-new"].concat();
+        let backup_name = [b".", &name[..], b".hamn-old"].concat();
+        let mut tmp_entry = f.entry.clone();
+        tmp_entry.name = tmp_name.clone();
+        applier.create_entry(&parent, &tmp_entry)?;
+        parent.syncfs().at(parent.path())?;
+        let existed = parent.kind_of(&name).at(&f.live)?.is_some();
+        let tmp_ino = parent
+            .ident_of(&tmp_name)
+            .at(parent.child_path(&tmp_name))?
+            .map(|i| i.1)
+            .unwrap_or(0);
+        file_swaps.push(FileSwap {
+            target: f.live.clone(),
+            tmp: parent.child_path(&tmp_name),
+            backup: parent.child_path(&backup_name),
+            existed,
+            tmp_ino,
+        });
+    }
+    let a = applier.finish();
+    stats.files_written = a.files;
+    stats.bytes_written = a.bytes_written;
+    stats.warnings.extend(a.warnings);
+    if !a.errors.is_empty() {
+        return Err(Error::Other(format!(
+            "{} entries could not be written (first: {}); nothing was deployed",
+            a.errors.len(),
+            a.errors[0]
+        )));
+    }
+    let mut j = Journal {
+        version: 1,
+        phase: Phase::Prepared,
+        root: opts.root.clone(),
+        dirs: dir_swaps,
+        files: file_swaps,
+        state_after: DeployState {
+            root: opts.root.clone(),
+            deployed: Some(plan.snapshot.to_hex()),
+            previous: before.deployed.clone(),
+            time: now_text(),
+        },
+    };
+    commit(store, lock, &mut j)?;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// The live part: journal, swap, rename, mark committed, clean up.
+fn commit(store: &Store, lock: &StoreLock, j: &mut Journal) -> Result<()> {
+    journal::write(store, j)?;
+    let result = swap_all(j);
+    if let Err(e) = result {
+        // Put the old set back now rather than at the next command.
+        let _ = journal::recover(store, lock);
+        return Err(e);
+    }
+    j.phase = Phase::Committed;
+    journal::write(store, j)?;
+    journal::finish(store, j)
+}
+
+fn swap_all(j: &Journal) -> Result<()> {
+    for d in &j.dirs {
+        let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
+        let parent_path = d.live.parent().unwrap_or(Path::new("/"));
+        let parent = Dir::open_root(parent_path).at(parent_path)?;
+        let name = d.live.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let r = if d.had_live {
+            parent.exchange(&name, &generation, d.incoming.as_bytes())
+        } else {
+            generation.rename(d.incoming.as_bytes(), &parent, &name)
+        };
+        r.map_err(|e| {
+            if e.raw_os_error() == Some(libc::EXDEV) {
+                Error::Other(format!(
+                    "{} and {} are on different file systems; the generation directory must be \
+                     on the same file system as the managed directory",
+                    d.live.display(),
+                    d.gen_dir.display()
+                ))
+            } else {
+                Error::io(&d.live, e)
+            }
+        })?;
+        parent.fsync().at(parent_path)?;
+    }
+    let needs_pwlock = j.files.iter().any(|f| {
+        SHADOW_FILES
+            .iter()
+            .any(|s| f.target == j.root.join(s))
+    });
+    let _pw = if needs_pwlock {
+        Some(
+            PasswdLock::acquire(&j.root, std::time::Duration::from_secs(15))
+                .map_err(|e| Error::io(j.root.join("etc/.pwd.lock"), e))?,
+        )
+    } else {
+        None
+    };
+    for f in &j.files {
+        let parent_path = f.target.parent().unwrap_or(Path::new("/"));
+        let parent = Dir::open_root(parent_path).at(parent_path)?;
+        let name = f.target.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let tmp = f.tmp.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let backup = f.backup.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        if f.existed {
+            parent.remove(&backup).at(&f.backup)?;
+            parent.link_to(&name, &parent, &backup).at(&f.backup)?;
+        }
+        parent.rename(&tmp, &parent, &name).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                Error::Other(format!(
+                    "{} is busy (a bind mount?) and cannot be replaced; nothing was changed",
+                    f.target.display()
+                ))
+            } else {
+                Error::io(&f.target, e)
+            }
+        })?;
+        parent.fsync().at(parent_path)?;
+    }
+    Ok(())
+}
+
+/// Run post_materialize hooks; failures are reported, the deployment stays.
+pub fn run_hooks(commands: &[String], id: &SnapshotId, root: &Path) -> Vec<String> {
+    let env = [
+        ("HAMN_SNAPSHOT", id.to_hex()),
+        ("HAMN_ROOT", root.display().to_string()),
+    ];
+    let mut failures = Vec::new();
+    for c in commands {
+        if let Err(e) = crate::snapshot::create::run_hooks(std::slice::from_ref(c), &env) {
+            failures.push(e.to_string());
+        }
+    }
+    failures
+}
+
+/// Swap every managed directory back with its previous generation and
+/// put back the previous snapshot's managed files.
+pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<MaterializeStats> {
+    let started = Instant::now();
+    let st = state::read(store, root)?;
+    let deployed = st
+        .deployed_id()
+        .ok_or_else(|| Error::Other(format!("nothing is deployed under {}", root.display())))?;
+    let Some(previous) = st.previous_id() else {
+        return Err(Error::Other(format!(
+            "no previous generation under {} to roll back to (materialize an older snapshot instead)",
+            root.display()
+        )));
+    };
+    let cur = store.read_snapshot(deployed)?;
+    let prev = store.read_snapshot(previous)?;
+    let mut dirs = Vec::new();
+    for p in &cur.paths {
+        let live = live_path(root, p)?;
+        let generation = gen_dir(&live);
+        if !live.is_dir() || live.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+            continue;
+        }
+        if !generation.join(PREVIOUS).is_dir() {
+            return Err(Error::Other(format!(
+                "{} has no previous generation in {}",
+                live.display(),
+                generation.display()
+            )));
+        }
+        dirs.push(DirSwap {
+            live,
+            gen_dir: generation.clone(),
+            incoming: PREVIOUS.into(),
+            incoming_ino: std::fs::metadata(generation.join(PREVIOUS)).at(&generation)?.ino(),
+            had_live: true,
+            outgoing_as: PREVIOUS.into(),
+        });
+    }
+    // Managed files come back from the previous snapshot, journaled.
+    let mut file_plan = plan(store, previous, &prev, root)?;
+    file_plan.dirs.clear();
+    file_plan.already_deployed = false;
+    let mut applier = apply::Applier::new(store);
+    let mut files = Vec::new();
+    for f in &file_plan.files {
+        if f.unchanged {
+            continue;
+        }
+        let parent = ensure_parents(store, &prev, root, &f.path)?;
+        let name = f.entry.name.clone();
+        let tmp_name = [b".", &name[..], b".hamn-new"].concat();
+        let mut tmp_entry = f.entry.clone();
+        tmp_entry.name = tmp_name.clone();
+        applier.create_entry(&parent, &tmp_entry)?;
+        parent.syncfs().at(parent.path())?;
+        files.push(FileSwap {
+            target: f.live.clone(),
+            tmp: parent.child_path(&tmp_name),
+            backup: parent.child_path(&[b".", &name[..], b".hamn-old"].concat()),
+            existed: parent.kind_of(&name).at(&f.live)?.is_some(),
+            tmp_ino: parent.ident_of(&tmp_name).at(&f.live)?.map(|i| i.1).unwrap_or(0),
+        });
+    }
+    let a = applier.finish();
+    let mut j = Journal {
+        version: 1,
+        phase: Phase::Prepared,
+        root: root.to_path_buf(),
+        dirs,
+        files,
+        state_after: DeployState {
+            root: root.to_path_buf(),
+            deployed: Some(previous.to_hex()),
+            previous: Some(deployed.to_hex()),
+            time: now_text(),
+        },
+    };
+    commit(store, lock, &mut j)?;
+    Ok(MaterializeStats {
+        snapshot: previous.to_hex(),
+        previous: Some(deployed.to_hex()),
+        files_written: a.files,
+        bytes_written: a.bytes_written,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings: a.warnings,
+        ..MaterializeStats::default()
+    })
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub root: PathBuf,
+    pub deployed: Option<String>,
+    pub deployed_time: Option<String>,
+    pub previous: Option<String>,
+    pub newest: Option<String>,
+    pub newest_time: Option<String>,
+    /// Snapshots in the store newer than the deployed one.
+    pub behind: u64,
+    /// Live paths that differ from the deployed snapshot.
+    pub drifted: Vec<String>,
+}
+
+/// What is deployed under `root`, and whether the live tree drifted.
+pub fn status(store: &Store, root: &Path) -> Result<Status> {
+    let st = state::read(store, root)?;
+    let all = store.snapshots()?;
+    let newest = all.last();
+    let time = |s: &Snapshot| s.time_local().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let mut out = Status {
+        root: root.to_path_buf(),
+        deployed: st.deployed.clone(),
+        deployed_time: None,
+        previous: st.previous.clone(),
+        newest: newest.map(|(id, _)| id.to_hex()),
+        newest_time: newest.map(|(_, s)| time(s)),
+        behind: 0,
+        drifted: Vec::new(),
+    };
+    let Some(dep) = st.deployed_id() else {
+        return Ok(out);
+    };
+    let snap = store.read_snapshot(dep)?;
+    out.deployed_time = Some(time(&snap));
+    out.behind = all.iter().filter(|(_, s)| s.time_ns > snap.time_ns).count() as u64;
+    for p in &snap.paths {
+        let live = live_path(root, p)?;
+        let entry = match snapshot::lookup(store, snap.root, &dep.short(), p.as_bytes())? {
+            Found::Entry(e) => e,
+            Found::Root(_) => continue,
+        };
+        let mut planner = Planner::new(store);
+        planner.drift_only = true;
+        match &entry.kind {
+            Kind::Dir(id) => {
+                let tree = store.read_tree(*id)?;
+                planner.dir(&live, &plan::RelPath(Vec::new()), &tree)?;
+                out.drifted.extend(
+                    planner
+                        .actions
+                        .iter()
+                        .map(|a| format!("{p}/{}", a.path())),
+                );
+            }
+            _ => {
+                let parent = live.parent().unwrap_or(root).to_path_buf();
+                planner.entries_only(&parent, &Tree { entries: vec![entry] })?;
+                if !planner.actions.is_empty() {
+                    out.drifted.push(p.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,292 @@
+//! Planning a deployment: compare a directory on disk with a snapshot tree
+//! and list what must change (write, remove, re-own) to make them equal.
+//! One `lstat` per entry, no reads of unchanged content. The same walk
+//! finds drift in a live tree (`hamn status`).
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
+use crate::store::Store;
+use crate::tree::{Entry, Kind, Tree};
+
+/// A path relative to the top of a walk: names joined by `/`, as bytes
+/// (names may be any bytes but `/` and NUL). Shown lossily.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelPath(pub Vec<u8>);
+
+impl RelPath {
+    pub fn join(&self, name: &[u8]) -> RelPath {
+        if self.0.is_empty() {
+            RelPath(name.to_vec())
+        } else {
+            RelPath([&self.0[..], b"/", name].concat())
+        }
+    }
+
+    pub fn is_below(&self, dir: &RelPath) -> bool {
+        self.0.len() > dir.0.len() && self.0.starts_with(&dir.0) && self.0[dir.0.len()] == b'/'
+    }
+
+    /// (parent components, own name)
+    pub fn split(&self) -> (Vec<&[u8]>, &[u8]) {
+        let mut comps: Vec<&[u8]> = self.0.split(|b| *b == b'/').collect();
+        let name = comps.pop().unwrap_or_default();
+        (comps, name)
+    }
+}
+
+impl std::fmt::Display for RelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl serde::Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    /// Remove whatever is at `path`.
+    Remove { path: RelPath },
+    /// Create the entry (a whole subtree for a directory), replacing
+    /// whatever is there.
+    Create {
+        path: RelPath,
+        #[serde(skip)]
+        entry: Entry,
+        bytes: u64,
+    },
+    /// Make `path` a hard link to `target` (both relative to the top).
+    Link { path: RelPath, target: RelPath },
+    /// Content is right; owner, mode, xattrs or mtime are not.
+    Meta {
+        path: RelPath,
+        #[serde(skip)]
+        entry: Entry,
+    },
+}
+
+impl Action {
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Action::Remove { path }
+            | Action::Create { path, .. }
+            | Action::Link { path, .. }
+            | Action::Meta { path, .. } => path,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PlanStats {
+    pub entries_checked: u64,
+    pub to_create: u64,
+    pub to_remove: u64,
+    pub to_reown: u64,
+    pub to_link: u64,
+    pub bytes_to_write: u64,
+}
+
+/// What is on disk, compared with what the snapshot says.
+fn same_type(md: &Metadata, e: &Entry) -> bool {
+    let ft = md.file_type();
+    match &e.kind {
+        Kind::File(_) => ft.is_file(),
+        Kind::Dir(_) => ft.is_dir(),
+        Kind::Symlink(_) => ft.is_symlink(),
+        Kind::CharDev(r) => ft.is_char_device() && md.rdev() == *r,
+        Kind::BlockDev(r) => ft.is_block_device() && md.rdev() == *r,
+        Kind::Fifo => ft.is_fifo(),
+        Kind::Socket => ft.is_socket(),
+    }
+}
+
+/// Content (or link target) matches: same size and mtime for files.
+fn same_content(path: &Path, md: &Metadata, e: &Entry) -> bool {
+    match &e.kind {
+        Kind::File(c) => {
+            md.size() == c.size
+                && md.mtime() == e.meta.mtime_sec
+                && md.mtime_nsec() as u32 == e.meta.mtime_nsec
+        }
+        Kind::Symlink(t) => std::fs::read_link(path)
+            .map(|l| l.as_os_str().as_bytes() == t.as_slice())
+            .unwrap_or(false),
+        _ => true,
+    }
+}
+
+fn same_meta(path: &Path, md: &Metadata, e: &Entry) -> bool {
+    let m = &e.meta;
+    let mode_ok = md.file_type().is_symlink() || md.mode() & 0o7777 == m.mode;
+    let time_ok = md.file_type().is_dir()
+        || (md.mtime() == m.mtime_sec && md.mtime_nsec() as u32 == m.mtime_nsec);
+    mode_ok
+        && time_ok
+        && md.uid() == m.uid
+        && md.gid() == m.gid
+        && crate::fs::read::xattrs(path, false).is_ok_and(|x| x == m.xattrs)
+}
+
+pub struct Planner<'a> {
+    store: &'a Store,
+    /// (source dev, source ino) of hardlinked files -> first path planned.
+    leaders: HashMap<(u64, u64), (RelPath, Option<(u64, u64)>)>,
+    pub actions: Vec<Action>,
+    pub stats: PlanStats,
+    /// Drift mode (for `status`): directory mtimes count, and a directory
+    /// is listed only for its own differences. Otherwise (staging) every
+    /// directory with changes below gets its metadata set again after them.
+    pub drift_only: bool,
+}
+
+
+impl<'a> Planner<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Planner {
+            store,
+            leaders: HashMap::new(),
+            actions: Vec::new(),
+            stats: PlanStats::default(),
+            drift_only: false,
+        }
+    }
+
+    fn create(&mut self, rel: RelPath, e: &Entry) -> Result<()> {
+        let bytes = subtree_bytes(self.store, e)?;
+        self.stats.to_create += 1;
+        self.stats.bytes_to_write += bytes;
+        self.actions.push(Action::Create {
+            path: rel,
+            entry: e.clone(),
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Plan `disk` (a directory, which may be missing) to become `tree`.
+    /// Paths in actions are relative to the top of the walk, with `rel`
+    /// the position of `disk` below it.
+    pub fn dir(&mut self, disk: &Path, rel: &RelPath, tree: &Tree) -> Result<()> {
+        let mut present: Vec<Vec<u8>> = match std::fs::read_dir(disk) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+                .collect::<std::io::Result<_>>()
+                .at(disk)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(crate::Error::io(disk, e)),
+        };
+        present.sort();
+        for name in &present {
+            if tree.get(name).is_none() {
+                self.stats.to_remove += 1;
+                self.actions.push(Action::Remove {
+                    path: rel.join(name),
+                });
+            }
+        }
+        for e in &tree.entries {
+            self.entry(disk, rel, e)?;
+        }
+        Ok(())
+    }
+
+    /// Plan only the entries of `tree` found in `disk` (no removals): for
+    /// single managed files.
+    pub fn entries_only(&mut self, disk: &Path, tree: &Tree) -> Result<()> {
+        for e in &tree.entries {
+            self.entry(disk, &RelPath(Vec::new()), e)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, disk: &Path, rel: &RelPath, e: &Entry) -> Result<()> {
+        self.stats.entries_checked += 1;
+        let path: PathBuf = disk.join(std::ffi::OsStr::from_bytes(&e.name));
+        let r = rel.join(&e.name);
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(md) => Some(md),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(crate::Error::io(&path, err)),
+        };
+        // Hard links: the first of a group is planned as a file; the others
+        // must be the same inode on disk.
+        if let Kind::File(_) = &e.kind {
+            if e.meta.nlink > 1 {
+                let key = (e.meta.dev, e.meta.ino);
+                if let Some((leader, leader_disk)) = self.leaders.get(&key).cloned() {
+                    let here = md.as_ref().map(|m| (m.dev(), m.ino()));
+                    if leader_disk.is_none() || here != leader_disk {
+                        self.stats.to_link += 1;
+                        self.actions.push(Action::Link { path: r, target: leader });
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let Some(md) = md else {
+            self.remember_leader(e, &r, None);
+            return self.create(r, e);
+        };
+        if !same_type(&md, e) || !same_content(&path, &md, e) {
+            self.remember_leader(e, &r, None);
+            return self.create(r, e);
+        }
+        self.remember_leader(e, &r, Some((md.dev(), md.ino())));
+        if let Kind::Dir(id) = &e.kind {
+            let sub = self.store.read_tree(*id)?;
+            self.dir(&path, &r, &sub)?;
+            let mut ok = same_meta(&path, &md, e);
+            if self.drift_only {
+                ok = ok && md.mtime() == e.meta.mtime_sec && md.mtime_nsec() as u32 == e.meta.mtime_nsec;
+            }
+            // A directory's times are set again after its contents change.
+            let changed_below =
+                !self.drift_only && self.actions.last().is_some_and(|a| a.path().is_below(&r));
+            if !ok || changed_below {
+                if !ok {
+                    self.stats.to_reown += 1;
+                }
+                self.actions.push(Action::Meta { path: r, entry: e.clone() });
+            }
+            return Ok(());
+        }
+        if !same_meta(&path, &md, e) {
+            self.stats.to_reown += 1;
+            self.actions.push(Action::Meta { path: r, entry: e.clone() });
+        }
+        Ok(())
+    }
+
+    fn remember_leader(&mut self, e: &Entry, rel: &RelPath, disk: Option<(u64, u64)>) {
+        if matches!(e.kind, Kind::File(_)) && e.meta.nlink > 1 {
+            self.leaders
+                .entry((e.meta.dev, e.meta.ino))
+                .or_insert((rel.clone(), disk));
+        }
+    }
+}
+
+/// Bytes a Create of `e` writes (a whole subtree for a directory).
+fn subtree_bytes(store: &Store, e: &Entry) -> Result<u64> {
+    match &e.kind {
+        Kind::File(c) => Ok(c.data_len()),
+        Kind::Dir(id) => {
+            let t = store.read_tree(*id)?;
+            let mut n = 0;
+            for c in &t.entries {
+                n += subtree_bytes(store, c)?;
+            }
+            Ok(n)
+        }
+        _ => Ok(0),
+    }
+}

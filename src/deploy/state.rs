@@ -1,0 +1,79 @@
+//! What is deployed under a root: kept in the store (one small file per
+//! root), so `status`, `rollback` and the next `materialize` know the
+//! deployed and previous snapshots.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::store::{Store, durable};
+
+pub const DEPLOYMENTS_DIR: &str = "deployments";
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DeployState {
+    pub root: PathBuf,
+    /// Hex id of the deployed snapshot.
+    pub deployed: Option<String>,
+    /// Hex id of the previous generation's snapshot (None: it holds what
+    /// was there before hamn, or there is none).
+    pub previous: Option<String>,
+    pub time: String,
+}
+
+impl DeployState {
+    pub fn deployed_id(&self) -> Option<SnapshotId> {
+        self.deployed.as_deref().and_then(|h| SnapshotId::from_hex(h).ok())
+    }
+    pub fn previous_id(&self) -> Option<SnapshotId> {
+        self.previous.as_deref().and_then(|h| SnapshotId::from_hex(h).ok())
+    }
+}
+
+fn file(store: &Store, root: &Path) -> PathBuf {
+    let key = blake3::hash(root.as_os_str().as_encoded_bytes());
+    store
+        .root()
+        .join(DEPLOYMENTS_DIR)
+        .join(format!("{}.json", &key.to_hex()[..16]))
+}
+
+pub fn read(store: &Store, root: &Path) -> Result<DeployState> {
+    let p = file(store, root);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::malformed("deployment state", format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeployState {
+            root: root.to_path_buf(),
+            ..DeployState::default()
+        }),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+pub fn write(store: &Store, s: &DeployState) -> Result<()> {
+    let p = file(store, &s.root);
+    let bytes = serde_json::to_vec_pretty(s).map_err(|e| Error::Other(e.to_string()))?;
+    durable::write_atomic(&p, &store.tmp_dir(), &bytes)
+}
+
+/// Every snapshot some deployment in this store still needs (deployed or
+/// previous generation); retention must keep them.
+pub fn pinned(store: &Store) -> Result<Vec<SnapshotId>> {
+    let dir = store.root().join(DEPLOYMENTS_DIR);
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for e in rd.flatten() {
+        if let Ok(b) = std::fs::read(e.path()) {
+            if let Ok(s) = serde_json::from_slice::<DeployState>(&b) {
+                out.extend(s.deployed_id());
+                out.extend(s.previous_id());
+            }
+        }
+    }
+    Ok(out)
+}
