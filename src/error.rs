@@ -79,6 +79,11 @@ pub enum Error {
     },
     #[error("standby {peer}: {message}")]
     Remote { peer: String, message: String },
+    /// The command has already printed its result (with `--json`, its one
+    /// JSON document) and only the failure status remains: `main` prints
+    /// this message on stderr but no JSON error document.
+    #[error("{0}")]
+    Reported(String),
     #[error("{0}")]
     Other(String),
 }

@@ -24,7 +24,8 @@ fn main() {
         Err(e) => {
             let code = e.exit_code();
             eprintln!("hamn: error: {e}");
-            if json {
+            // A result document already on stdout stays the only one.
+            if json && !matches!(e, hamn::Error::Reported(_)) {
                 println!(
                     "{}",
                     serde_json::json!({ "error": e.to_string(), "exit_code": code })

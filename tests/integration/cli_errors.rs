@@ -121,3 +121,39 @@ fn hostile_names_in_paths_are_refused() {
     let out = env.run(&["cat", "latest", "/../etc/passwd"]);
     one_line_error(&out, 2, "not a path inside a snapshot");
 }
+
+#[test]
+fn failures_after_a_result_document_still_print_one_json_document() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &bytes(1024 * 1024, 8));
+    write(&src.join("small.txt"), b"small");
+    env.snapshot(&[&src]);
+    damage_largest_chunk(&packs(&env.store())[0]);
+
+    let out = env.run(&["--json", "check", "--read-data"]);
+    one_line_error(&out, 1, "check found 1 problems");
+    let v = one_json(&out);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["report"]["problems"].as_array().unwrap().len(), 1);
+
+    let to = env.path("out");
+    let out = env.run(&[
+        "--json",
+        "restore",
+        "latest",
+        src.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("hamn: error: 1 entries could not be restored"));
+    let v = one_json(&out);
+    let errors = v["stats"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].as_str().unwrap().contains("big.bin"),
+        "{errors:?}"
+    );
+    assert_eq!(v["stats"]["files"], 1);
+}

@@ -384,3 +384,85 @@ pub fn packs(store: &Path) -> Vec<PathBuf> {
     v.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).expect("mtime"));
     v
 }
+
+/// One blob as a pack's trailer lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct PackEntry {
+    /// 1 chunk, 2 tree.
+    pub kind: u8,
+    pub hash: [u8; 32],
+    pub offset: u64,
+    pub stored_len: u32,
+}
+
+const PACK_FOOTER_LEN: usize = 44;
+const TRAILER_ENTRY_LEN: usize = 50;
+
+/// The blobs a pack holds, read from its trailer (docs/format.md, 5.1).
+pub fn pack_entries(pack: &Path) -> Vec<PackEntry> {
+    let data = fs::read(pack).expect("read pack");
+    let footer = &data[data.len() - PACK_FOOTER_LEN..];
+    let trailer_len = u32::from_le_bytes(footer[..4].try_into().unwrap()) as usize;
+    let trailer = &data[data.len() - PACK_FOOTER_LEN - trailer_len..data.len() - PACK_FOOTER_LEN];
+    let n = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as usize;
+    (0..n)
+        .map(|i| {
+            let e = &trailer[4 + i * TRAILER_ENTRY_LEN..4 + (i + 1) * TRAILER_ENTRY_LEN];
+            PackEntry {
+                kind: e[0],
+                hash: e[2..34].try_into().unwrap(),
+                offset: u64::from_le_bytes(e[34..42].try_into().unwrap()),
+                stored_len: u32::from_le_bytes(e[46..50].try_into().unwrap()),
+            }
+        })
+        .collect()
+}
+
+/// Rewrite a pack's trailer entries through `edit`, with a footer checksum
+/// that matches again (a crafted, self-consistent trailer).
+pub fn rewrite_trailer(pack: &Path, edit: impl Fn(usize, &mut [u8])) {
+    let mut data = fs::read(pack).expect("read pack");
+    let len = data.len();
+    let trailer_len =
+        u32::from_le_bytes(data[len - PACK_FOOTER_LEN..][..4].try_into().unwrap()) as usize;
+    let start = len - PACK_FOOTER_LEN - trailer_len;
+    let n = u32::from_le_bytes(data[start..start + 4].try_into().unwrap()) as usize;
+    for i in 0..n {
+        let at = start + 4 + i * TRAILER_ENTRY_LEN;
+        edit(i, &mut data[at..at + TRAILER_ENTRY_LEN]);
+    }
+    let hash = *blake3::hash(&data[start..start + trailer_len]).as_bytes();
+    data[len - PACK_FOOTER_LEN + 4..len - PACK_FOOTER_LEN + 36].copy_from_slice(&hash);
+    fs::write(pack, &data).expect("write pack");
+}
+
+/// Flip one byte in the middle of the largest chunk stored in `pack`;
+/// returns that chunk's entry.
+pub fn damage_largest_chunk(pack: &Path) -> PackEntry {
+    let victim = pack_entries(pack)
+        .into_iter()
+        .filter(|e| e.kind == 1)
+        .max_by_key(|e| e.stored_len)
+        .expect("a chunk in the pack");
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pack)
+        .expect("open pack");
+    use std::os::unix::fs::FileExt;
+    let at = victim.offset + victim.stored_len as u64 / 2;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).expect("read");
+    f.write_all_at(&[b[0] ^ 0x40], at).expect("write");
+    victim
+}
+
+/// Parse stdout as exactly one JSON document (trailing output is an error).
+pub fn one_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not exactly one JSON document: {e}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
