@@ -15,6 +15,7 @@ pub mod config;
 pub mod deploy;
 pub mod diff;
 pub mod error;
+pub mod failpoint;
 pub mod fs;
 pub mod id;
 pub mod log;

@@ -16,6 +16,8 @@ mod diff;
 mod fidelity;
 #[path = "integration/lock.rs"]
 mod lock;
+#[path = "integration/materialize.rs"]
+mod materialize;
 #[path = "integration/old_stores.rs"]
 mod old_stores;
 #[path = "integration/proptest_changes.rs"]

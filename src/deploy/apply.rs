@@ -58,7 +58,9 @@ impl<'a> Applier<'a> {
                     parent.hard_link(name, &target).at(&path)?;
                 }
                 Action::Meta { entry, .. } => {
-                    parent.drop_other_xattrs(name, &entry.meta.xattrs).at(&path)?;
+                    parent
+                        .drop_other_xattrs(name, &entry.meta.xattrs)
+                        .at(&path)?;
                     let is_link = matches!(entry.kind, Kind::Symlink(_));
                     let failed = parent.set_meta_at(name, &entry.meta, is_link).at(&path)?;
                     self.restorer.note(&path, failed);

@@ -106,7 +106,9 @@ fn undo(j: &Journal) -> Result<()> {
                     .exchange(&name, &generation, d.incoming.as_bytes())
                     .at(&d.live)?;
             } else {
-                parent.rename(&name, &generation, d.incoming.as_bytes()).at(&d.live)?;
+                parent
+                    .rename(&name, &generation, d.incoming.as_bytes())
+                    .at(&d.live)?;
             }
             parent.fsync().at(&d.live)?;
         }
@@ -116,7 +118,13 @@ fn undo(j: &Journal) -> Result<()> {
         let (_, backup) = split(&f.backup)?;
         let (_, tmp) = split(&f.tmp)?;
         if f.existed && parent.kind_of(&backup).at(&f.backup)?.is_some() {
-            parent.rename(&backup, &parent, &name).at(&f.target)?;
+            // rename(2) between two links of one inode does nothing, so a
+            // backup that is still the target's own inode is just dropped.
+            if ino_of(&f.backup) == ino_of(&f.target) {
+                parent.remove(&backup).at(&f.backup)?;
+            } else {
+                parent.rename(&backup, &parent, &name).at(&f.target)?;
+            }
         } else if !f.existed && ino_of(&f.target) == Some(f.tmp_ino) {
             parent.remove(&name).at(&f.target)?;
         }
@@ -130,14 +138,23 @@ fn undo(j: &Journal) -> Result<()> {
 /// outgoing trees as the previous generation, drop backups.
 pub fn finish(store: &Store, j: &Journal) -> Result<()> {
     state::write(store, &j.state_after)?;
+    crate::failpoint::failpoint("deploy:state-written");
     for d in &j.dirs {
         let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
-        if d.had_live && d.incoming != d.outgoing_as && generation.kind_of(d.incoming.as_bytes()).at(&d.gen_dir)?.is_some() {
+        if d.had_live
+            && d.incoming != d.outgoing_as
+            && generation
+                .kind_of(d.incoming.as_bytes())
+                .at(&d.gen_dir)?
+                .is_some()
+        {
             generation.remove(d.outgoing_as.as_bytes()).at(&d.gen_dir)?;
-            generation.rename(d.incoming.as_bytes(), &generation, d.outgoing_as.as_bytes())
+            generation
+                .rename(d.incoming.as_bytes(), &generation, d.outgoing_as.as_bytes())
                 .at(&d.gen_dir)?;
             generation.fsync().at(&d.gen_dir)?;
         }
+        crate::failpoint::failpoint("deploy:generation-kept");
     }
     for f in &j.files {
         let (parent, backup) = split(&f.backup)?;

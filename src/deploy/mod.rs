@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint::failpoint;
 use crate::fs::write::{Dir, PasswdLock};
 use crate::id::SnapshotId;
 use crate::snapshot::{self, Found, Snapshot, path_components};
@@ -32,7 +33,10 @@ use state::DeployState;
 
 /// Generation directory of a managed directory: `.NAME.hamn` beside it.
 pub fn gen_dir(live: &Path) -> PathBuf {
-    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = live
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     live.with_file_name(format!(".{name}.hamn"))
 }
 pub const STAGING: &str = "staging";
@@ -103,7 +107,10 @@ fn live_path(root: &Path, snap_path: &str) -> Result<PathBuf> {
 }
 
 fn is_mount_point(live: &Path) -> bool {
-    match (std::fs::symlink_metadata(live), live.parent().map(std::fs::symlink_metadata)) {
+    match (
+        std::fs::symlink_metadata(live),
+        live.parent().map(std::fs::symlink_metadata),
+    ) {
         (Ok(a), Some(Ok(b))) => a.is_dir() && a.dev() != b.dev(),
         _ => false,
     }
@@ -188,7 +195,10 @@ fn ensure_parents(store: &Store, snap: &Snapshot, root: &Path, p: &str) -> Resul
             .ok_or_else(|| Error::malformed("snapshot", "managed path missing from its tree"))?
             .clone();
         let Kind::Dir(id) = e.kind else {
-            return Err(Error::malformed("snapshot", "a managed path's parent is not a directory"));
+            return Err(Error::malformed(
+                "snapshot",
+                "a managed path's parent is not a directory",
+            ));
         };
         let existed = dir.kind_of(c).at(dir.child_path(c))?.is_some();
         let child = dir.make_dir(c).at(dir.child_path(c))?;
@@ -240,10 +250,13 @@ pub fn execute(
         crate::store::durable::create_private_dir(&gen_path)?;
         let generation = Dir::open_root(&gen_path).at(&gen_path)?;
         if d.base == "previous" {
-            generation.rename(PREVIOUS.as_bytes(), &generation, STAGING.as_bytes())
+            generation
+                .rename(PREVIOUS.as_bytes(), &generation, STAGING.as_bytes())
                 .at(&gen_path)?;
         }
-        let staging = generation.make_dir(STAGING.as_bytes()).at(gen_path.join(STAGING))?;
+        let staging = generation
+            .make_dir(STAGING.as_bytes())
+            .at(gen_path.join(STAGING))?;
         applier.apply(&staging, &d.actions)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);
@@ -260,7 +273,9 @@ pub fn execute(
             live: d.live.clone(),
             gen_dir: gen_path.clone(),
             incoming: STAGING.into(),
-            incoming_ino: std::fs::metadata(gen_path.join(STAGING)).at(&gen_path)?.ino(),
+            incoming_ino: std::fs::metadata(gen_path.join(STAGING))
+                .at(&gen_path)?
+                .ino(),
             had_live,
             outgoing_as: PREVIOUS.into(),
         });
@@ -327,6 +342,7 @@ pub fn execute(
 /// The live part: journal, swap, rename, mark committed, clean up.
 fn commit(store: &Store, lock: &StoreLock, j: &mut Journal) -> Result<()> {
     journal::write(store, j)?;
+    failpoint("deploy:prepared");
     let result = swap_all(j);
     if let Err(e) = result {
         // Put the old set back now rather than at the next command.
@@ -335,6 +351,7 @@ fn commit(store: &Store, lock: &StoreLock, j: &mut Journal) -> Result<()> {
     }
     j.phase = Phase::Committed;
     journal::write(store, j)?;
+    failpoint("deploy:committed");
     journal::finish(store, j)
 }
 
@@ -343,7 +360,11 @@ fn swap_all(j: &Journal) -> Result<()> {
         let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
         let parent_path = d.live.parent().unwrap_or(Path::new("/"));
         let parent = Dir::open_root(parent_path).at(parent_path)?;
-        let name = d.live.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let name = d
+            .live
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
         let r = if d.had_live {
             parent.exchange(&name, &generation, d.incoming.as_bytes())
         } else {
@@ -362,12 +383,12 @@ fn swap_all(j: &Journal) -> Result<()> {
             }
         })?;
         parent.fsync().at(parent_path)?;
+        failpoint("deploy:dir-swapped");
     }
-    let needs_pwlock = j.files.iter().any(|f| {
-        SHADOW_FILES
-            .iter()
-            .any(|s| f.target == j.root.join(s))
-    });
+    let needs_pwlock = j
+        .files
+        .iter()
+        .any(|f| SHADOW_FILES.iter().any(|s| f.target == j.root.join(s)));
     let _pw = if needs_pwlock {
         Some(
             PasswdLock::acquire(&j.root, std::time::Duration::from_secs(15))
@@ -379,12 +400,25 @@ fn swap_all(j: &Journal) -> Result<()> {
     for f in &j.files {
         let parent_path = f.target.parent().unwrap_or(Path::new("/"));
         let parent = Dir::open_root(parent_path).at(parent_path)?;
-        let name = f.target.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
-        let tmp = f.tmp.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
-        let backup = f.backup.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let name = f
+            .target
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        let tmp = f
+            .tmp
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        let backup = f
+            .backup
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
         if f.existed {
             parent.remove(&backup).at(&f.backup)?;
             parent.link_to(&name, &parent, &backup).at(&f.backup)?;
+            failpoint("deploy:file-linked");
         }
         parent.rename(&tmp, &parent, &name).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
@@ -397,6 +431,7 @@ fn swap_all(j: &Journal) -> Result<()> {
             }
         })?;
         parent.fsync().at(parent_path)?;
+        failpoint("deploy:file-renamed");
     }
     Ok(())
 }
@@ -436,7 +471,12 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
     for p in &cur.paths {
         let live = live_path(root, p)?;
         let generation = gen_dir(&live);
-        if !live.is_dir() || live.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+        if !live.is_dir()
+            || live
+                .symlink_metadata()
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true)
+        {
             continue;
         }
         if !generation.join(PREVIOUS).is_dir() {
@@ -450,7 +490,9 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
             live,
             gen_dir: generation.clone(),
             incoming: PREVIOUS.into(),
-            incoming_ino: std::fs::metadata(generation.join(PREVIOUS)).at(&generation)?.ino(),
+            incoming_ino: std::fs::metadata(generation.join(PREVIOUS))
+                .at(&generation)?
+                .ino(),
             had_live: true,
             outgoing_as: PREVIOUS.into(),
         });
@@ -477,7 +519,11 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
             tmp: parent.child_path(&tmp_name),
             backup: parent.child_path(&[b".", &name[..], b".hamn-old"].concat()),
             existed: parent.kind_of(&name).at(&f.live)?.is_some(),
-            tmp_ino: parent.ident_of(&tmp_name).at(&f.live)?.map(|i| i.1).unwrap_or(0),
+            tmp_ino: parent
+                .ident_of(&tmp_name)
+                .at(&f.live)?
+                .map(|i| i.1)
+                .unwrap_or(0),
         });
     }
     let a = applier.finish();
@@ -525,7 +571,10 @@ pub fn status(store: &Store, root: &Path) -> Result<Status> {
     let st = state::read(store, root)?;
     let all = store.snapshots()?;
     let newest = all.last();
-    let time = |s: &Snapshot| s.time_local().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let time = |s: &Snapshot| {
+        s.time_local()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    };
     let mut out = Status {
         root: root.to_path_buf(),
         deployed: st.deployed.clone(),
@@ -554,16 +603,17 @@ pub fn status(store: &Store, root: &Path) -> Result<Status> {
             Kind::Dir(id) => {
                 let tree = store.read_tree(*id)?;
                 planner.dir(&live, &plan::RelPath(Vec::new()), &tree)?;
-                out.drifted.extend(
-                    planner
-                        .actions
-                        .iter()
-                        .map(|a| format!("{p}/{}", a.path())),
-                );
+                out.drifted
+                    .extend(planner.actions.iter().map(|a| format!("{p}/{}", a.path())));
             }
             _ => {
                 let parent = live.parent().unwrap_or(root).to_path_buf();
-                planner.entries_only(&parent, &Tree { entries: vec![entry] })?;
+                planner.entries_only(
+                    &parent,
+                    &Tree {
+                        entries: vec![entry],
+                    },
+                )?;
                 if !planner.actions.is_empty() {
                     out.drifted.push(p.clone());
                 }

@@ -148,7 +148,6 @@ pub struct Planner<'a> {
     pub drift_only: bool,
 }
 
-
 impl<'a> Planner<'a> {
     pub fn new(store: &'a Store) -> Self {
         Planner {
@@ -226,7 +225,10 @@ impl<'a> Planner<'a> {
                     let here = md.as_ref().map(|m| (m.dev(), m.ino()));
                     if leader_disk.is_none() || here != leader_disk {
                         self.stats.to_link += 1;
-                        self.actions.push(Action::Link { path: r, target: leader });
+                        self.actions.push(Action::Link {
+                            path: r,
+                            target: leader,
+                        });
                     }
                     return Ok(());
                 }
@@ -246,7 +248,9 @@ impl<'a> Planner<'a> {
             self.dir(&path, &r, &sub)?;
             let mut ok = same_meta(&path, &md, e);
             if self.drift_only {
-                ok = ok && md.mtime() == e.meta.mtime_sec && md.mtime_nsec() as u32 == e.meta.mtime_nsec;
+                ok = ok
+                    && md.mtime() == e.meta.mtime_sec
+                    && md.mtime_nsec() as u32 == e.meta.mtime_nsec;
             }
             // A directory's times are set again after its contents change.
             let changed_below =
@@ -255,13 +259,19 @@ impl<'a> Planner<'a> {
                 if !ok {
                     self.stats.to_reown += 1;
                 }
-                self.actions.push(Action::Meta { path: r, entry: e.clone() });
+                self.actions.push(Action::Meta {
+                    path: r,
+                    entry: e.clone(),
+                });
             }
             return Ok(());
         }
         if !same_meta(&path, &md, e) {
             self.stats.to_reown += 1;
-            self.actions.push(Action::Meta { path: r, entry: e.clone() });
+            self.actions.push(Action::Meta {
+                path: r,
+                entry: e.clone(),
+            });
         }
         Ok(())
     }

@@ -23,10 +23,14 @@ pub struct DeployState {
 
 impl DeployState {
     pub fn deployed_id(&self) -> Option<SnapshotId> {
-        self.deployed.as_deref().and_then(|h| SnapshotId::from_hex(h).ok())
+        self.deployed
+            .as_deref()
+            .and_then(|h| SnapshotId::from_hex(h).ok())
     }
     pub fn previous_id(&self) -> Option<SnapshotId> {
-        self.previous.as_deref().and_then(|h| SnapshotId::from_hex(h).ok())
+        self.previous
+            .as_deref()
+            .and_then(|h| SnapshotId::from_hex(h).ok())
     }
 }
 

@@ -28,7 +28,7 @@ fn setx(p: &Path, k: &str, v: &[u8]) {
 }
 
 /// Every kind of entry and metadata the brief lists.
-fn build_hostile_tree(root: &Path) {
+pub fn build_hostile_tree(root: &Path) {
     require_root();
     fs::create_dir_all(root.join("empty-dir")).unwrap();
     write(&root.join("empty"), b"");

@@ -1,0 +1,40 @@
+//! Crash points for tests: when the environment variable `HAMN_FAILPOINT`
+//! is `NAME` or `NAME:N`, the process kills itself with SIGKILL the first
+//! (or N-th) time it reaches `failpoint("NAME")`. Crash-safety tests use
+//! this to stop a run exactly between two steps of a commit protocol. A
+//! real SIGKILL: nothing is flushed or cleaned up on the way out.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
+fn target() -> &'static Option<(String, u64)> {
+    TARGET.get_or_init(|| {
+        let v = std::env::var("HAMN_FAILPOINT").ok()?;
+        match v.rsplit_once(':') {
+            Some((name, n)) if n.parse::<u64>().is_ok() => {
+                Some((name.to_string(), n.parse().unwrap_or(1)))
+            }
+            _ => Some((v, 1)),
+        }
+    })
+}
+
+pub fn failpoint(name: &str) {
+    let Some((want, nth)) = target() else { return };
+    if want != name {
+        return;
+    }
+    let mut hits = HITS.lock().unwrap_or_else(|p| p.into_inner());
+    let n = hits
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert(0);
+    *n += 1;
+    if *n == *nth {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}

@@ -1,0 +1,509 @@
+//! Deploying on the standby: fidelity, cost that follows the change,
+//! atomic swaps, rollback, hooks, crash safety and hostile input. Every
+//! deployment goes under a temp --root.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `root` + an absolute path.
+fn under(root: &Path, abs: &Path) -> PathBuf {
+    root.join(abs.strip_prefix("/").unwrap())
+}
+
+fn materialize(env: &Env, root: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec!["materialize", "--root", root.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    env.json(&a)["materialize"].clone()
+}
+
+/// A managed directory and a managed file, like /install and /etc/hosts.
+struct Site {
+    install: PathBuf,
+    hosts: PathBuf,
+    root: PathBuf,
+}
+
+fn site(env: &Env) -> Site {
+    let install = env.path("primary/install");
+    make_tree(&install, 200, 31);
+    write(&install.join("pool/kernel.rpm"), &bytes(3_000_000, 8));
+    let hosts = env.path("primary/etc/hosts");
+    write(&hosts, b"10.0.0.1 mn1\n");
+    let root = env.path("root");
+    fs::create_dir_all(&root).unwrap();
+    Site {
+        install,
+        hosts,
+        root,
+    }
+}
+
+impl Site {
+    fn snapshot(&self, env: &Env) -> String {
+        env.snapshot(&[&self.install, &self.hosts])
+    }
+    fn live_install(&self) -> PathBuf {
+        under(&self.root, &self.install)
+    }
+    fn live_hosts(&self) -> PathBuf {
+        under(&self.root, &self.hosts)
+    }
+    fn assert_deployed_equals_source(&self) {
+        assert_same_tree(&self.install, &self.live_install());
+        assert_eq!(
+            fs::read(&self.hosts).unwrap(),
+            fs::read(self.live_hosts()).unwrap()
+        );
+    }
+}
+
+#[test]
+fn materialize_reproduces_every_kind_of_entry() {
+    let env = Env::new();
+    let src = env.path("install");
+    crate::fidelity::build_hostile_tree(&src);
+    env.snapshot(&[&src]);
+    let root = env.path("root");
+    fs::create_dir_all(&root).unwrap();
+    materialize(&env, &root, &[]);
+    assert_same_tree(&src, &under(&root, &src));
+}
+
+#[test]
+fn nightly_cost_follows_the_change() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    // Two more nights: the second starts from a previous generation.
+    for night in 0..3u64 {
+        let changed = bytes(200_000, 40 + night);
+        write(
+            &s.install.join(format!("d{night}/s0/f{night}.txt")),
+            &changed,
+        );
+        write(
+            &s.install.join(format!("new-{night}.bin")),
+            &bytes(100_000, 50 + night),
+        );
+        fs::remove_file(s.install.join(format!("d4/s1/f{}.txt", 4 + 21 * night))).ok();
+        write(
+            &s.hosts,
+            format!("10.0.0.1 mn1\n10.0.0.{} cn{night}\n", night + 2).as_bytes(),
+        );
+        s.snapshot(&env);
+        let st = materialize(&env, &s.root, &[]);
+        s.assert_deployed_equals_source();
+        if night >= 1 {
+            // Two nights of change at most (staging starts from the previous generation).
+            let written = st["bytes_written"].as_u64().unwrap();
+            assert!(
+                written <= 2 * (300_000 + 100),
+                "night {night} wrote {written} bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_swap_is_atomic_for_readers_holding_the_old_tree() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // A reader holds the live directory open across the next deployment.
+    let held = fs::File::open(s.live_install()).unwrap();
+    let old_ino = held.metadata().unwrap().ino();
+    write(&s.install.join("tonight.txt"), b"new");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // By its descriptor the reader still sees the whole old tree...
+    let via_fd = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&held)
+    ));
+    assert!(!via_fd.join("tonight.txt").exists());
+    assert!(via_fd.join("pool/kernel.rpm").exists());
+    // ...and by name everyone sees the whole new one.
+    assert!(s.live_install().join("tonight.txt").exists());
+    assert_ne!(fs::metadata(s.live_install()).unwrap().ino(), old_ino);
+}
+
+#[test]
+fn rollback_is_one_swap_back_and_files_follow() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let night1 = env.path("night1");
+    copy_tree(&s.install, &night1);
+    let hosts1 = fs::read(&s.hosts).unwrap();
+    write(&s.install.join("d1/s1/f1.txt"), b"night two");
+    write(&s.hosts, b"10.0.0.1 mn1\n10.0.0.9 cn9\n");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    let before = fs::metadata(s.live_install()).unwrap().ino();
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_same_tree(&night1, &s.live_install());
+    assert_eq!(fs::read(s.live_hosts()).unwrap(), hosts1);
+    assert_ne!(fs::metadata(s.live_install()).unwrap().ino(), before);
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(
+        st["deployment"]["deployed"],
+        env.json(&["snapshots"])["snapshots"][0]["id"]
+    );
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+    // And forward again.
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    s.assert_deployed_equals_source();
+}
+
+#[test]
+fn status_reports_drift_and_redeploying_changes_nothing() {
+    let env = Env::new();
+    let s = site(&env);
+    let id = s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let ino = fs::metadata(s.live_install()).unwrap().ino();
+    let again = materialize(&env, &s.root, &[&id]);
+    assert_eq!(again["already_deployed"], true);
+    assert_eq!(
+        fs::metadata(s.live_install()).unwrap().ino(),
+        ino,
+        "a no-op must not swap"
+    );
+    write(
+        &s.live_install().join("d2/s2/f2.txt"),
+        b"edited by hand on the standby",
+    );
+    fs::remove_file(s.live_install().join("d3/s0/f3.txt")).unwrap();
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    let drifted: Vec<String> = st["deployment"]["drifted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        drifted.iter().any(|p| p.ends_with("d2/s2/f2.txt")),
+        "{drifted:?}"
+    );
+    assert!(
+        drifted.iter().any(|p| p.ends_with("d3/s0/f3.txt")),
+        "{drifted:?}"
+    );
+    let text = env.ok(&["status", "--root", s.root.to_str().unwrap(), "-v"]);
+    assert!(text.contains("d2/s2/f2.txt"), "{text}");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("d0/s0/f0.txt"), b"changed");
+    s.snapshot(&env);
+    let before = facts(&s.root);
+    let store_before = facts(&env.store());
+    let plan = env.json(&[
+        "materialize",
+        "--root",
+        s.root.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(plan["dry_run"], true);
+    assert!(
+        plan["plan"]["dirs"][0]["stats"]["to_create"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{plan}"
+    );
+    assert_eq!(facts(&s.root), before);
+    assert_eq!(
+        facts(&env.store()).keys().collect::<Vec<_>>(),
+        store_before.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn post_materialize_hooks_get_the_snapshot_and_a_failure_keeps_the_deployment() {
+    let env = Env::new();
+    let s = site(&env);
+    let out = env.path("hook.out");
+    let cfg = env.path("hamn.toml");
+    let write_cfg = |hook: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "store = '{}'\n[hooks]\npost_materialize = ['{hook}']\n",
+                env.store().display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg(&format!(
+        "echo $HAMN_SNAPSHOT $HAMN_ROOT > {}",
+        out.display()
+    ));
+    let id = s.snapshot(&env);
+    let run = || {
+        Command::new(BIN)
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "materialize",
+                "--root",
+                s.root.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(&out).unwrap().trim(),
+        format!("{id} {}", s.root.display())
+    );
+    write_cfg("echo makedhcp failed >&2; exit 1");
+    write(&s.install.join("x"), b"x");
+    s.snapshot(&env);
+    let o = run();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("makedhcp failed"), "{}", stderr(&o));
+    s.assert_deployed_equals_source();
+}
+
+#[test]
+fn killed_deployments_leave_the_old_set_or_the_new_set() {
+    let env = Env::new();
+    let s = site(&env);
+    // Managed files in one set, like /etc/hosts, /etc/passwd, /etc/group.
+    let passwd = env.path("primary/etc/passwd");
+    let group = env.path("primary/etc/group");
+    let set = |tag: &str| {
+        write(&s.hosts, format!("hosts {tag}\n").as_bytes());
+        write(&passwd, format!("passwd {tag}\n").as_bytes());
+        write(&group, format!("group {tag}\n").as_bytes());
+    };
+    let snap = |env: &Env| env.snapshot(&[&s.install, &s.hosts, &passwd, &group]);
+    set("A");
+    let a = snap(&env);
+    env.ok(&["materialize", &a, "--root", s.root.to_str().unwrap()]);
+    let tree_a = env.path("tree-a");
+    copy_tree(&s.install, &tree_a);
+    set("B");
+    for i in 0..20 {
+        write(
+            &s.install.join(format!("big/{i}.bin")),
+            &bytes(1_000_000, 70 + i),
+        );
+    }
+    let b = snap(&env);
+    let tree_b = env.path("tree-b");
+    copy_tree(&s.install, &tree_b);
+    let live_files = [
+        s.live_hosts(),
+        under(&s.root, &passwd),
+        under(&s.root, &group),
+    ];
+    // Crash exactly between the steps of the commit, and at random moments.
+    let points = [
+        "deploy:prepared",
+        "deploy:dir-swapped",
+        "deploy:file-linked:1",
+        "deploy:file-renamed:1",
+        "deploy:file-linked:2",
+        "deploy:file-renamed:2",
+        "deploy:file-renamed:3",
+        "deploy:committed",
+        "deploy:state-written",
+        "deploy:generation-kept",
+    ];
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut saw = [0, 0];
+    let mut recovered = 0;
+    for round in 0..(points.len() + 8) {
+        // Alternate the target so that every crash interrupts a real change.
+        let target = if round % 2 == 0 { &b } else { &a };
+        let mut cmd = env.cmd();
+        cmd.args(["materialize", target, "--root", s.root.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = points.get(round) {
+            cmd.env("HAMN_FAILPOINT", p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if round >= points.len() {
+            std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
+            let _ = child.kill();
+        }
+        let status = child.wait().unwrap();
+        if round < points.len() {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "failpoint {} was not reached",
+                points[round]
+            );
+        }
+        // Any command recovers first.
+        let st = env.run(&["status", "--root", s.root.to_str().unwrap()]);
+        assert_eq!(code(&st), 0, "{}", stderr(&st));
+        if stderr(&st).contains("interrupted deployment was") {
+            recovered += 1;
+        }
+        let contents: Vec<String> = live_files
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        let all_a = contents.iter().all(|c| c.ends_with("A\n"));
+        let all_b = contents.iter().all(|c| c.ends_with("B\n"));
+        assert!(
+            all_a || all_b,
+            "round {round}: a mix of old and new files: {contents:?}"
+        );
+        let expect_tree = if all_a { &tree_a } else { &tree_b };
+        assert_same_tree(expect_tree, &s.live_install());
+        saw[all_b as usize] += 1;
+        // No temp or backup files are left beside the managed files.
+        for f in &live_files {
+            let names: Vec<String> = fs::read_dir(f.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n.contains(".hamn-")),
+                "round {round}: {names:?}"
+            );
+        }
+        // Finish the deployment properly before the next round.
+        env.ok(&["materialize", target, "--root", s.root.to_str().unwrap()]);
+    }
+    assert!(saw[0] > 0 && saw[1] > 0, "{saw:?}");
+    assert!(
+        recovered >= points.len(),
+        "only {recovered} crashes left a journal"
+    );
+}
+
+#[test]
+fn a_hostile_tree_is_rejected_before_anything_is_written() {
+    use hamn::store::Store;
+    use hamn::store::writer::BlobWriter;
+    use hamn::tree::{Entry, Kind, Meta, Tree};
+    let env = Env::new();
+    let root = env.path("root");
+    fs::create_dir_all(&root).unwrap();
+    let store = Store::open(&env.store()).unwrap();
+    let lock = store.lock(Duration::ZERO, "test").unwrap();
+    let w = BlobWriter::new(&store, &lock);
+    let evil = Tree {
+        entries: vec![Entry {
+            name: b"..".to_vec(),
+            meta: Meta::default(),
+            kind: Kind::Symlink(b"/etc/shadow".to_vec()),
+        }],
+    };
+    let evil_id = w.add_tree(&evil.encode()).unwrap();
+    let install = Tree {
+        entries: vec![Entry {
+            name: b"install".to_vec(),
+            meta: Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+            kind: Kind::Dir(evil_id),
+        }],
+    };
+    let root_id = w.add_tree(&install.encode()).unwrap();
+    w.finish().unwrap();
+    store
+        .write_snapshot(
+            &lock,
+            &hamn::snapshot::Snapshot {
+                time_ns: 1,
+                host: "evil".into(),
+                paths: vec!["/install".into()],
+                root: root_id,
+                parent: None,
+                tags: vec![],
+                stats: Default::default(),
+            },
+        )
+        .unwrap();
+    drop(lock);
+    let out = env.run(&["materialize", "--root", root.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("entry name"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        0,
+        "something was written"
+    );
+}
+
+#[test]
+fn symlinks_planted_in_the_target_are_never_followed() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("d5/s2/f5.txt"), b"second night");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // The previous generation (tomorrow's staging) gets a directory replaced
+    // by a link to a place outside the root.
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let prev = crate::materialize::gen_previous(&s.live_install());
+    fs::remove_dir_all(prev.join("d1")).unwrap();
+    std::os::unix::fs::symlink(&outside, prev.join("d1")).unwrap();
+    write(&s.install.join("d1/s1/f1.txt"), b"third night");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote through a symlink"
+    );
+    s.assert_deployed_equals_source();
+}
+
+#[test]
+fn disk_full_leaves_the_live_tree_untouched() {
+    let env = Env::new();
+    let small = Mount::tmpfs(&env.path("small-root"), "6m");
+    let install = env.path("primary/install");
+    make_tree(&install, 50, 2);
+    env.snapshot(&[&install]);
+    materialize(&env, &small.path, &[]);
+    let live = under(&small.path, &install);
+    let night1 = env.path("night1");
+    copy_tree(&install, &night1);
+    write(&install.join("huge.img"), &bytes(8 * 1024 * 1024, 9));
+    env.snapshot(&[&install]);
+    let out = env.run(&["materialize", "--root", small.path.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("No space left"), "{err}");
+    assert_same_tree(&night1, &live);
+}
+
+pub fn gen_previous(live: &Path) -> PathBuf {
+    let name = live.file_name().unwrap().to_string_lossy().into_owned();
+    live.with_file_name(format!(".{name}.hamn"))
+        .join("previous")
+}
