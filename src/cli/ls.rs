@@ -73,7 +73,8 @@ pub fn entry_json(path: &str, e: &Entry) -> serde_json::Value {
         "group": String::from_utf8_lossy(&m.group),
         "size": e.size(),
         "mtime": time_ns_text(m.mtime_sec, m.mtime_nsec),
-        "mtime_ns": (m.mtime_sec as i128) * 1_000_000_000 + m.mtime_nsec as i128,
+        "mtime_sec": m.mtime_sec,
+        "mtime_nsec": m.mtime_nsec,
         "xattrs": m.xattrs.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
     });
     if !e.name.is_empty() && std::str::from_utf8(&e.name).is_err() {

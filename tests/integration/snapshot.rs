@@ -227,3 +227,39 @@ fn a_file_rewritten_during_the_snapshot_is_never_stored_torn() {
     let _ = writer.kill();
     let _ = writer.wait();
 }
+
+#[test]
+fn ls_json_shows_mtimes_far_from_now() {
+    let env = Env::new();
+    let fs_ = Mount::tmpfs(&env.path("times"), "4m");
+    let old = fs_.path.join("old");
+    let new = fs_.path.join("new");
+    write(&old, b"1600");
+    write(&new, b"3000");
+    // Outside the ±292 years that nanoseconds in an i64 can hold.
+    set_mtime(&old, -11_676_096_000, 500_000_000);
+    set_mtime(&new, 32_503_680_000, 7);
+    let snap = env.snapshot(&[&fs_.path]);
+    let v = env.json(&["ls", &snap, fs_.path.to_str().unwrap()]);
+    let entries = v["entries"].as_array().unwrap();
+    let get = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {entries:?}"))
+    };
+    assert_eq!(get("/old")["mtime_sec"], -11_676_096_000i64);
+    assert_eq!(get("/old")["mtime_nsec"], 500_000_000);
+    assert_eq!(get("/new")["mtime_sec"], 32_503_680_000i64);
+    assert_eq!(get("/new")["mtime_nsec"], 7);
+    assert!(
+        get("/old")["mtime"]
+            .as_str()
+            .unwrap()
+            .starts_with("1600-01-01")
+            || get("/old")["mtime"]
+                .as_str()
+                .unwrap()
+                .starts_with("1599-12-31")
+    );
+}
