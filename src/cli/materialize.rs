@@ -43,7 +43,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             return Ok(0);
         }
         if plan.already_deployed {
-            println!("snapshot {} is already deployed under {}; nothing to do", &id.to_hex()[..12], root.display());
+            println!(
+                "snapshot {} is already deployed under {}; nothing to do",
+                &id.to_hex()[..12],
+                root.display()
+            );
             return Ok(0);
         }
         for d in &plan.dirs {
@@ -87,14 +91,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         hamn::log::warn(w);
     }
     for h in &stats.hook_failures {
-        hamn::log::warn(&format!("post_materialize {h}; the deployment stays in place"));
+        hamn::log::warn(&format!(
+            "post_materialize {h}; the deployment stays in place"
+        ));
     }
     if ctx.json {
         ctx.print_json(&serde_json::json!({ "root": root, "materialize": stats }));
     } else if stats.already_deployed {
-        println!("snapshot {} is already deployed under {}; nothing changed", &id.to_hex()[..12], root.display());
+        println!(
+            "snapshot {} is already deployed under {}; nothing changed",
+            &id.to_hex()[..12],
+            root.display()
+        );
     } else {
         print_stats("deployed", &stats, &root);
     }
-    Ok(if stats.hook_failures.is_empty() && stats.warnings.is_empty() { 0 } else { EXIT_WARNINGS })
+    Ok(
+        if stats.hook_failures.is_empty() && stats.warnings.is_empty() {
+            0
+        } else {
+            EXIT_WARNINGS
+        },
+    )
 }

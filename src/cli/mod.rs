@@ -185,7 +185,9 @@ fn recover_deployment(ctx: &Ctx) {
     if !path.join(hamn::deploy::journal::JOURNAL_FILE).exists() {
         return;
     }
-    let Ok(store) = Store::open(&path) else { return };
+    let Ok(store) = Store::open(&path) else {
+        return;
+    };
     let Ok(lock) = store.lock(Duration::ZERO, "hamn (recovering a deployment)") else {
         return;
     };

@@ -15,7 +15,9 @@ pub struct Args {
 }
 
 fn short(id: &Option<String>) -> String {
-    id.as_deref().map(|s| s[..12].to_string()).unwrap_or_else(|| "-".into())
+    id.as_deref()
+        .map(|s| s[..12].to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -50,21 +52,36 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Ok(0);
     }
     println!("store:      {}", store.root().display());
-    println!("newest:     {} {}", short(&st.newest), st.newest_time.clone().unwrap_or_default());
+    println!(
+        "newest:     {} {}",
+        short(&st.newest),
+        st.newest_time.clone().unwrap_or_default()
+    );
     if st.deployed.is_some() {
         println!("root:       {}", root.display());
         println!(
             "deployed:   {} {}{}",
             short(&st.deployed),
             st.deployed_time.clone().unwrap_or_default(),
-            if st.behind > 0 { format!(" ({} newer snapshots in the store)", st.behind) } else { String::new() }
+            if st.behind > 0 {
+                format!(" ({} newer snapshots in the store)", st.behind)
+            } else {
+                String::new()
+            }
         );
         println!("previous:   {}", short(&st.previous));
         if st.drifted.is_empty() {
             println!("drift:      none (live tree matches the deployed snapshot)");
         } else {
-            println!("drift:      {} paths differ from the deployed snapshot{}", st.drifted.len(),
-                if hamn::log::level() >= hamn::log::VERBOSE { ":" } else { " (-v lists them)" });
+            println!(
+                "drift:      {} paths differ from the deployed snapshot{}",
+                st.drifted.len(),
+                if hamn::log::level() >= hamn::log::VERBOSE {
+                    ":"
+                } else {
+                    " (-v lists them)"
+                }
+            );
             if hamn::log::level() >= hamn::log::VERBOSE {
                 for p in &st.drifted {
                     println!("  {p}");
@@ -77,8 +94,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if let Some((t, n, b)) = &standby {
         match n {
             Some((id, time_ns)) => {
-                let age = (chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - time_ns) / 1_000_000_000;
-                println!("standby:    {t}: newest {} ({}h{:02}m old), {b} snapshots behind", &id[..12], age / 3600, (age % 3600) / 60);
+                let age = (chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) - time_ns)
+                    / 1_000_000_000;
+                println!(
+                    "standby:    {t}: newest {} ({}h{:02}m old), {b} snapshots behind",
+                    &id[..12],
+                    age / 3600,
+                    (age % 3600) / 60
+                );
             }
             None => println!("standby:    {t}: no snapshots yet, {b} behind"),
         }

@@ -293,7 +293,11 @@ pub fn set_meta_fd(fd: impl AsFd, meta: &Meta) -> io::Result<Vec<String>> {
 impl Dir {
     /// The (device, inode) of a child, without following it.
     pub fn ident_of(&self, name: &[u8]) -> io::Result<Option<(u64, u64, FileType)>> {
-        match rustix::fs::statat(&self.fd, c_name(name)?.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => Ok(Some((
                 st.st_dev as u64,
                 st.st_ino as u64,
