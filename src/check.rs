@@ -182,8 +182,17 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
     }
 
     // Walk every snapshot; each distinct tree once.
-    let snaps = match store.snapshots() {
-        Ok(s) => s,
+    let snaps = match store.snapshot_records() {
+        Ok((good, bad)) => {
+            for (path, why) in bad {
+                report.problems.push(problem(format!(
+                    "snapshot record {} is unusable ({why}); every command leaves it out; \
+                     delete it, or put back an intact copy",
+                    path.display()
+                )));
+            }
+            good
+        }
         Err(e) => {
             report.problems.push(problem(e.to_string()));
             Vec::new()

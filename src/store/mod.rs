@@ -226,11 +226,17 @@ impl Store {
         self.snapshots_dir().join(id.to_hex())
     }
 
-    /// Every snapshot record, oldest first. Records are read from their
-    /// files (the authority), each checked against its id.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    /// Every snapshot record that reads back intact, oldest first, and
+    /// apart from them each record file that does not, with the reason.
+    /// Records are read from their files (the authority), each checked
+    /// against its id.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot_records(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(PathBuf, String)>)> {
         let dir = self.snapshots_dir();
-        let mut out = Vec::new();
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
         for e in std::fs::read_dir(&dir).at(&dir)? {
             let e = e.at(&dir)?;
             let name = e.file_name();
@@ -238,10 +244,31 @@ impl Store {
             let Ok(id) = SnapshotId::from_hex(name) else {
                 continue;
             };
-            out.push((id, self.read_snapshot(id)?));
+            match self.read_snapshot(id) {
+                Ok(s) => good.push((id, s)),
+                // Removed since the listing (by a concurrent forget).
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(Error::Corrupt { detail, .. }) => bad.push((e.path(), detail)),
+                Err(err) => bad.push((e.path(), err.to_string())),
+            }
         }
-        out.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
-        Ok(out)
+        good.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+        bad.sort();
+        Ok((good, bad))
+    }
+
+    /// Every intact snapshot record, oldest first. A damaged or unreadable
+    /// record is left out with a warning, so that one bad file never
+    /// blocks the others; `hamn check` reports it as a problem.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (good, bad) = self.snapshot_records()?;
+        for (path, why) in &bad {
+            crate::log::warn(&format!(
+                "snapshot record {} is left out ({why}); run `hamn check`",
+                path.display()
+            ));
+        }
+        Ok(good)
     }
 
     pub fn read_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
@@ -252,7 +279,7 @@ impl Store {
                 what: "snapshot",
                 id: id.to_hex(),
                 pack: path.display().to_string(),
-                detail: "record does not match its id".into(),
+                detail: "record does not match its id (damaged)".into(),
             });
         }
         Snapshot::decode(&bytes)

@@ -152,3 +152,49 @@ fn disk_full_while_snapshotting_loses_nothing() {
     let cat = run(&["cat", "latest", src.join("small.txt").to_str().unwrap()]);
     assert_eq!(cat.stdout, b"fits");
 }
+
+#[test]
+fn a_damaged_snapshot_record_blocks_nothing_else() {
+    let env = Env::new();
+    let (src, first, second) = two_snapshots(&env);
+    let record = env.store().join("snapshots").join(&first);
+    let mut bytes_ = fs::read(&record).unwrap();
+    let last = bytes_.len() - 1;
+    bytes_[last] ^= 1;
+    fs::write(&record, &bytes_).unwrap();
+
+    // Listing leaves it out with a warning naming the file.
+    let out = env.run(&["--json", "snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = one_json(&out);
+    let ids: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str()]);
+    let err = stderr(&out);
+    assert!(
+        err.contains(record.to_str().unwrap()) && err.contains("hamn check"),
+        "{err}"
+    );
+    // Reading and snapshotting still work.
+    let cat = env.run(&["cat", "latest", src.join("victim.rpm").to_str().unwrap()]);
+    assert_eq!(cat.stdout, bytes(1024 * 1024, 99));
+    env.snapshot(&[&src]);
+    // check names the record as a problem.
+    let out = env.run(&["--json", "check"]);
+    assert_eq!(code(&out), 1);
+    let v = one_json(&out);
+    let problems = v["report"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(record.to_str().unwrap()),
+        "{problems:?}"
+    );
+    assert_eq!(v["report"]["snapshots"], 2);
+}
