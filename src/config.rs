@@ -50,8 +50,11 @@ pub struct Standby {
     pub identity: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub remote_bin: Option<String>,
+    /// Have the standby deploy each snapshot after `sync` pushed it.
     #[serde(default)]
     pub materialize: bool,
+    /// Where the standby deploys (default /); passed to its `hamn serve --root`.
+    pub root: Option<PathBuf>,
     /// Chunks read back from the standby after each sync.
     #[serde(default)]
     pub verify_sample: u32,

@@ -35,6 +35,15 @@ impl RemoteArgs {
         parse_target(&url)
     }
 
+    /// Where the standby deploys: config standby.root, else /.
+    pub fn remote_root(&self, ctx: &Ctx) -> PathBuf {
+        ctx.config
+            .standby
+            .root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
     pub fn connect(&self, ctx: &Ctx, mode: u8) -> Result<(Target, Remote)> {
         let target = self.target(ctx)?;
         let sb = &ctx.config.standby;
@@ -46,6 +55,7 @@ impl RemoteArgs {
             },
             mode,
             lock_wait: ctx.lock_wait_duration(),
+            root: self.remote_root(ctx),
         };
         let remote = Remote::connect(&target, &opts)?;
         Ok((target, remote))

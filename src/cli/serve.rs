@@ -8,12 +8,17 @@ pub struct Args {
     /// Refuse every request that deletes data (forget, gc)
     #[arg(long)]
     pub append_only: bool,
+    /// Where this standby deploys snapshots it is asked to materialize
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: std::path::PathBuf,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = ServeOptions {
         append_only: a.append_only,
         lock_wait: ctx.lock_wait_duration(),
+        root: std::path::absolute(&a.root).map_err(|e| hamn::Error::io(&a.root, e))?,
+        post_materialize: ctx.config.hooks.post_materialize.clone(),
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();

@@ -52,8 +52,19 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         });
     }
     let verified = push::verify_sample(&mut remote, &stats.sample)?;
+    let deployed = if ctx.config.standby.materialize {
+        hamn::log::info("sync: materialize on the standby");
+        let root = a.remote.remote_root(ctx);
+        Some(remote.materialize(outcome.id, &root.to_string_lossy())?)
+    } else {
+        None
+    };
+    let hook_failed = deployed
+        .as_ref()
+        .and_then(|d| d["hook_failures"].as_array())
+        .is_some_and(|h| !h.is_empty());
     remote.close()?;
-    let code = if outcome.warnings.is_empty() {
+    let code = if outcome.warnings.is_empty() && !hook_failed {
         0
     } else {
         EXIT_WARNINGS
@@ -64,6 +75,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "standby": target.to_string(),
             "push": stats,
             "verified_chunks": verified,
+            "materialize": deployed,
             "exit_code": code,
         }));
     } else {
@@ -73,6 +85,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "standby has snapshot {}; {verified} chunks read back and verified",
             &outcome.id.to_hex()[..12]
         );
+        if let Some(d) = &deployed {
+            println!(
+                "standby deployed it: {} files written ({} bytes), {} unchanged",
+                d["files_written"], d["bytes_written"], d["files_reused"]
+            );
+        }
     }
     Ok(code)
 }

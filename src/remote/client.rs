@@ -31,6 +31,8 @@ pub struct ConnectOptions {
     pub mode: u8,
     /// For local targets: how long the in-process server waits for the lock.
     pub lock_wait: std::time::Duration,
+    /// Where the standby deploys (passed to `hamn serve --root`).
+    pub root: std::path::PathBuf,
 }
 
 impl Remote {
@@ -48,6 +50,8 @@ impl Remote {
                 let sopts = ServeOptions {
                     append_only: false,
                     lock_wait: opts.lock_wait,
+                    root: opts.root.clone(),
+                    post_materialize: Vec::new(),
                 };
                 let a2 = a.try_clone().map_err(|e| Error::io("socketpair", e))?;
                 let handle = std::thread::spawn(move || {
@@ -59,7 +63,7 @@ impl Remote {
                 (Box::new(b), Box::new(b2), Some(handle), None, String::new())
             }
             Target::Ssh(t) => {
-                let conn = SshConnection::open(t, &opts.ssh)?;
+                let conn = SshConnection::open(t, &opts.ssh, &opts.root)?;
                 let (r, w) = conn.streams();
                 (r, w, None, Some(conn), t.path.clone())
             }
@@ -210,6 +214,21 @@ impl Remote {
             }
         }
         Ok(out)
+    }
+
+    /// Have the standby deploy a snapshot it holds; returns its statistics.
+    pub fn materialize(&mut self, snapshot: SnapshotId, root: &str) -> Result<serde_json::Value> {
+        let m = Msg::Materialize {
+            snapshot,
+            root: root.to_string(),
+        };
+        match self.request(&m)? {
+            Msg::Materialized(json) => serde_json::from_str(&json).map_err(|e| Error::Remote {
+                peer: self.peer.clone(),
+                message: format!("bad deployment report: {e}"),
+            }),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     pub fn bytes_sent(&self) -> u64 {

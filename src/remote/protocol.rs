@@ -35,6 +35,8 @@ pub const T_SNAPSHOT_STORED: u8 = 13;
 pub const T_READ_BLOBS: u8 = 14;
 pub const T_BLOBS: u8 = 15;
 pub const T_BYE: u8 = 16;
+pub const T_MATERIALIZE: u8 = 17;
+pub const T_MATERIALIZED: u8 = 18;
 
 /// Error codes carried by `Msg::Error`.
 pub const E_FAILED: u8 = 1;
@@ -91,6 +93,14 @@ pub enum Msg {
     ReadBlobs(Vec<BlobId>),
     Blobs(Vec<StoredBlob>),
     Bye,
+    /// Deploy a snapshot on the standby under its root (which must be the
+    /// one the server was started with).
+    Materialize {
+        snapshot: SnapshotId,
+        root: String,
+    },
+    /// The deployment's statistics, as a JSON document.
+    Materialized(String),
 }
 
 fn put_ids(e: &mut Encoder, ids: impl ExactSizeIterator<Item = (u8, [u8; ID_LEN])>) {
@@ -227,6 +237,15 @@ impl Msg {
                 T_BLOBS
             }
             Msg::Bye => T_BYE,
+            Msg::Materialize { snapshot, root } => {
+                e.id(&snapshot.0);
+                e.bytes(root.as_bytes());
+                T_MATERIALIZE
+            }
+            Msg::Materialized(json) => {
+                e.bytes(json.as_bytes());
+                T_MATERIALIZED
+            }
         };
         (t, e.finish())
     }
@@ -312,6 +331,11 @@ impl Msg {
                 Msg::Blobs((0..n).map(|_| get_blob(&mut d)).collect::<Result<_>>()?)
             }
             T_BYE => Msg::Bye,
+            T_MATERIALIZE => Msg::Materialize {
+                snapshot: SnapshotId(d.id()?),
+                root: text(&mut d)?,
+            },
+            T_MATERIALIZED => Msg::Materialized(text(&mut d)?),
             other => return Err(d.err(format!("unknown message type {other}"))),
         };
         d.expect_end()?;

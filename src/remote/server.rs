@@ -24,6 +24,10 @@ pub struct ServeOptions {
     /// Refuse every request that deletes (forget, gc).
     pub append_only: bool,
     pub lock_wait: Duration,
+    /// Where this standby deploys snapshots (a client cannot choose another).
+    pub root: std::path::PathBuf,
+    /// post_materialize hooks from this standby's config.
+    pub post_materialize: Vec<String>,
 }
 
 fn same_store(asked: &str, ours: &Path) -> bool {
@@ -44,6 +48,7 @@ fn error_code(e: &Error) -> u8 {
 
 struct Session<'s, W: Write> {
     store: &'s Store,
+    opts: &'s ServeOptions,
     lock: Option<&'s StoreLock>,
     writer: Option<BlobWriter<'s>>,
     out: FrameWriter<W>,
@@ -135,6 +140,29 @@ impl<'s, W: Write> Session<'s, W> {
         self.store.write_snapshot(lock, &snap)
     }
 
+    fn materialize(&mut self, id: SnapshotId, root: &str) -> Result<String> {
+        let lock = self.lock()?;
+        if Path::new(root) != self.opts.root {
+            return Err(Error::Usage(format!(
+                "this standby deploys under {} only, not {root}",
+                self.opts.root.display()
+            )));
+        }
+        self.flush_writer()?;
+        let snap = self.store.read_snapshot(id)?;
+        let plan = crate::deploy::plan(self.store, id, &snap, &self.opts.root)?;
+        let opts = crate::deploy::MaterializeOptions {
+            root: self.opts.root.clone(),
+            dry_run: false,
+            post_materialize: self.opts.post_materialize.clone(),
+        };
+        let mut stats = crate::deploy::execute(self.store, lock, &snap, plan, &opts)?;
+        if !stats.already_deployed {
+            stats.hook_failures = crate::deploy::run_hooks(&opts.post_materialize, &id, &opts.root);
+        }
+        serde_json::to_string(&stats).map_err(|e| Error::Other(e.to_string()))
+    }
+
     fn handle(&mut self, m: Msg) -> Result<bool> {
         match m {
             Msg::ListSnapshots => {
@@ -201,6 +229,10 @@ impl<'s, W: Write> Session<'s, W> {
             Msg::Bye => {
                 self.flush_writer()?;
                 return Ok(false);
+            }
+            Msg::Materialize { snapshot, root } => {
+                let json = self.materialize(snapshot, &root)?;
+                self.out.send_now(&Msg::Materialized(json))?;
             }
             other => {
                 return Err(Error::malformed(
@@ -287,6 +319,7 @@ pub fn serve<R: Read, W: Write>(
     })?;
     let mut session = Session {
         store: &st,
+        opts,
         lock: lock.as_ref(),
         writer: None,
         out,

@@ -71,7 +71,7 @@ fn ssh_err(peer: &str, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl SshConnection {
-    pub fn open(t: &SshTarget, o: &SshOptions) -> Result<SshConnection> {
+    pub fn open(t: &SshTarget, o: &SshOptions, root: &Path) -> Result<SshConnection> {
         let peer = format!("{}@{}:{}", t.user, t.host, t.port);
         let addrs: Vec<_> = (t.host.as_str(), t.port)
             .to_socket_addrs()
@@ -195,7 +195,10 @@ impl SshConnection {
             .channel_session()
             .map_err(|e| ssh_err(&peer, "cannot open a channel", e))?;
         let remote_bin = o.remote_bin.clone().unwrap_or_else(|| "hamn".into());
-        let cmd = format!("{} serve --store {}", quote(&remote_bin), quote(&t.path));
+        let mut cmd = format!("{} serve --store {}", quote(&remote_bin), quote(&t.path));
+        if root != Path::new("/") {
+            cmd.push_str(&format!(" --root {}", quote(&root.to_string_lossy())));
+        }
         channel
             .exec(&cmd)
             .map_err(|e| ssh_err(&peer, "cannot start hamn serve", e))?;

@@ -505,3 +505,70 @@ fn sync_snapshots_pushes_and_verifies_in_one_run() {
     let unreadable = src.join("d0/s0/f0.txt");
     assert!(unreadable.exists());
 }
+
+#[test]
+fn sync_has_the_standby_materialize_over_the_same_session() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let src = env.path("install");
+    make_tree(&src, 60, 8);
+    let hosts = env.path("etc/hosts");
+    write(&hosts, b"10.0.0.1 mn1\n");
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let root = env.path("standby-root");
+    fs::create_dir_all(&root).unwrap();
+    let cfg = env.path("hamn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "store = '{}'\npaths = ['{}', '{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\nmaterialize = true\nroot = '{}'\n",
+            env.store().display(),
+            src.display(),
+            hosts.display(),
+            sshd.url(&sb),
+            sshd.path("client_key").display(),
+            sshd.path("known_hosts").display(),
+            root.display(),
+        ),
+    )
+    .unwrap();
+    for night in 0..2 {
+        write(
+            &hosts,
+            format!("10.0.0.1 mn1\n10.0.0.{} cn\n", night + 5).as_bytes(),
+        );
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["materialize"]["snapshot"], v["snapshot"]["id"]);
+        assert_same_tree(&src, &root.join(src.strip_prefix("/").unwrap()));
+        assert_eq!(
+            fs::read(root.join(hosts.strip_prefix("/").unwrap())).unwrap(),
+            fs::read(&hosts).unwrap()
+        );
+    }
+    // The standby refuses to deploy anywhere but its own root.
+    let (mut remote, _) = {
+        use hamn::remote::client::{ConnectOptions, Remote};
+        use hamn::remote::ssh::SshOptions;
+        let target = hamn::remote::parse_target(&sshd.url(&sb)).unwrap();
+        let opts = ConnectOptions {
+            ssh: SshOptions {
+                identity: Some(sshd.path("client_key")),
+                known_hosts: Some(sshd.path("known_hosts")),
+                remote_bin: Some(BIN.into()),
+            },
+            mode: hamn::remote::protocol::MODE_WRITE,
+            lock_wait: Duration::ZERO,
+            root: root.clone(),
+        };
+        (Remote::connect(&target, &opts).unwrap(), ())
+    };
+    let id = remote.snapshots().unwrap().last().unwrap().0;
+    let err = remote.materialize(id, "/").unwrap_err().to_string();
+    assert!(err.contains("deploys under"), "{err}");
+}
