@@ -71,6 +71,11 @@ pub enum Error {
     Malformed { what: &'static str, detail: String },
     #[error("index {path}: {detail}; `hamn check --repair` rebuilds it from the packs")]
     Index { path: PathBuf, detail: String },
+    #[error(
+        "directory {path} is too large for one tree ({bytes} bytes encoded, the limit is {max}): \
+         too many entries or too much xattr data; exclude part of it or spread it over subdirectories"
+    )]
+    TreeTooLarge { path: PathBuf, bytes: u64, max: u64 },
     #[error("hook `{command}` failed ({status}): {output}")]
     Hook {
         command: String,

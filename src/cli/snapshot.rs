@@ -95,6 +95,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         a.cross_file_systems,
         a.paths,
     )?;
+    opts.validate()?;
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
     let out = create::create(&store, &lock, &opts)?;

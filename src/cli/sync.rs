@@ -19,11 +19,12 @@ pub struct Args {
 const DEFAULT_VERIFY_SAMPLE: u32 = 16;
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let opts = snapcmd::options_from(ctx, a.tags, Vec::new(), false, false, Vec::new())?;
+    opts.validate()?;
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
     let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
-    let opts = snapcmd::options_from(ctx, a.tags, Vec::new(), false, false, Vec::new())?;
     let outcome = hamn::snapshot::create::create(&store, &lock, &opts)?;
     hamn::log::info(&format!("sync: push to {target}"));
     let (_, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;

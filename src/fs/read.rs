@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::tree::{Meta, XATTR_VALUE_MAX_BYTES};
+use crate::tree::{Meta, OWNER_NAME_MAX_BYTES, XATTR_VALUE_MAX_BYTES};
 
 /// uid/gid -> name, looked up once each.
 #[derive(Default)]
@@ -19,13 +19,29 @@ pub struct Owners {
     groups: Mutex<HashMap<u32, Vec<u8>>>,
 }
 
+/// An owner name cut to what a tree holds (`OWNER_NAME_MAX_BYTES`). Names
+/// are for display only (restores use the numbers), so a longer one is
+/// shortened rather than refused; a UTF-8 name is cut between characters.
+fn owner_name(name: &[u8]) -> Vec<u8> {
+    if name.len() <= OWNER_NAME_MAX_BYTES {
+        return name.to_vec();
+    }
+    let mut end = OWNER_NAME_MAX_BYTES;
+    if let Ok(text) = std::str::from_utf8(name) {
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+    }
+    name[..end].to_vec()
+}
+
 impl Owners {
     pub fn user(&self, uid: u32) -> Vec<u8> {
         let mut m = self.users.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(uid)
             .or_insert_with(|| {
                 uzers::get_user_by_uid(uid)
-                    .map(|u| u.name().as_bytes().to_vec())
+                    .map(|u| owner_name(u.name().as_bytes()))
                     .unwrap_or_default()
             })
             .clone()
@@ -36,7 +52,7 @@ impl Owners {
         m.entry(gid)
             .or_insert_with(|| {
                 uzers::get_group_by_gid(gid)
-                    .map(|g| g.name().as_bytes().to_vec())
+                    .map(|g| owner_name(g.name().as_bytes()))
                     .unwrap_or_default()
             })
             .clone()
@@ -217,4 +233,36 @@ pub fn same_version(a: &Metadata, b: &Metadata) -> bool {
         && a.mtime_nsec() == b.mtime_nsec()
         && a.ctime() == b.ctime()
         && a.ctime_nsec() == b.ctime_nsec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Entry, Kind, Tree};
+
+    #[test]
+    fn long_owner_names_are_cut_to_what_a_tree_holds() {
+        assert_eq!(owner_name(b"root"), b"root");
+        let ascii = vec![b'u'; 300];
+        assert_eq!(owner_name(&ascii).len(), OWNER_NAME_MAX_BYTES);
+        // 2-byte characters: 127 fit, the 128th would be cut in half.
+        let accented = "é".repeat(150);
+        let cut = owner_name(accented.as_bytes());
+        assert_eq!(std::str::from_utf8(&cut).unwrap(), "é".repeat(127));
+        let not_utf8 = vec![0xff; 400];
+        assert_eq!(owner_name(&not_utf8).len(), OWNER_NAME_MAX_BYTES);
+        // A tree holding the cut names reads back.
+        let t = Tree {
+            entries: vec![Entry {
+                name: b"f".to_vec(),
+                meta: Meta {
+                    user: owner_name(&ascii),
+                    group: owner_name(&not_utf8),
+                    ..Meta::default()
+                },
+                kind: Kind::Fifo,
+            }],
+        };
+        assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
+    }
 }

@@ -19,11 +19,11 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::chunk;
+use crate::chunk::{self, TREE_MAX_BYTES};
 use crate::error::{Error, Result};
 use crate::fs::read::{self as fsread, Owners};
 use crate::id::{SnapshotId, TreeId};
-use crate::snapshot::{Snapshot, SnapshotStats, path_components};
+use crate::snapshot::{Snapshot, SnapshotStats, check_text, path_components};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
 use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree};
@@ -41,6 +41,43 @@ pub struct SnapshotOptions {
     pub tags: Vec<String>,
     /// Shell commands run before the walk; a failure aborts the snapshot.
     pub pre_snapshot: Vec<String>,
+}
+
+impl SnapshotOptions {
+    /// The managed paths normalized (`.` and repeated `/` removed), sorted
+    /// and deduplicated, as the record lists them.
+    pub fn normalized_paths(&self) -> Result<Vec<String>> {
+        let mut paths: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| {
+                let comps = path_components(p.as_bytes())?;
+                Ok(format!(
+                    "/{}",
+                    comps
+                        .iter()
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ))
+            })
+            .collect::<Result<_>>()?;
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// Refuse, before anything is written, what the snapshot record could
+    /// not hold: tags and managed paths longer than `TEXT_MAX_BYTES`.
+    pub fn validate(&self) -> Result<()> {
+        for t in &self.tags {
+            check_text("tag", t)?;
+        }
+        for p in self.normalized_paths()? {
+            check_text("managed path", &p)?;
+        }
+        Ok(())
+    }
 }
 
 pub struct SnapshotOutcome {
@@ -159,6 +196,20 @@ impl Walker<'_> {
         self.writer.add_tree(&Tree::default().encode())
     }
 
+    /// Store the tree of the directory `path`, refusing one that no reader
+    /// would accept rather than publishing a snapshot that cannot be read.
+    fn write_tree(&self, path: &Path, tree: &Tree) -> Result<TreeId> {
+        let bytes = tree.encode();
+        if bytes.len() > TREE_MAX_BYTES {
+            return Err(Error::TreeTooLarge {
+                path: path.to_path_buf(),
+                bytes: bytes.len() as u64,
+                max: TREE_MAX_BYTES as u64,
+            });
+        }
+        self.writer.add_tree(&bytes)
+    }
+
     /// Snapshot the node at `path` (the managed-paths trie says how much of
     /// it), with `prev` its entry in the parent snapshot.
     fn node_entry(
@@ -200,7 +251,7 @@ impl Walker<'_> {
                         entries.push(e);
                     }
                 }
-                let id = self.writer.add_tree(&Tree { entries }.encode())?;
+                let id = self.write_tree(path, &Tree { entries })?;
                 let xattrs = self
                     .soft(path, fsread::xattrs(path, self.follows(&md)))?
                     .unwrap_or_default();
@@ -464,7 +515,7 @@ impl Walker<'_> {
         let tree = Tree {
             entries: entries.into_iter().flatten().collect(),
         };
-        Ok(Some(self.writer.add_tree(&tree.encode())?))
+        Ok(Some(self.write_tree(path, &tree)?))
     }
 }
 
@@ -546,23 +597,8 @@ fn find_parent(
 pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let mut paths: Vec<String> = opts
-        .paths
-        .iter()
-        .map(|p| {
-            let comps = path_components(p.as_bytes())?;
-            Ok(format!(
-                "/{}",
-                comps
-                    .iter()
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            ))
-        })
-        .collect::<Result<_>>()?;
-    paths.sort();
-    paths.dedup();
+    opts.validate()?;
+    let paths = opts.normalized_paths()?;
     if paths.is_empty() {
         return Err(Error::Usage(
             "no paths to snapshot: give PATHs or set `paths` in the config".into(),
@@ -587,6 +623,7 @@ pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result
     )?;
 
     let host = crate::store::lock::hostname();
+    check_text("host name", &host)?;
     let parent = find_parent(store, &host, &paths)?;
     let prev_root = match &parent {
         Some((_, s)) => store.read_tree(s.root).ok(),
@@ -625,7 +662,7 @@ pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result
             entries.push(e);
         }
     }
-    let root = walker.writer.add_tree(&Tree { entries }.encode())?;
+    let root = walker.write_tree(Path::new("/"), &Tree { entries })?;
     if let Some(p) = &walker.progress {
         p.finish_and_clear();
     }

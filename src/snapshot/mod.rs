@@ -14,7 +14,8 @@ use crate::tree::{Entry, Kind, Tree, validate_name};
 
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"HSNP";
 pub const SNAPSHOT_VERSION: u16 = 1;
-const TEXT_MAX_BYTES: usize = 4096;
+/// Longest text field (host, managed path, tag) a record may hold.
+pub const TEXT_MAX_BYTES: usize = 4096;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SnapshotStats {
@@ -43,6 +44,19 @@ pub struct Snapshot {
     pub parent: Option<SnapshotId>,
     pub tags: Vec<String>,
     pub stats: SnapshotStats,
+}
+
+/// Refuse a text field that no reader would accept (usage error: the
+/// fields come from the command line and the config).
+pub fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.len() > TEXT_MAX_BYTES {
+        return Err(Error::Usage(format!(
+            "{what} '{}...' is {} bytes long; a snapshot record holds at most {TEXT_MAX_BYTES}",
+            text.chars().take(40).collect::<String>(),
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 fn put_str(e: &mut Encoder, s: &str) {
