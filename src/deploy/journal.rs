@@ -4,6 +4,7 @@
 //! (not yet committed) or finishes the cleanup (committed), so the live
 //! paths hold exactly the old set or exactly the new set.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::deploy::state::{self, DeployState};
@@ -47,12 +48,49 @@ pub struct FileSwap {
     pub tmp_ino: u64,
 }
 
+/// How one top-level entry of a mount-point directory is swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryOp {
+    /// In both trees: exchanged.
+    Exchange,
+    /// Only in the new tree: moved in.
+    In,
+    /// Only in the old tree: moved out (to the outgoing generation).
+    Out,
+}
+
+/// One top-level entry of a managed directory that is a mount point (so
+/// it cannot be swapped as a whole).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EntrySwap {
+    pub live_dir: PathBuf,
+    pub staging: PathBuf,
+    pub name: Vec<u8>,
+    pub op: EntryOp,
+    /// Inode of the entry that moves first (staging's for Exchange/In,
+    /// live's for Out), to tell after a crash whether it moved.
+    pub ino: u64,
+}
+
+/// A rename inside a generation directory done at cleanup.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GenRename {
+    pub gen_dir: PathBuf,
+    pub from: String,
+    pub to: String,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Journal {
     pub version: u32,
     pub phase: Phase,
     pub root: PathBuf,
     pub dirs: Vec<DirSwap>,
+    #[serde(default)]
+    pub entries: Vec<EntrySwap>,
+    #[serde(default)]
+    pub gen_renames: Vec<GenRename>,
     pub files: Vec<FileSwap>,
     /// The deployment state to record once committed.
     pub state_after: DeployState,
@@ -97,6 +135,26 @@ fn ino_of(p: &Path) -> Option<u64> {
 /// Put the old set back: swap back directories that were swapped, restore
 /// files from their backups, drop new files and temps.
 fn undo(j: &Journal) -> Result<()> {
+    for e in j.entries.iter().rev() {
+        let live = Dir::open_root(&e.live_dir).at(&e.live_dir)?;
+        let staging = Dir::open_root(&e.staging).at(&e.staging)?;
+        let (here, there) = (
+            e.live_dir.join(std::ffi::OsStr::from_bytes(&e.name)),
+            e.staging.join(std::ffi::OsStr::from_bytes(&e.name)),
+        );
+        match e.op {
+            EntryOp::Exchange if ino_of(&here) == Some(e.ino) => {
+                live.exchange(&e.name, &staging, &e.name).at(&here)?
+            }
+            EntryOp::In if ino_of(&here) == Some(e.ino) => {
+                live.rename(&e.name, &staging, &e.name).at(&here)?
+            }
+            EntryOp::Out if ino_of(&there) == Some(e.ino) => {
+                staging.rename(&e.name, &live, &e.name).at(&there)?
+            }
+            _ => {}
+        }
+    }
     for d in &j.dirs {
         let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
         let (parent, name) = split(&d.live)?;
@@ -155,6 +213,20 @@ pub fn finish(store: &Store, j: &Journal) -> Result<()> {
             generation.fsync().at(&d.gen_dir)?;
         }
         crate::failpoint::failpoint("deploy:generation-kept");
+    }
+    for r in &j.gen_renames {
+        let generation = Dir::open_root(&r.gen_dir).at(&r.gen_dir)?;
+        if generation
+            .kind_of(r.from.as_bytes())
+            .at(&r.gen_dir)?
+            .is_some()
+        {
+            generation.remove(r.to.as_bytes()).at(&r.gen_dir)?;
+            generation
+                .rename(r.from.as_bytes(), &generation, r.to.as_bytes())
+                .at(&r.gen_dir)?;
+            generation.fsync().at(&r.gen_dir)?;
+        }
     }
     for f in &j.files {
         let (parent, backup) = split(&f.backup)?;

@@ -32,13 +32,20 @@ use plan::{Action, PlanStats, Planner};
 use state::DeployState;
 
 /// Generation directory of a managed directory: `.NAME.hamn` beside it.
+/// Generation directory of a managed directory: `.NAME.hamn` beside it,
+/// or `.hamn.gen` inside it when it is a mount point (and so cannot be
+/// renamed, and its siblings are on another file system).
 pub fn gen_dir(live: &Path) -> PathBuf {
+    if is_mount_point(live) {
+        return live.join(MOUNT_GEN);
+    }
     let name = live
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     live.with_file_name(format!(".{name}.hamn"))
 }
+pub const MOUNT_GEN: &str = ".hamn.gen";
 pub const STAGING: &str = "staging";
 pub const PREVIOUS: &str = "previous";
 const SHADOW_FILES: [&str; 4] = ["etc/passwd", "etc/shadow", "etc/group", "etc/gshadow"];
@@ -235,16 +242,19 @@ pub fn execute(
         return Ok(stats);
     }
     let mut dir_swaps = Vec::new();
+    let mut entry_swaps = Vec::new();
+    let mut gen_renames = Vec::new();
+    let mut mount_roots = Vec::new();
     let mut file_swaps = Vec::new();
     let mut applier = apply::Applier::new(store);
     for d in &plan.dirs {
         ensure_parents(store, snap, &opts.root, &d.path)?;
         if d.mount_point {
-            return Err(Error::Other(format!(
-                "{} is a mount point and cannot be swapped as a whole; deploy it from a \
-                 directory that is not a mount point (swapping top-level entries is not supported yet)",
+            crate::log::info(&format!(
+                "{} is a mount point and cannot be swapped as a whole: its top-level entries \
+                 are swapped one by one instead",
                 d.live.display()
-            )));
+            ));
         }
         let gen_path = gen_dir(&d.live);
         crate::store::durable::create_private_dir(&gen_path)?;
@@ -269,16 +279,26 @@ pub fn execute(
                 d.live.display()
             )));
         }
-        dir_swaps.push(DirSwap {
-            live: d.live.clone(),
-            gen_dir: gen_path.clone(),
-            incoming: STAGING.into(),
-            incoming_ino: std::fs::metadata(gen_path.join(STAGING))
-                .at(&gen_path)?
-                .ino(),
-            had_live,
-            outgoing_as: PREVIOUS.into(),
-        });
+        if d.mount_point {
+            entry_swaps.extend(mount_entry_swaps(&d.live, &gen_path.join(STAGING))?);
+            gen_renames.push(journal::GenRename {
+                gen_dir: gen_path.clone(),
+                from: STAGING.into(),
+                to: PREVIOUS.into(),
+            });
+            mount_roots.push((d.live.clone(), d.entry.meta.clone()));
+        } else {
+            dir_swaps.push(DirSwap {
+                live: d.live.clone(),
+                gen_dir: gen_path.clone(),
+                incoming: STAGING.into(),
+                incoming_ino: std::fs::metadata(gen_path.join(STAGING))
+                    .at(&gen_path)?
+                    .ino(),
+                had_live,
+                outgoing_as: PREVIOUS.into(),
+            });
+        }
         stats.entries_removed += d.stats.to_remove;
         stats.entries_reowned += d.stats.to_reown;
         stats.files_reused += d.stats.entries_checked - d.stats.to_create;
@@ -326,6 +346,8 @@ pub fn execute(
         phase: Phase::Prepared,
         root: opts.root.clone(),
         dirs: dir_swaps,
+        entries: entry_swaps,
+        gen_renames,
         files: file_swaps,
         state_after: DeployState {
             root: opts.root.clone(),
@@ -335,8 +357,57 @@ pub fn execute(
         },
     };
     commit(store, lock, &mut j)?;
+    // A mount point keeps its own inode: give it the snapshot's metadata.
+    for (live, meta) in mount_roots {
+        let d = Dir::open_root(&live).at(&live)?;
+        stats.warnings.extend(d.set_meta(&meta).at(&live)?);
+    }
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// The swaps that bring the top-level entries of `incoming` into the
+/// mount point `live` (and the current ones out into `incoming`).
+fn mount_entry_swaps(live: &Path, incoming: &Path) -> Result<Vec<journal::EntrySwap>> {
+    use journal::{EntryOp, EntrySwap};
+    let names = |p: &Path| -> Result<Vec<Vec<u8>>> {
+        let mut v: Vec<Vec<u8>> = Dir::open_root(p)
+            .at(p)?
+            .names()
+            .at(p)?
+            .into_iter()
+            .filter(|n| n.as_slice() != MOUNT_GEN.as_bytes())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let (old, new) = (names(live)?, names(incoming)?);
+    let ino = |p: PathBuf| -> Result<u64> { Ok(std::fs::symlink_metadata(&p).at(&p)?.ino()) };
+    let mut out = Vec::new();
+    for n in &new {
+        let op = if old.contains(n) {
+            EntryOp::Exchange
+        } else {
+            EntryOp::In
+        };
+        out.push(EntrySwap {
+            live_dir: live.to_path_buf(),
+            staging: incoming.to_path_buf(),
+            name: n.clone(),
+            op,
+            ino: ino(incoming.join(std::ffi::OsStr::from_bytes(n)))?,
+        });
+    }
+    for n in old.iter().filter(|n| !new.contains(n)) {
+        out.push(EntrySwap {
+            live_dir: live.to_path_buf(),
+            staging: incoming.to_path_buf(),
+            name: n.clone(),
+            op: EntryOp::Out,
+            ino: ino(live.join(std::ffi::OsStr::from_bytes(n)))?,
+        });
+    }
+    Ok(out)
 }
 
 /// The live part: journal, swap, rename, mark committed, clean up.
@@ -384,6 +455,23 @@ fn swap_all(j: &Journal) -> Result<()> {
         })?;
         parent.fsync().at(parent_path)?;
         failpoint("deploy:dir-swapped");
+    }
+    for e in &j.entries {
+        let live = Dir::open_root(&e.live_dir).at(&e.live_dir)?;
+        let staging = Dir::open_root(&e.staging).at(&e.staging)?;
+        let here = live.child_path(&e.name);
+        match e.op {
+            journal::EntryOp::Exchange => live.exchange(&e.name, &staging, &e.name),
+            journal::EntryOp::In => staging.rename(&e.name, &live, &e.name),
+            journal::EntryOp::Out => live.rename(&e.name, &staging, &e.name),
+        }
+        .at(&here)?;
+        failpoint("deploy:entry-swapped");
+    }
+    let mount_roots: std::collections::BTreeSet<&PathBuf> =
+        j.entries.iter().map(|e| &e.live_dir).collect();
+    for d in mount_roots {
+        Dir::open_root(d).at(d)?.fsync().at(d)?;
     }
     let needs_pwlock = j
         .files
@@ -468,6 +556,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
     let cur = store.read_snapshot(deployed)?;
     let prev = store.read_snapshot(previous)?;
     let mut dirs = Vec::new();
+    let mut entries = Vec::new();
     for p in &cur.paths {
         let live = live_path(root, p)?;
         let generation = gen_dir(&live);
@@ -485,6 +574,10 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
                 live.display(),
                 generation.display()
             )));
+        }
+        if is_mount_point(&live) {
+            entries.extend(mount_entry_swaps(&live, &generation.join(PREVIOUS))?);
+            continue;
         }
         dirs.push(DirSwap {
             live,
@@ -532,6 +625,8 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         phase: Phase::Prepared,
         root: root.to_path_buf(),
         dirs,
+        entries,
+        gen_renames: Vec::new(),
         files,
         state_after: DeployState {
             root: root.to_path_buf(),
@@ -603,8 +698,13 @@ pub fn status(store: &Store, root: &Path) -> Result<Status> {
             Kind::Dir(id) => {
                 let tree = store.read_tree(*id)?;
                 planner.dir(&live, &plan::RelPath(Vec::new()), &tree)?;
-                out.drifted
-                    .extend(planner.actions.iter().map(|a| format!("{p}/{}", a.path())));
+                out.drifted.extend(
+                    planner
+                        .actions
+                        .iter()
+                        .filter(|a| a.path().0 != MOUNT_GEN.as_bytes())
+                        .map(|a| format!("{p}/{}", a.path())),
+                );
             }
             _ => {
                 let parent = live.parent().unwrap_or(root).to_path_buf();

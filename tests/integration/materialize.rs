@@ -502,6 +502,41 @@ fn disk_full_leaves_the_live_tree_untouched() {
     assert_same_tree(&night1, &live);
 }
 
+#[test]
+fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
+    let env = Env::new();
+    let s = site(&env);
+    let live = s.live_install();
+    let mount = Mount::tmpfs(&live, "64m");
+    s.snapshot(&env);
+    let out = env.run(&["materialize", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("mount point"), "{}", stderr(&out));
+    let night1 = env.path("night1");
+    copy_tree(&s.install, &night1);
+    // The generation directory lives inside the mount; compare without it.
+    let visible = |p: &Path| {
+        let copy = env.path(&format!("view-{}", fastrand::u32(..)));
+        copy_tree(p, &copy);
+        let _ = fs::remove_dir_all(copy.join(".hamn.gen"));
+        copy
+    };
+    assert_same_tree(&s.install, &visible(&live));
+    write(&s.install.join("night2.txt"), b"two");
+    fs::remove_dir_all(s.install.join("d6")).unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    assert_same_tree(&s.install, &visible(&live));
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_same_tree(&night1, &visible(&live));
+    drop(mount);
+}
+
 pub fn gen_previous(live: &Path) -> PathBuf {
     let name = live.file_name().unwrap().to_string_lossy().into_owned();
     live.with_file_name(format!(".{name}.hamn"))
