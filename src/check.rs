@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::store::pack::{self, BlobLoc};
 use crate::store::{Store, StoreLock};
-use crate::tree::Kind;
+use crate::tree::{Kind, Tree};
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -199,97 +199,155 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
         }
     };
     report.snapshots = snaps.len() as u64;
-    let mut seen_trees: HashSet<TreeId> = HashSet::new();
+
+    // Which trees hold damage is a property of the tree, not of the
+    // snapshot: find it once per distinct tree, then list the affected
+    // paths in every snapshot, descending only into damaged trees.
+    let mut damage = Damage {
+        store,
+        bad: &bad,
+        damaged: HashMap::new(),
+        damaged_trees: HashMap::new(),
+        missing_chunks: HashMap::new(),
+        unreadable_trees: HashMap::new(),
+    };
+    for (_, snap) in &snaps {
+        damage.tree_damaged(snap.root)?;
+    }
+    report.trees = damage.damaged.len() as u64;
     let mut affects: HashMap<[u8; 32], Vec<String>> = HashMap::new();
-    let mut missing: HashMap<[u8; 32], (String, Vec<String>)> = HashMap::new();
     for (sid, snap) in &snaps {
-        walk(
-            store,
-            *sid,
-            snap.root,
-            "/".to_string(),
-            &mut seen_trees,
-            &bad,
-            &mut affects,
-            &mut missing,
-        )?;
+        damage.affected(*sid, snap.root, "/", &mut affects);
     }
-    report.trees = seen_trees.len() as u64;
-    for (hash, msg) in bad {
-        let paths = affects.remove(&hash).unwrap_or_default();
-        report.problems.push(Problem {
+    let Damage {
+        missing_chunks,
+        unreadable_trees,
+        ..
+    } = damage;
+    let mut found: Vec<Problem> = Vec::new();
+    for (hash, msg) in bad
+        .into_iter()
+        .chain(missing_chunks)
+        .chain(unreadable_trees)
+    {
+        found.push(Problem {
             message: msg,
-            affects: paths,
+            affects: affects.remove(&hash).unwrap_or_default(),
         });
     }
-    for (_, (msg, paths)) in missing {
-        report.problems.push(Problem {
-            message: msg,
-            affects: paths,
-        });
-    }
+    found.sort_by(|a, b| a.message.cmp(&b.message));
+    report.problems.extend(found);
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    store: &Store,
-    sid: SnapshotId,
-    tree: TreeId,
-    path: String,
-    seen: &mut HashSet<TreeId>,
-    bad: &HashMap<[u8; 32], String>,
-    affects: &mut HashMap<[u8; 32], Vec<String>>,
-    missing: &mut HashMap<[u8; 32], (String, Vec<String>)>,
-) -> Result<()> {
-    let label = |p: &str| format!("{}:{p}", sid.short());
-    if bad.contains_key(&tree.0) {
-        affects.entry(tree.0).or_default().push(label(&path));
-        return Ok(());
-    }
-    if !seen.insert(tree) {
-        return Ok(());
-    }
-    let t = match store.read_tree(tree) {
-        Ok(t) => t,
-        Err(
-            e @ (Error::MissingObject { .. } | Error::Corrupt { .. } | Error::Malformed { .. }),
-        ) => {
-            missing
-                .entry(tree.0)
-                .or_insert_with(|| (format!("tree {}: {e}", tree.short()), Vec::new()))
-                .1
-                .push(label(&path));
-            return Ok(());
+/// The damage below each tree, found once per distinct tree.
+struct Damage<'a> {
+    store: &'a Store,
+    /// Blobs that `--read-data` found damaged -> what is wrong.
+    bad: &'a HashMap<[u8; 32], String>,
+    /// Every tree reached -> whether it, or anything below it, is damaged.
+    damaged: HashMap<TreeId, bool>,
+    /// The readable trees with damage below them, for the listing pass.
+    damaged_trees: HashMap<TreeId, Tree>,
+    /// Chunks a tree names that the index does not hold -> message.
+    missing_chunks: HashMap<[u8; 32], String>,
+    /// Trees that are missing or do not decode -> message.
+    unreadable_trees: HashMap<[u8; 32], String>,
+}
+
+impl Damage<'_> {
+    /// Whether `tree` or anything below it is damaged or missing. Trees are
+    /// content-addressed, so the recursion cannot loop.
+    fn tree_damaged(&mut self, tree: TreeId) -> Result<bool> {
+        if let Some(d) = self.damaged.get(&tree) {
+            return Ok(*d);
         }
-        Err(e) => return Err(e),
-    };
-    for e in &t.entries {
-        let child = crate::snapshot::child_path(&path, &e.name);
-        match &e.kind {
-            Kind::Dir(id) => walk(store, sid, *id, child, seen, bad, affects, missing)?,
-            Kind::File(c) => {
-                for ch in &c.chunks {
-                    if bad.contains_key(&ch.id.0) {
-                        affects.entry(ch.id.0).or_default().push(label(&child));
-                    } else if store.index().get(&ch.id.0)?.is_none() {
-                        missing
-                            .entry(ch.id.0)
-                            .or_insert_with(|| {
-                                (
-                                    format!("chunk {} is not in the store", ch.id.to_hex()),
-                                    Vec::new(),
-                                )
-                            })
-                            .1
-                            .push(label(&child));
+        if self.bad.contains_key(&tree.0) {
+            self.damaged.insert(tree, true);
+            return Ok(true);
+        }
+        let t = match self.store.read_tree(tree) {
+            Ok(t) => t,
+            Err(
+                e @ (Error::MissingObject { .. } | Error::Corrupt { .. } | Error::Malformed { .. }),
+            ) => {
+                self.unreadable_trees
+                    .insert(tree.0, format!("tree {}: {e}", tree.short()));
+                self.damaged.insert(tree, true);
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut damaged = false;
+        for e in &t.entries {
+            match &e.kind {
+                Kind::Dir(id) => damaged |= self.tree_damaged(*id)?,
+                Kind::File(c) => {
+                    for ch in &c.chunks {
+                        damaged |= self.chunk_damaged(ch.id.0)?;
                     }
                 }
+                _ => {}
             }
-            _ => {}
+        }
+        self.damaged.insert(tree, damaged);
+        if damaged {
+            self.damaged_trees.insert(tree, t);
+        }
+        Ok(damaged)
+    }
+
+    fn chunk_damaged(&mut self, hash: [u8; 32]) -> Result<bool> {
+        if self.bad.contains_key(&hash) || self.missing_chunks.contains_key(&hash) {
+            return Ok(true);
+        }
+        if self.store.index().get(&hash)?.is_some() {
+            return Ok(false);
+        }
+        self.missing_chunks.insert(
+            hash,
+            format!("chunk {} is not in the store", hex::encode(hash)),
+        );
+        Ok(true)
+    }
+
+    /// Add `SNAPSHOT:PATH` of every damaged entry below `tree` (shown as
+    /// `path`) to `out`, keyed by the damaged blob.
+    fn affected(
+        &self,
+        sid: SnapshotId,
+        tree: TreeId,
+        path: &str,
+        out: &mut HashMap<[u8; 32], Vec<String>>,
+    ) {
+        let label = |p: &str| format!("{}:{p}", sid.short());
+        if !self.damaged.get(&tree).copied().unwrap_or(false) {
+            return;
+        }
+        let Some(t) = self.damaged_trees.get(&tree) else {
+            // The tree itself is damaged: its whole listing is lost.
+            out.entry(tree.0).or_default().push(label(path));
+            return;
+        };
+        for e in &t.entries {
+            let child = crate::snapshot::child_path(path, &e.name);
+            match &e.kind {
+                Kind::Dir(id) => self.affected(sid, *id, &child, out),
+                Kind::File(c) => {
+                    let mut listed: Vec<[u8; 32]> = Vec::new();
+                    for ch in &c.chunks {
+                        let h = ch.id.0;
+                        let hit = self.bad.contains_key(&h) || self.missing_chunks.contains_key(&h);
+                        if hit && !listed.contains(&h) {
+                            listed.push(h);
+                            out.entry(h).or_default().push(label(&child));
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
-    Ok(())
 }
 
 #[derive(Debug, Default, serde::Serialize)]

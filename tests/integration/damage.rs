@@ -198,3 +198,37 @@ fn a_damaged_snapshot_record_blocks_nothing_else() {
     );
     assert_eq!(v["report"]["snapshots"], 2);
 }
+
+#[test]
+fn damage_in_a_shared_tree_is_listed_in_every_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    let big = src.join("shared/big.bin");
+    write(&big, &bytes(1024 * 1024, 21));
+    let first = env.snapshot(&[&src]);
+    // The later snapshots reuse the unchanged tree of shared/.
+    write(&src.join("other.txt"), b"new");
+    let second = env.snapshot(&[&src]);
+    write(&src.join("other.txt"), b"newer");
+    let third = env.snapshot(&[&src]);
+    damage_largest_chunk(&packs(&env.store())[0]);
+
+    let out = env.run(&["--json", "check", "--read-data"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let v = one_json(&out);
+    let problems = v["report"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let mut affects: Vec<&str> = problems[0]["affects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    affects.sort();
+    let mut want: Vec<String> = [&first, &second, &third]
+        .iter()
+        .map(|id| format!("{}:{}", &id[..8], big.display()))
+        .collect();
+    want.sort();
+    assert_eq!(affects, want);
+}
