@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId, TreeId};
+use crate::id::{PackId, SnapshotId, TreeId};
 use crate::store::pack::{self, BlobLoc};
 use crate::store::{Store, StoreLock};
 use crate::tree::{Kind, Tree};
@@ -32,6 +32,9 @@ pub struct CheckReport {
     /// harmless, `gc` removes them).
     pub packs_unindexed: u64,
     pub problems: Vec<Problem>,
+    /// Where the blobs that read-data found damaged are indexed.
+    #[serde(skip)]
+    pub damaged_blobs: Vec<BlobLoc>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -49,28 +52,37 @@ fn problem(message: String) -> Problem {
     }
 }
 
-/// Read a whole pack and verify it; returns the ids of blobs that failed.
-fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<(BlobId, String)>) {
+/// The stored bytes of `l` within a whole pack, if the location fits.
+fn stored_slice<'d>(data: &'d [u8], l: &BlobLoc) -> Option<&'d [u8]> {
+    let start = usize::try_from(l.offset).ok()?;
+    let end = start.checked_add(l.stored_len as usize)?;
+    data.get(start..end)
+}
+
+/// Read a whole pack and verify it. Returns the bytes read and what
+/// failed: the blob (None for damage outside every indexed blob) and why.
+fn verify_pack(
+    store: &Store,
+    pack: PackId,
+    indexed: &[BlobLoc],
+) -> (u64, Vec<(Option<BlobLoc>, String)>) {
     let path = store.pack_path(&pack);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) => {
             let why = format!("pack {} unreadable: {e}", path.display());
-            return (0, indexed.iter().map(|l| (l.id, why.clone())).collect());
+            return (0, indexed.iter().map(|l| (Some(*l), why.clone())).collect());
         }
     };
+    let verifies =
+        |l: &BlobLoc| stored_slice(&data, l).is_some_and(|b| store.verify_stored(l, b).is_ok());
     let mut bad = Vec::new();
     if crate::id::PackId::of(&data) != pack {
         // Some byte changed; find out which blobs it hit.
         for l in indexed {
-            let end = l.offset as usize + l.stored_len as usize;
-            let ok = end <= data.len()
-                && store
-                    .verify_stored(l, &data[l.offset as usize..end])
-                    .is_ok();
-            if !ok {
+            if !verifies(l) {
                 bad.push((
-                    l.id,
+                    Some(*l),
                     format!(
                         "{} {} damaged in pack {}",
                         l.id.kind.name(),
@@ -82,10 +94,7 @@ fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<(B
         }
         if bad.is_empty() {
             bad.push((
-                BlobId {
-                    kind: crate::id::BlobKind::Chunk,
-                    hash: [0; 32],
-                },
+                None,
                 format!(
                     "pack {} does not match its id (damage outside live blobs)",
                     path.display()
@@ -94,14 +103,9 @@ fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<(B
         }
     } else {
         for l in indexed {
-            let end = l.offset as usize + l.stored_len as usize;
-            if end > data.len()
-                || store
-                    .verify_stored(l, &data[l.offset as usize..end])
-                    .is_err()
-            {
+            if !verifies(l) {
                 bad.push((
-                    l.id,
+                    Some(*l),
                     format!("{} {} does not decode", l.id.kind.name(), l.id.to_hex()),
                 ));
             }
@@ -155,7 +159,7 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
             );
             p
         });
-        let results: Vec<(u64, Vec<(BlobId, String)>)> = packs
+        let results: Vec<(u64, Vec<(Option<BlobLoc>, String)>)> = packs
             .par_iter()
             .map(|p| {
                 let r = verify_pack(store, *p, &by_pack[p]);
@@ -171,11 +175,13 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
         report.packs_read = packs.len() as u64;
         for (n, errs) in results {
             report.bytes_read += n;
-            for (id, msg) in errs {
-                if id.hash == [0; 32] {
-                    report.problems.push(problem(msg));
-                } else {
-                    bad.insert(id.hash, msg);
+            for (loc, msg) in errs {
+                match loc {
+                    Some(l) => {
+                        bad.insert(l.id.hash, msg);
+                        report.damaged_blobs.push(l);
+                    }
+                    None => report.problems.push(problem(msg)),
                 }
             }
         }
@@ -356,6 +362,10 @@ pub struct RepairReport {
     pub blobs_indexed: u64,
     /// Packs whose trailer was unusable; their intact records were indexed.
     pub packs_salvaged: Vec<String>,
+    /// Where an index that could not be opened was moved before the rebuild.
+    pub index_moved_aside: Option<std::path::PathBuf>,
+    /// Blobs that read-data found damaged, removed from the index again.
+    pub blobs_dropped: u64,
 }
 
 /// Rebuild the index from the pack files alone.
@@ -380,4 +390,18 @@ pub fn repair(store: &Store, _lock: &StoreLock) -> Result<RepairReport> {
         report.blobs_indexed += locs.len() as u64;
     }
     Ok(report)
+}
+
+/// After a read-data check: remove the blobs found damaged from the index
+/// and forget every completeness mark. Nothing then claims to hold them, so
+/// the next snapshot reads their files again (an unchanged file's chunk
+/// list is reused only while all its chunks are indexed) and the next push
+/// to this store sends them again. Returns how many index rows went.
+pub fn drop_damaged(store: &Store, _lock: &StoreLock, damaged: &[BlobLoc]) -> Result<u64> {
+    if damaged.is_empty() {
+        return Ok(0);
+    }
+    let removed = store.index().remove_blobs(damaged)?;
+    store.index().clear_complete()?;
+    Ok(removed)
 }

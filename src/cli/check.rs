@@ -1,5 +1,6 @@
 use hamn::Result;
 use hamn::check::{self, CheckOptions};
+use hamn::store::Store;
 
 use super::{Ctx, human_bytes, usage};
 
@@ -31,11 +32,32 @@ fn percent(s: &str) -> Result<f64> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let opts = CheckOptions {
+        read_data: a.read_data || a.read_data_subset.is_some(),
+        read_data_percent: a.read_data_subset.as_deref().map(percent).transpose()?,
+    };
+    // A repair must work on an index that cannot even be opened, so it
+    // takes the lock before opening the index, not after.
+    let (store, lock, moved) = if a.repair {
+        let (store, lock, moved) = Store::open_for_repair(
+            &ctx.store_path(),
+            ctx.lock_wait_duration(),
+            &ctx.command_line,
+        )?;
+        (store, Some(lock), moved)
+    } else {
+        (ctx.open_store()?, None, None)
+    };
     let mut repaired = None;
-    if a.repair {
-        let lock = ctx.lock(&store)?;
-        let r = check::repair(&store, &lock)?;
+    if let Some(lock) = &lock {
+        if let Some((aside, why)) = &moved {
+            hamn::log::warn(&format!(
+                "index could not be opened ({why}); moved aside to {} and rebuilt from the packs",
+                aside.display()
+            ));
+        }
+        let mut r = check::repair(&store, lock)?;
+        r.index_moved_aside = moved.map(|(aside, _)| aside);
         hamn::log::info(&format!(
             "index rebuilt: {} packs, {} blobs",
             r.packs_indexed, r.blobs_indexed
@@ -45,11 +67,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         repaired = Some(r);
     }
-    let opts = CheckOptions {
-        read_data: a.read_data || a.read_data_subset.is_some(),
-        read_data_percent: a.read_data_subset.as_deref().map(percent).transpose()?,
-    };
     let report = check::check(&store, &opts)?;
+    if let (Some(lock), Some(r)) = (&lock, repaired.as_mut()) {
+        r.blobs_dropped = check::drop_damaged(&store, lock, &report.damaged_blobs)?;
+        if r.blobs_dropped > 0 {
+            hamn::log::info(&format!(
+                "{} damaged blobs removed from the index: the next snapshot reads their files \
+                 again, the next push to this store sends them again",
+                r.blobs_dropped
+            ));
+        }
+    }
     if ctx.json {
         ctx.print_json(&serde_json::json!({
             "ok": report.problems.is_empty(),

@@ -58,32 +58,102 @@ fn decode_loc(hash: [u8; ID_LEN], v: &[u8]) -> Result<BlobLoc> {
     })
 }
 
+/// Why an index could not be opened.
+enum OpenFailure {
+    /// The file is damaged or not an index: rebuilding it is the cure.
+    Damaged(Error),
+    /// Anything else (another process, the disk, permissions).
+    Other(Error),
+}
+
+/// Whether a redb error says the file itself is bad.
+fn is_damage(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::RepairAborted
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => true,
+        redb::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) || io.raw_os_error() == Some(libc::EIO)
+        }
+        _ => false,
+    }
+}
+
 impl Index {
     /// Open (creating if absent) the index. Every hamn process opens it in
     /// multi-writer mode so that readers work beside a running snapshot;
     /// the store lock, not redb, serialises writers.
     pub fn open(path: &Path) -> Result<Index> {
+        Self::try_open(path).map_err(|f| match f {
+            OpenFailure::Damaged(e) | OpenFailure::Other(e) => e,
+        })
+    }
+
+    /// Open the index for a rebuild (the caller holds the store lock): an
+    /// index redb cannot open because the file is damaged is moved aside to
+    /// `index.redb.damaged-<unix time>` and an empty one is created.
+    /// Returns the index and, if it was replaced, where the old file went
+    /// and why.
+    pub fn open_or_replace(path: &Path) -> Result<(Index, Option<(PathBuf, String)>)> {
+        let why = match Self::try_open(path) {
+            Ok(idx) => return Ok((idx, None)),
+            Err(OpenFailure::Other(e)) => return Err(e),
+            Err(OpenFailure::Damaged(e)) => e.to_string(),
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut aside = path.with_file_name(format!("{INDEX_FILE}.damaged-{secs}"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = path.with_file_name(format!("{INDEX_FILE}.damaged-{secs}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::store::durable::fsync_dir(dir)?;
+        }
+        let idx = Self::open(path)?;
+        Ok((idx, Some((aside, why))))
+    }
+
+    fn try_open(path: &Path) -> std::result::Result<Index, OpenFailure> {
+        let fail = |e: redb::Error| {
+            let damaged = is_damage(&e);
+            let err = Error::Index {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            };
+            if damaged {
+                OpenFailure::Damaged(err)
+            } else {
+                OpenFailure::Other(err)
+            }
+        };
         let db = redb::Database::builder()
             .set_cache_size(CACHE_BYTES)
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(path)
-            .map_err(|e| Error::Index {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
-        let idx = Index {
+            .map_err(|e| fail(e.into()))?;
+        // Make sure the tables exist so readers never see "table missing".
+        let tx = db.begin_write().map_err(|e| fail(e.into()))?;
+        {
+            tx.open_table(BLOBS).map_err(|e| fail(e.into()))?;
+            tx.open_table(PACKS).map_err(|e| fail(e.into()))?;
+            tx.open_table(COMPLETE).map_err(|e| fail(e.into()))?;
+        }
+        tx.commit().map_err(|e| fail(e.into()))?;
+        Ok(Index {
             db,
             path: path.to_path_buf(),
-        };
-        // Make sure the tables exist so readers never see "table missing".
-        let tx = idx.write_tx()?;
-        {
-            tx.open_table(BLOBS).map_err(|e| idx.err(e))?;
-            tx.open_table(PACKS).map_err(|e| idx.err(e))?;
-            tx.open_table(COMPLETE).map_err(|e| idx.err(e))?;
-        }
-        tx.commit().map_err(|e| idx.err(e))?;
-        Ok(idx)
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -126,6 +196,31 @@ impl Index {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forget blobs found damaged, each only while the index still places
+    /// it where it was found; returns how many rows were removed.
+    pub fn remove_blobs(&self, blobs: &[BlobLoc]) -> Result<u64> {
+        let tx = self.write_tx()?;
+        let mut removed = 0;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for b in blobs {
+                let here = match t.get(b.id.hash).map_err(|e| self.err(e))? {
+                    Some(v) => {
+                        let l = decode_loc(b.id.hash, v.value())?;
+                        l.pack == b.pack && l.offset == b.offset
+                    }
+                    None => false,
+                };
+                if here {
+                    t.remove(b.id.hash).map_err(|e| self.err(e))?;
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
     }
 
     /// Forget a pack and those of its blobs that the index places in it.

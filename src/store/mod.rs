@@ -68,6 +68,37 @@ impl Store {
     }
 
     pub fn open(path: &Path) -> Result<Store> {
+        Self::check_marker(path)?;
+        let index = Index::open(&path.join(index::INDEX_FILE))?;
+        Ok(Self::with_index(path, index))
+    }
+
+    /// Open a store to rebuild its index (`check --repair`): take the lock
+    /// first, then open the index; one that redb cannot open because it is
+    /// damaged is moved aside and replaced by an empty one (the index is a
+    /// cache of the packs). Returns where a damaged index went, and why.
+    #[allow(clippy::type_complexity)]
+    pub fn open_for_repair(
+        path: &Path,
+        wait: Duration,
+        command: &str,
+    ) -> Result<(Store, StoreLock, Option<(PathBuf, String)>)> {
+        Self::check_marker(path)?;
+        let lock = Self::lock_at(path, wait, command)?;
+        let (index, moved) = Index::open_or_replace(&path.join(index::INDEX_FILE))?;
+        Ok((Self::with_index(path, index), lock, moved))
+    }
+
+    fn with_index(path: &Path, index: Index) -> Store {
+        Store {
+            root: path.to_path_buf(),
+            index,
+            open_packs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Check the `HAMN-STORE` marker: present, and a version we read.
+    fn check_marker(path: &Path) -> Result<()> {
         let marker_path = path.join(MARKER_FILE);
         let marker = match std::fs::read_to_string(&marker_path) {
             Ok(m) => m,
@@ -92,12 +123,7 @@ impl Store {
                 supported: FORMAT_VERSION,
             });
         }
-        let index = Index::open(&path.join(index::INDEX_FILE))?;
-        Ok(Store {
-            root: path.to_path_buf(),
-            index,
-            open_packs: Mutex::new(HashMap::new()),
-        })
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -127,8 +153,12 @@ impl Store {
     /// Become the store's one writer. Leftovers of a writer that died are
     /// removed once the lock is ours: nothing else can be writing them.
     pub fn lock(&self, wait: Duration, command: &str) -> Result<StoreLock> {
-        let lock = StoreLock::acquire(&self.root, wait, command)?;
-        let tmp = self.tmp_dir();
+        Self::lock_at(&self.root, wait, command)
+    }
+
+    fn lock_at(root: &Path, wait: Duration, command: &str) -> Result<StoreLock> {
+        let lock = StoreLock::acquire(root, wait, command)?;
+        let tmp = root.join(TMP_DIR);
         durable::create_private_dir(&tmp)?;
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {

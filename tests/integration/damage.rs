@@ -232,3 +232,105 @@ fn damage_in_a_shared_tree_is_listed_in_every_snapshot() {
     want.sort();
     assert_eq!(affects, want);
 }
+
+#[test]
+fn repair_replaces_an_index_that_cannot_be_opened() {
+    let env = Env::new();
+    let (src, _first, second) = two_snapshots(&env);
+    let index = env.store().join("index.redb");
+    fs::write(&index, bytes(100_000, 5)).unwrap();
+    let out = env.run(&["cat", &second, src.join("victim.rpm").to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "a garbage index must not be read");
+
+    let out = env.run(&["--json", "check", "--repair"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = one_json(&out);
+    let aside = std::path::PathBuf::from(v["repair"]["index_moved_aside"].as_str().unwrap());
+    assert!(
+        aside
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("index.redb.damaged-"),
+        "{}",
+        aside.display()
+    );
+    assert_eq!(aside.parent().unwrap(), env.store());
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        bytes(100_000, 5),
+        "old index kept"
+    );
+    assert!(stderr(&out).contains("moved aside"), "{}", stderr(&out));
+    env.ok(&["check", "--read-data"]);
+    let out = env.run(&["cat", &second, src.join("victim.rpm").to_str().unwrap()]);
+    assert_eq!(out.stdout, bytes(1024 * 1024, 99));
+}
+
+#[test]
+fn read_data_repair_makes_the_next_snapshot_store_damaged_data_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &bytes(1024 * 1024, 31));
+    write(&src.join("small.txt"), b"small");
+    let first = env.snapshot(&[&src]);
+    damage_largest_chunk(&packs(&env.store())[0]);
+
+    let out = env.run(&["--json", "check", "--read-data", "--repair"]);
+    assert_eq!(code(&out), 1, "the damage is still there");
+    assert_eq!(one_json(&out)["repair"]["blobs_dropped"], 1);
+    // The file is unchanged, but its damaged chunk is no longer indexed:
+    // the snapshot reads it again instead of reusing its chunk list.
+    let v = env.json(&["snapshot", src.to_str().unwrap()]);
+    assert_eq!(v["stats"]["files_read"], 1, "{v}");
+    assert_eq!(v["stats"]["files_reused"], 1, "{v}");
+    let big = src.join("big.bin");
+    for snap in [v["id"].as_str().unwrap(), first.as_str()] {
+        let out = env.run(&["cat", snap, big.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            out.stdout == bytes(1024 * 1024, 31),
+            "wrong bytes from {snap}"
+        );
+    }
+}
+
+#[test]
+fn read_data_repair_makes_the_next_push_resend_damaged_data() {
+    let env = Env::new();
+    let src = env.path("src");
+    let big = src.join("big.bin");
+    write(&big, &bytes(1024 * 1024, 41));
+    write(&src.join("small.txt"), b"small");
+    let first = env.snapshot(&[&src]);
+    let sb = env.path("standby");
+    let standby = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("--store")
+            .arg(&sb)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&standby(&["init"])), 0);
+    env.ok(&["push", "--to", sb.to_str().unwrap()]);
+    damage_largest_chunk(&packs(&sb)[0]);
+
+    let out = standby(&["--json", "check", "--read-data", "--repair"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(one_json(&out)["repair"]["blobs_dropped"], 1);
+    // The next night: a new snapshot whose unchanged parts the standby
+    // claimed to hold complete before the repair.
+    write(&src.join("small.txt"), b"changed");
+    let second = env.snapshot(&[&src]);
+    env.ok(&["push", "--to", sb.to_str().unwrap()]);
+    for snap in [&second, &first] {
+        let out = standby(&["cat", snap, big.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            out.stdout == bytes(1024 * 1024, 41),
+            "wrong bytes from {snap}"
+        );
+    }
+}
