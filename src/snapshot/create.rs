@@ -367,7 +367,7 @@ impl Walker<'_> {
             ..
         }) = prev
         {
-            if fsread::unchanged(meta, content.size, &md) {
+            if fsread::unchanged(meta, content.size, &md) && self.all_stored(content)? {
                 let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
                     Some(x) => x,
                     None => return Ok(None),
@@ -409,6 +409,19 @@ impl Walker<'_> {
             format!("changed while being read {READ_ATTEMPTS} times; not stored in this snapshot"),
         );
         Ok(None)
+    }
+
+    /// Whether every chunk of a file's previous content is still indexed
+    /// (or stored by this run). A chunk can have gone since the parent
+    /// snapshot (`check --read-data --repair` drops damaged ones); then the
+    /// file must be read again, or the new snapshot would lack it too.
+    fn all_stored(&self, content: &FileContent) -> Result<bool> {
+        for c in &content.chunks {
+            if !self.writer.has(c.id.into())? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Read and store one file. `Ok(None)`: a warning was given, leave it

@@ -309,3 +309,28 @@ fn a_directory_too_large_for_one_tree_fails_the_snapshot_clearly() {
         big.path.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn a_file_whose_chunks_left_the_index_is_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    let a = src.join("a.bin");
+    write(&a, &bytes(600_000, 51));
+    env.snapshot(&[&src]);
+    // The second snapshot's trees all change (b.txt is new), so they are
+    // in the second pack, while a.bin's chunks stay in the first.
+    write(&src.join("b.txt"), b"b");
+    env.snapshot(&[&src]);
+    let all = packs(&env.store());
+    assert_eq!(all.len(), 2);
+    fs::remove_file(&all[0]).unwrap();
+    // The index forgets a.bin's chunks (the first snapshot is now broken).
+    assert_eq!(code(&env.run(&["check", "--repair"])), 1);
+
+    let v = env.json(&["snapshot", src.to_str().unwrap()]);
+    assert_eq!(v["stats"]["files_read"], 1, "{v}");
+    assert_eq!(v["stats"]["files_reused"], 1, "{v}");
+    let out = env.run(&["cat", v["id"].as_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout == bytes(600_000, 51));
+}
