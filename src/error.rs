@@ -28,6 +28,11 @@ pub enum Error {
     #[error("{path} already holds a hamn store")]
     AlreadyAStore { path: PathBuf },
     #[error(
+        "{path} is not empty and holds no hamn store (it has {example}); \
+         give `hamn init` a new or empty directory"
+    )]
+    NotEmpty { path: PathBuf, example: PathBuf },
+    #[error(
         "store {path} has format version {found}, this hamn reads up to {supported}; upgrade hamn"
     )]
     NewerFormat {

@@ -43,6 +43,11 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
     fsync_dir(parent_of(path))
 }
 
+/// Give an existing directory mode 0700, whatever it had.
+pub fn make_dir_private(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE)).at(path)
+}
+
 /// The directory holding `path` ("." for a bare relative name).
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {

@@ -47,16 +47,36 @@ pub struct Store {
 }
 
 impl Store {
-    /// Create an empty store at `path` (the directory may exist if empty).
+    /// Create an empty store at `path`. The directory may exist if it is
+    /// empty, or holds only what an interrupted `init` leaves (and a file
+    /// system's `lost+found`); it is made 0700 whatever its mode was.
     pub fn init(path: &Path) -> Result<()> {
         if path.join(MARKER_FILE).exists() {
             return Err(Error::AlreadyAStore {
                 path: path.to_path_buf(),
             });
         }
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    let name = e.at(path)?.file_name();
+                    let ours = [PACKS_DIR, SNAPSHOTS_DIR, TMP_DIR, index::INDEX_FILE];
+                    if !(ours.iter().any(|o| name == *o) || name == "lost+found") {
+                        return Err(Error::NotEmpty {
+                            path: path.to_path_buf(),
+                            example: path.join(name),
+                        });
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
         durable::create_private_dir(path)?;
+        durable::make_dir_private(path)?;
         for d in [PACKS_DIR, SNAPSHOTS_DIR, TMP_DIR] {
             durable::create_private_dir(&path.join(d))?;
+            durable::make_dir_private(&path.join(d))?;
         }
         Index::open(&path.join(index::INDEX_FILE))?;
         let marker = format!("hamn store\nformat {FORMAT_VERSION}\n");

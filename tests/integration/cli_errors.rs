@@ -157,3 +157,44 @@ fn failures_after_a_result_document_still_print_one_json_document() {
     );
     assert_eq!(v["stats"]["files"], 1);
 }
+
+#[test]
+fn init_refuses_a_foreign_directory_and_makes_its_own_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::bare();
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Something else's directory: refused, and left exactly as it was.
+    fs::create_dir_all(env.store()).unwrap();
+    write(&env.store().join("notes.txt"), b"not a store");
+    fs::set_permissions(env.store(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.run(&["init"]);
+    one_line_error(&out, 1, "is not empty and holds no hamn store");
+    assert!(stderr(&out).contains("notes.txt"), "{}", stderr(&out));
+    let names: Vec<_> = fs::read_dir(env.store())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    assert_eq!(mode(&env.store()), 0o755);
+    // An empty directory (a fresh file system's lost+found aside) that an
+    // admin made world-readable becomes 0700.
+    fs::remove_file(env.store().join("notes.txt")).unwrap();
+    fs::create_dir(env.store().join("lost+found")).unwrap();
+    env.ok(&["init"]);
+    assert_eq!(mode(&env.store()), 0o700);
+    env.ok(&["snapshots"]);
+    // What an interrupted init leaves is completed, not refused.
+    let again = env.path("half");
+    fs::create_dir_all(again.join("packs")).unwrap();
+    fs::set_permissions(&again, fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(again.join("packs"), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--store")
+        .arg(&again)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(mode(&again), 0o700);
+    assert_eq!(mode(&again.join("packs")), 0o700);
+}
