@@ -14,6 +14,8 @@ mod damage;
 mod diff;
 #[path = "integration/fidelity.rs"]
 mod fidelity;
+#[path = "integration/gc.rs"]
+mod gc;
 #[path = "integration/lock.rs"]
 mod lock;
 #[path = "integration/materialize.rs"]

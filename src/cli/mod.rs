@@ -4,7 +4,11 @@
 
 mod cat;
 mod check;
+mod completions;
+mod config_cmd;
 mod diff;
+mod forget;
+mod gc;
 mod init;
 mod ls;
 mod materialize;
@@ -88,6 +92,23 @@ pub enum Command {
     /// Verify the store (and, with --read-data, every stored byte)
     #[command(after_help = "Example: hamn check --read-data-subset 5%")]
     Check(check::Args),
+    /// Check the configuration without changing anything
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Print shell completions (bash, zsh, fish, ...)
+    #[command(after_help = "Example: hamn completions bash > /etc/bash_completion.d/hamn")]
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write all pages into a directory)
+    #[command(after_help = "Example: hamn man --out /usr/local/share/man/man1")]
+    Man(completions::ManArgs),
+    /// Forget snapshots a retention policy does not keep (data goes at the next gc)
+    #[command(
+        after_help = "Example: hamn forget --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --dry-run"
+    )]
+    Forget(forget::Args),
+    /// Delete data no snapshot references, reclaiming disk space
+    #[command(after_help = "Example: hamn gc --dry-run")]
+    Gc(gc::Args),
     /// Ship every snapshot the standby lacks (only the missing data)
     #[command(
         after_help = "Example: hamn push --to ssh://root@mn2/var/lib/hamn --identity /root/.ssh/id_ed25519"
@@ -116,6 +137,7 @@ pub enum Command {
 pub struct Ctx {
     pub json: bool,
     pub config: Config,
+    pub config_path: Option<PathBuf>,
     pub store_flag: Option<PathBuf>,
     pub lock_wait: Option<u64>,
     pub command_line: String,
@@ -148,15 +170,19 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
-    let (config, _path) = Config::load(cli.config.as_deref())?;
+    let (config, config_path) = Config::load(cli.config.as_deref())?;
     let ctx = Ctx {
         json: cli.json,
         config,
+        config_path,
         store_flag: cli.store,
         lock_wait: cli.lock_wait,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    if !matches!(cli.command, Command::Init(_)) {
+    if !matches!(
+        cli.command,
+        Command::Init(_) | Command::Completions(_) | Command::Man(_) | Command::Config(_)
+    ) {
         recover_deployment(&ctx);
     }
     match cli.command {
@@ -169,6 +195,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Push(a) => push::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Config(c) => config_cmd::run(&ctx, c),
+        Command::Completions(a) => completions::completions(&ctx, a),
+        Command::Man(a) => completions::man(&ctx, a),
+        Command::Gc(a) => gc::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Sync(a) => sync::run(&ctx, a),
         Command::Materialize(a) => materialize::run(&ctx, a),

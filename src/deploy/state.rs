@@ -62,8 +62,8 @@ pub fn write(store: &Store, s: &DeployState) -> Result<()> {
 }
 
 /// Every snapshot some deployment in this store still needs (deployed or
-/// previous generation); retention must keep them.
-pub fn pinned(store: &Store) -> Result<Vec<SnapshotId>> {
+/// previous generation), with which; retention must keep them.
+pub fn pinned(store: &Store) -> Result<Vec<(SnapshotId, &'static str)>> {
     let dir = store.root().join(DEPLOYMENTS_DIR);
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(&dir) {
@@ -71,13 +71,14 @@ pub fn pinned(store: &Store) -> Result<Vec<SnapshotId>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    for e in rd.flatten() {
-        if let Ok(b) = std::fs::read(e.path()) {
-            if let Ok(s) = serde_json::from_slice::<DeployState>(&b) {
-                out.extend(s.deployed_id());
-                out.extend(s.previous_id());
-            }
-        }
+    for e in rd {
+        let e = e.map_err(|err| Error::io(&dir, err))?;
+        let b = std::fs::read(e.path()).map_err(|err| Error::io(e.path(), err))?;
+        let s: DeployState = serde_json::from_slice(&b).map_err(|err| {
+            Error::malformed("deployment state", format!("{}: {err}", e.path().display()))
+        })?;
+        out.extend(s.deployed_id().map(|i| (i, "deployed")));
+        out.extend(s.previous_id().map(|i| (i, "previous generation")));
     }
     Ok(out)
 }
