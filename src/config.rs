@@ -69,6 +69,13 @@ pub struct Retention {
     pub keep_monthly: Option<u32>,
     #[serde(default)]
     pub keep_tags: Vec<String>,
+    /// `hamn sync` applies the policy (forget + gc) on this node, and asks
+    /// the standby to apply its own, after a successful push.
+    #[serde(default)]
+    pub apply_on_sync: bool,
+    /// gc keeps unreferenced data younger than this many hours (data an
+    /// interrupted push or snapshot may still use). Default 24.
+    pub gc_grace_hours: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
