@@ -142,14 +142,24 @@ impl Index {
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(path)
             .map_err(|e| fail(e.into()))?;
-        // Make sure the tables exist so readers never see "table missing".
-        let tx = db.begin_write().map_err(|e| fail(e.into()))?;
-        {
-            tx.open_table(BLOBS).map_err(|e| fail(e.into()))?;
-            tx.open_table(PACKS).map_err(|e| fail(e.into()))?;
-            tx.open_table(COMPLETE).map_err(|e| fail(e.into()))?;
+        // Make sure the tables exist so readers never see "table missing";
+        // only a new index is written to, so that reading commands (and dry
+        // runs) leave the file as it was.
+        let present = {
+            let rx = db.begin_read().map_err(|e| fail(e.into()))?;
+            rx.open_table(BLOBS).is_ok()
+                && rx.open_table(PACKS).is_ok()
+                && rx.open_table(COMPLETE).is_ok()
+        };
+        if !present {
+            let tx = db.begin_write().map_err(|e| fail(e.into()))?;
+            {
+                tx.open_table(BLOBS).map_err(|e| fail(e.into()))?;
+                tx.open_table(PACKS).map_err(|e| fail(e.into()))?;
+                tx.open_table(COMPLETE).map_err(|e| fail(e.into()))?;
+            }
+            tx.commit().map_err(|e| fail(e.into()))?;
         }
-        tx.commit().map_err(|e| fail(e.into()))?;
         Ok(Index {
             db,
             path: path.to_path_buf(),
@@ -302,6 +312,16 @@ impl Index {
             for id in trees {
                 t.insert(id, ()).map_err(|e| self.err(e))?;
             }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Keep only the completeness marks of trees `keep` accepts.
+    pub fn retain_complete(&self, keep: impl Fn(&[u8; ID_LEN]) -> bool) -> Result<()> {
+        let tx = self.write_tx()?;
+        {
+            let mut t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
+            t.retain(|k, _| keep(&k)).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
