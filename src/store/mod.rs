@@ -344,6 +344,17 @@ impl Store {
         Ok(id)
     }
 
+    /// Delete a snapshot record (its data stays until `gc`).
+    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
+        let path = self.snapshot_path(&id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        durable::fsync_dir(&self.snapshots_dir())
+    }
+
     /// Every pack file present on disk (indexed or not).
     pub fn pack_files(&self) -> Result<Vec<PackId>> {
         let dir = self.packs_dir();
