@@ -93,6 +93,19 @@ enum Node {
     Partial(BTreeMap<Vec<u8>, Node>),
 }
 
+impl Node {
+    /// One managed path at or below `path` (this node), for messages.
+    fn first_managed(&self, path: &Path) -> PathBuf {
+        match self {
+            Node::Partial(children) => match children.iter().next() {
+                Some((name, sub)) => sub.first_managed(&path.join(OsStr::from_bytes(name))),
+                None => path.to_path_buf(),
+            },
+            Node::Full => path.to_path_buf(),
+        }
+    }
+}
+
 fn build_trie(paths: &[String]) -> Result<Node> {
     let mut root = Node::Partial(BTreeMap::new());
     for p in paths {
@@ -235,7 +248,18 @@ impl Walker<'_> {
                 self.entry(path, name, md, prev, dev, None)
             }
             Node::Partial(children) => {
-                let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+                let md = match std::fs::symlink_metadata(path) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(Error::Usage(format!(
+                            "managed path {} does not exist ({} is missing); \
+                             create it or remove it from the config",
+                            node.first_managed(path).display(),
+                            path.display()
+                        )));
+                    }
+                    Err(e) => return Err(Error::io(path, e)),
+                };
                 if !md.is_dir() {
                     return Err(Error::Usage(format!(
                         "{} is not a directory, but managed paths lie below it",
@@ -246,6 +270,11 @@ impl Walker<'_> {
                 let mut entries = Vec::new();
                 for (child, sub) in children {
                     let child_path = path.join(OsStr::from_bytes(child));
+                    // Managed paths below the top level obey the excludes
+                    // like every other entry.
+                    if self.excluded(&child_path) {
+                        continue;
+                    }
                     let prev_child = prev_tree.as_ref().and_then(|t| t.get(child));
                     if let Some(e) = self.node_entry(&child_path, child, sub, prev_child)? {
                         entries.push(e);

@@ -198,3 +198,17 @@ fn init_refuses_a_foreign_directory_and_makes_its_own_private() {
     assert_eq!(mode(&again), 0o700);
     assert_eq!(mode(&again.join("packs")), 0o700);
 }
+
+#[test]
+fn managed_path_below_a_missing_directory() {
+    let env = Env::new();
+    let missing = env.path("no-such-dir/hosts");
+    let out = env.run(&["snapshot", missing.to_str().unwrap()]);
+    one_line_error(&out, 2, "does not exist");
+    assert!(
+        stderr(&out).contains(missing.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.snapshot_count(), 0);
+}

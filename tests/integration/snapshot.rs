@@ -334,3 +334,33 @@ fn a_file_whose_chunks_left_the_index_is_read_again() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(out.stdout == bytes(600_000, 51));
 }
+
+#[test]
+fn excludes_apply_to_managed_paths_below_the_top_level() {
+    let env = Env::new();
+    let etc = env.path("etc");
+    write(&etc.join("hosts"), b"10.0.0.1 mn1\n");
+    write(&etc.join("resolv.conf"), b"nameserver 10.0.0.1\n");
+    let hosts = etc.join("hosts");
+    let resolv = etc.join("resolv.conf");
+    let cfg = env.path("hamn.toml");
+    write(
+        &cfg,
+        format!(
+            "store = '{}'\npaths = ['{}', '{}']\nexclude = ['{}']\n",
+            env.store().display(),
+            hosts.display(),
+            resolv.display(),
+            hosts.display()
+        )
+        .as_bytes(),
+    );
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ls = env.ok(&["ls", "latest", etc.to_str().unwrap()]);
+    assert!(ls.contains(resolv.to_str().unwrap()), "{ls}");
+    assert!(!ls.contains(hosts.to_str().unwrap()), "{ls}");
+}
