@@ -218,7 +218,9 @@ pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
         let offset = d.u64()?;
         let plain_len = d.u32()?;
         let stored_len = d.u32()?;
-        if offset < PACK_HEADER_LEN + RECORD_HEADER_LEN || offset + stored_len as u64 > data_end {
+        // A crafted entry must not overflow: compare with checked sums.
+        let end = offset.checked_add(stored_len as u64);
+        if offset < PACK_HEADER_LEN + RECORD_HEADER_LEN || end.is_none_or(|e| e > data_end) {
             return Err(bad(format!(
                 "entry at {offset}+{stored_len} lies outside the data"
             )));
@@ -243,11 +245,18 @@ pub fn scan_records(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
     let data = std::fs::read(path).at(path)?;
     let mut out = Vec::new();
     let mut pos = PACK_HEADER_LEN as usize;
-    if data.len() < pos || &data[..8] != PACK_MAGIC {
+    if !data.starts_with(PACK_MAGIC) || data.len() < pos {
         return Ok(out);
     }
-    while data.len() - pos >= RECORD_HEADER_LEN as usize {
-        let mut d = Decoder::new(&data[pos..pos + RECORD_HEADER_LEN as usize], "record");
+    // Every length below comes from the file: all slicing goes through
+    // `get` with checked ends, so a crafted record stops the scan instead
+    // of panicking.
+    loop {
+        let header_end = pos.saturating_add(RECORD_HEADER_LEN as usize);
+        let Some(header) = data.get(pos..header_end) else {
+            break;
+        };
+        let mut d = Decoder::new(header, "record");
         let Ok(kind) = BlobKind::from_u8(d.u8()?) else {
             break;
         };
@@ -255,11 +264,13 @@ pub fn scan_records(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
         let hash = d.id()?;
         let plain_len = d.u32()?;
         let stored_len = d.u32()? as usize;
-        let start = pos + RECORD_HEADER_LEN as usize;
-        if data.len() - start < stored_len {
+        let start = header_end;
+        let Some(stored) = start
+            .checked_add(stored_len)
+            .and_then(|end| data.get(start..end))
+        else {
             break;
-        }
-        let stored = &data[start..start + stored_len];
+        };
         let id = BlobId { kind, hash };
         let ok = crate::chunk::decode(kind, encoding, stored, plain_len)
             .map(|plain| blake3::hash(&plain).as_bytes() == &hash)

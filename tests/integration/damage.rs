@@ -334,3 +334,30 @@ fn read_data_repair_makes_the_next_push_resend_damaged_data() {
         );
     }
 }
+
+#[test]
+fn a_crafted_trailer_offset_cannot_crash_repair() {
+    let env = Env::new();
+    let (src, _first, second) = two_snapshots(&env);
+    let newest = packs(&env.store()).pop().unwrap();
+    // Self-consistent (checksum fixed up) but offset + length overflows u64.
+    rewrite_trailer(&newest, |i, entry| {
+        if i == 0 {
+            entry[34..42].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        }
+    });
+    let out = env.run(&["--json", "check", "--repair"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = one_json(&out);
+    let salvaged = v["repair"]["packs_salvaged"].as_array().unwrap();
+    assert_eq!(salvaged.len(), 1, "{v}");
+    assert!(
+        salvaged[0]
+            .as_str()
+            .unwrap()
+            .contains(newest.to_str().unwrap())
+    );
+    // Its records were intact: everything is readable again.
+    let out = env.run(&["cat", &second, src.join("victim.rpm").to_str().unwrap()]);
+    assert!(out.stdout == bytes(1024 * 1024, 99));
+}
