@@ -47,6 +47,14 @@ pub fn pack_path(packs_dir: &Path, id: &PackId) -> PathBuf {
     packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
 }
 
+/// A pack just published by `PackWriter::finish`.
+pub struct SealedPack {
+    pub id: PackId,
+    pub blobs: Vec<BlobLoc>,
+    /// The whole file: header, records, trailer and footer.
+    pub size_bytes: u64,
+}
+
 pub struct PackWriter {
     tmp_path: PathBuf,
     out: Option<BufWriter<File>>,
@@ -115,8 +123,9 @@ impl PackWriter {
     }
 
     /// Write the trailer, make the pack durable and publish it under
-    /// `packs_dir`. Returns the locations of its blobs.
-    pub fn finish(mut self, packs_dir: &Path) -> Result<(PackId, Vec<BlobLoc>)> {
+    /// `packs_dir`. Returns its id, the locations of its blobs and its
+    /// final size (trailer and footer included).
+    pub fn finish(mut self, packs_dir: &Path) -> Result<SealedPack> {
         let trailer = encode_trailer(&self.entries);
         self.write(&trailer)?;
         let mut footer = Encoder::new();
@@ -140,7 +149,11 @@ impl PackWriter {
         for e in &mut entries {
             e.pack = id;
         }
-        Ok((id, entries))
+        Ok(SealedPack {
+            id,
+            blobs: entries,
+            size_bytes: self.len,
+        })
     }
 }
 

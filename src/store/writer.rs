@@ -141,12 +141,13 @@ impl<'s> BlobWriter<'s> {
 
     /// Publish a pack and index it; only then do its ids leave `pending`.
     fn seal(&self, w: PackWriter) -> Result<()> {
-        let size = w.len();
-        let (pack_id, locs) = w.finish(&self.store.packs_dir())?;
-        self.store.index().add_pack(pack_id, size, &locs)?;
+        let sealed = w.finish(&self.store.packs_dir())?;
+        self.store
+            .index()
+            .add_pack(sealed.id, sealed.size_bytes, &sealed.blobs)?;
         self.counters.packs_written.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for l in &locs {
+        for l in &sealed.blobs {
             pending.remove(&l.id.hash);
         }
         Ok(())

@@ -364,3 +364,49 @@ fn excludes_apply_to_managed_paths_below_the_top_level() {
     assert!(ls.contains(resolv.to_str().unwrap()), "{ls}");
     assert!(!ls.contains(hosts.to_str().unwrap()), "{ls}");
 }
+
+/// The index's byte count of every pack against the file on disk.
+fn pack_sizes(store: &Path) -> Vec<(u64, u64)> {
+    let s = hamn::store::Store::open(store).unwrap();
+    let mut v: Vec<(u64, u64)> = s
+        .index()
+        .packs()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, bytes)| (bytes, fs::metadata(s.pack_path(&id)).unwrap().len()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_index_records_each_pack_at_its_full_size() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 30, 61);
+    env.snapshot(&[&src]);
+    write(&src.join("more.bin"), &bytes(300_000, 62));
+    env.snapshot(&[&src]);
+    let sb = env.path("standby");
+    let on = |store: &Path, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+    };
+    on(&sb, &["init"]);
+    env.ok(&["push", "--to", sb.to_str().unwrap()]);
+    for store in [env.store(), sb.clone()] {
+        let written = pack_sizes(&store);
+        assert!(!written.is_empty());
+        for (indexed, on_disk) in &written {
+            assert_eq!(indexed, on_disk, "{}", store.display());
+        }
+        // A rebuild from the packs records the same numbers.
+        on(&store, &["check", "--repair"]);
+        assert_eq!(pack_sizes(&store), written);
+    }
+}
