@@ -26,7 +26,8 @@ pub struct RestoreStats {
     pub other_entries: u64,
     pub hardlinks: u64,
     pub bytes_written: u64,
-    /// Entries that could not be restored, with the reason.
+    /// Entries that could not be restored, with the reason: damaged or
+    /// missing data, or a device node without the privilege to make it.
     pub errors: Vec<String>,
     /// Metadata that could not be applied (e.g. an xattr the target file
     /// system does not support).
@@ -223,7 +224,20 @@ impl<'a> Restorer<'a> {
                     Kind::Fifo => (FileType::Fifo, 0),
                     _ => (FileType::Socket, 0),
                 };
-                dir.make_node(&e.name, ft, rdev).at(&path)?;
+                match dir.make_node(&e.name, ft, rdev) {
+                    Ok(()) => {}
+                    // Device nodes need CAP_MKNOD: without it this entry
+                    // is lost, not the rest of the restore.
+                    Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                        self.stats.errors.push(format!(
+                            "{}: cannot create a {} here ({err}); restore it as root",
+                            path.display(),
+                            e.kind.name()
+                        ));
+                        return Ok(());
+                    }
+                    Err(err) => return Err(Error::io(&path, err)),
+                }
                 let failed = dir.set_meta_at(&e.name, &e.meta, false).at(&path)?;
                 self.note(&path, failed);
                 self.stats.other_entries += 1;

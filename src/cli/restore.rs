@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     if !s.errors.is_empty() {
         return Err(hamn::Error::Reported(format!(
-            "{} entries could not be restored (damaged or missing data; first: {}); run `hamn check --read-data`",
+            "{} entries could not be restored (first: {}); each is named above",
             s.errors.len(),
             s.errors[0]
         )));

@@ -196,3 +196,61 @@ fn cat_streams_exact_bytes_including_holes() {
     let out = env.run(&["cat", &snap, src.join("holey").to_str().unwrap()]);
     assert_eq!(out.stdout, fs::read(src.join("holey")).unwrap());
 }
+
+#[test]
+fn device_nodes_without_privilege_fail_alone() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &src.join("a-null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    write(&src.join("b-file"), b"restored anyway");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &src.join("c-fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    env.snapshot(&[&src]);
+    // In a user namespace hamn is root over its own files but has no
+    // CAP_MKNOD: mknod of a device fails with EPERM, as for a non-root user.
+    let to = env.path("out");
+    let out = std::process::Command::new("unshare")
+        .arg("--map-root-user")
+        .arg(BIN)
+        .arg("--store")
+        .arg(env.store())
+        .args(["--json", "restore", "latest", src.to_str().unwrap(), "--to"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let v = one_json(&out);
+    let errors = v["stats"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].as_str().unwrap().contains("a-null"), "{errors:?}");
+    assert_eq!(v["stats"]["files"], 1);
+    assert_eq!(v["stats"]["other_entries"], 1);
+    let restored = to.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(restored.join("b-file")).unwrap(),
+        b"restored anyway"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(restored.join("c-fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(!restored.join("a-null").exists());
+}
