@@ -34,6 +34,8 @@ pub struct Config {
     pub retention: Retention,
     #[serde(default)]
     pub hooks: Hooks,
+    #[serde(default)]
+    pub monitoring: Monitoring,
     /// Seconds a writer waits for the store lock before giving up (exit 4).
     #[serde(default)]
     pub lock_wait: u64,
@@ -55,9 +57,9 @@ pub struct Standby {
     pub materialize: bool,
     /// Where the standby deploys (default /); passed to its `hamn serve --root`.
     pub root: Option<PathBuf>,
-    /// Chunks read back from the standby after each sync.
-    #[serde(default)]
-    pub verify_sample: u32,
+    /// Chunks read back from the standby after each sync: absent means
+    /// the built-in 16, 0 turns the read-back off.
+    pub verify_sample: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -76,6 +78,14 @@ pub struct Retention {
     /// gc keeps unreferenced data younger than this many hours (data an
     /// interrupted push or snapshot may still use). Default 24.
     pub gc_grace_hours: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// Prometheus textfile written by `hamn sync` (for node_exporter's
+    /// textfile collector), replaced atomically at the end of every run.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

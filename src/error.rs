@@ -89,6 +89,10 @@ pub enum Error {
     },
     #[error("standby {peer}: {message}")]
     Remote { peer: String, message: String },
+    /// A standby declined a request by its own policy (append-only, no
+    /// retention configured).
+    #[error("{0}")]
+    Refused(String),
     /// The command has already printed its result (with `--json`, its one
     /// JSON document) and only the failure status remains: `main` prints
     /// this message on stderr but no JSON error document.

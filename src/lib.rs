@@ -20,6 +20,7 @@ pub mod fs;
 pub mod gc;
 pub mod id;
 pub mod log;
+pub mod metrics;
 pub mod remote;
 pub mod restore;
 pub mod retention;

@@ -19,6 +19,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         lock_wait: ctx.lock_wait_duration(),
         root: std::path::absolute(&a.root).map_err(|e| hamn::Error::io(&a.root, e))?,
         post_materialize: ctx.config.hooks.post_materialize.clone(),
+        retention: Some(hamn::retention::Policy::from_config(&ctx.config.retention))
+            .filter(|p| !p.is_empty()),
+        gc_grace: super::gc::grace(ctx),
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();

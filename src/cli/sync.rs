@@ -1,6 +1,15 @@
-use hamn::Result;
+//! `hamn sync`, the nightly job: snapshot, push, confirm on the standby
+//! (listed, complete, a sample of chunks read back), then as configured
+//! have the standby deploy it and apply retention on both nodes. Writes
+//! the Prometheus textfile at the end, also when a step failed.
+
+use std::time::Instant;
+
+use hamn::metrics::{self, Gauge};
 use hamn::remote::protocol::MODE_WRITE;
 use hamn::remote::push::{self, PushOptions};
+use hamn::retention::{self, Policy};
+use hamn::{Error, Result};
 
 use super::remote_args::RemoteArgs;
 use super::snapshot::{self as snapcmd, print_outcome};
@@ -15,23 +24,45 @@ pub struct Args {
     pub tags: Vec<String>,
 }
 
-/// Chunks read back from the standby when the config sets no number.
+/// Chunks read back from the standby when the config sets no number
+/// (`standby.verify_sample = 0` turns the read-back off).
 const DEFAULT_VERIFY_SAMPLE: u32 = 16;
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let opts = snapcmd::options_from(ctx, a.tags, Vec::new(), false, false, Vec::new())?;
-    opts.validate()?;
+#[derive(Default)]
+struct Report {
+    snapshot: Option<serde_json::Value>,
+    files_total: u64,
+    files_read: u64,
+    warnings: u64,
+    push: Option<push::PushStats>,
+    standby_newest_ns: Option<i64>,
+    verified: u64,
+    materialize: Option<serde_json::Value>,
+    retention_local: Option<serde_json::Value>,
+    retention_standby: Option<serde_json::Value>,
+    code: i32,
+}
+
+fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
     let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
+    let opts = snapcmd::options_from(ctx, a.tags.clone(), Vec::new(), false, false, Vec::new())?;
     let outcome = hamn::snapshot::create::create(&store, &lock, &opts)?;
+    let s = &outcome.snapshot.stats;
+    (r.files_total, r.files_read, r.warnings) = (s.files, s.files_read, s.warnings);
+    r.snapshot = Some(snapcmd::outcome_json(&outcome));
+    if !ctx.json {
+        print_outcome(&outcome);
+    }
     hamn::log::info(&format!("sync: push to {target}"));
     let (_, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
-    let sample = match ctx.config.standby.verify_sample {
-        0 => DEFAULT_VERIFY_SAMPLE,
-        n => n,
-    } as usize;
+    let sample = ctx
+        .config
+        .standby
+        .verify_sample
+        .unwrap_or(DEFAULT_VERIFY_SAMPLE) as usize;
     let stats = push::push(
         &store,
         &lock,
@@ -41,57 +72,172 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             sample,
         },
     )?;
+    if !ctx.json {
+        super::push::print_stats(&stats, &target.to_string());
+    }
     hamn::log::info("sync: confirm on the standby");
-    let present = remote.snapshots()?.iter().any(|(id, _)| *id == outcome.id);
-    if !present {
-        return Err(hamn::Error::Remote {
+    let theirs = remote.snapshots()?;
+    let Some((_, snap)) = theirs.iter().find(|(id, _)| *id == outcome.id) else {
+        return Err(Error::Remote {
             peer: target.to_string(),
             message: format!(
                 "snapshot {} is not listed after the push",
                 outcome.id.short()
             ),
         });
+    };
+    r.standby_newest_ns = theirs
+        .iter()
+        .map(|(_, s)| s.time_ns)
+        .max()
+        .or(Some(snap.time_ns));
+    r.verified = push::verify_sample(&mut remote, &stats.sample)?;
+    r.push = Some(stats);
+    if !ctx.json {
+        println!(
+            "standby has snapshot {}; {} chunks read back and verified",
+            &outcome.id.to_hex()[..12],
+            r.verified
+        );
     }
-    let verified = push::verify_sample(&mut remote, &stats.sample)?;
-    let deployed = if ctx.config.standby.materialize {
+    if ctx.config.standby.materialize {
         hamn::log::info("sync: materialize on the standby");
         let root = a.remote.remote_root(ctx);
-        Some(remote.materialize(outcome.id, &root.to_string_lossy())?)
-    } else {
-        None
-    };
-    let hook_failed = deployed
-        .as_ref()
-        .and_then(|d| d["hook_failures"].as_array())
-        .is_some_and(|h| !h.is_empty());
-    remote.close()?;
-    let code = if outcome.warnings.is_empty() && !hook_failed {
-        0
-    } else {
-        EXIT_WARNINGS
-    };
-    if ctx.json {
-        ctx.print_json(&serde_json::json!({
-            "snapshot": snapcmd::outcome_json(&outcome),
-            "standby": target.to_string(),
-            "push": stats,
-            "verified_chunks": verified,
-            "materialize": deployed,
-            "exit_code": code,
-        }));
-    } else {
-        print_outcome(&outcome);
-        super::push::print_stats(&stats, &target.to_string());
-        println!(
-            "standby has snapshot {}; {verified} chunks read back and verified",
-            &outcome.id.to_hex()[..12]
-        );
-        if let Some(d) = &deployed {
+        let d = remote.materialize(outcome.id, &root.to_string_lossy())?;
+        if d["hook_failures"].as_array().is_some_and(|h| !h.is_empty()) {
+            r.code = EXIT_WARNINGS;
+        }
+        if !ctx.json {
             println!(
                 "standby deployed it: {} files written ({} bytes), {} unchanged",
                 d["files_written"], d["bytes_written"], d["files_reused"]
             );
         }
+        r.materialize = Some(d);
+    }
+    if ctx.config.retention.apply_on_sync {
+        hamn::log::info("sync: retention");
+        let policy = Policy::from_config(&ctx.config.retention);
+        let decisions = retention::plan(
+            &store.snapshots()?,
+            &policy,
+            &hamn::deploy::state::pinned(&store)?,
+        )?;
+        let forgotten = retention::forget(&store, &lock, &decisions)?;
+        let gc = hamn::gc::execute(
+            &store,
+            &lock,
+            hamn::gc::plan(&store, super::gc::grace(ctx))?,
+        )?;
+        r.retention_local = Some(serde_json::json!({ "forgotten": forgotten, "gc": gc }));
+        r.retention_standby = remote.apply_retention()?;
+    }
+    remote.close()?;
+    if !outcome.warnings.is_empty() {
+        r.code = EXIT_WARNINGS;
+    }
+    Ok(())
+}
+
+/// The last-success time recorded in an earlier textfile, to carry over.
+fn previous_success(path: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hamn_sync_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn write_metrics(ctx: &Ctx, r: &Report, code: i32, started: Instant, now: f64) -> Result<()> {
+    let Some(path) = &ctx.config.monitoring.textfile else {
+        return Ok(());
+    };
+    let last_success = if code == 0 || code == EXIT_WARNINGS {
+        Some(now)
+    } else {
+        previous_success(path)
+    };
+    let mut g = vec![
+        Gauge {
+            name: "hamn_sync_last_run_timestamp_seconds",
+            help: "Start of the last hamn sync run (Unix time).",
+            value: now,
+        },
+        Gauge {
+            name: "hamn_sync_exit_status",
+            help: "Exit status of the last hamn sync (0 ok, 1 failed, 2 usage, 3 warnings, 4 locked).",
+            value: code as f64,
+        },
+        Gauge {
+            name: "hamn_sync_duration_seconds",
+            help: "Wall time of the last hamn sync.",
+            value: started.elapsed().as_secs_f64(),
+        },
+        Gauge {
+            name: "hamn_snapshot_files",
+            help: "Files in the last snapshot.",
+            value: r.files_total as f64,
+        },
+        Gauge {
+            name: "hamn_snapshot_files_changed",
+            help: "Files read because they changed since the previous snapshot.",
+            value: r.files_read as f64,
+        },
+        Gauge {
+            name: "hamn_snapshot_warnings",
+            help: "Files that could not be stored in the last snapshot.",
+            value: r.warnings as f64,
+        },
+        Gauge {
+            name: "hamn_push_bytes_sent",
+            help: "Bytes sent to the standby by the last sync.",
+            value: r.push.as_ref().map_or(0, |p| p.bytes_sent) as f64,
+        },
+        Gauge {
+            name: "hamn_push_chunks_sent",
+            help: "Chunks and trees sent to the standby by the last sync.",
+            value: r.push.as_ref().map_or(0, |p| p.blobs_sent) as f64,
+        },
+    ];
+    if let Some(t) = last_success {
+        g.push(Gauge {
+            name: "hamn_sync_last_success_timestamp_seconds",
+            help: "End of the last successful hamn sync (Unix time).",
+            value: t,
+        });
+    }
+    if let Some(ns) = r.standby_newest_ns {
+        g.push(Gauge {
+            name: "hamn_standby_newest_snapshot_age_seconds",
+            help: "Age of the newest snapshot on the standby at the end of the last sync.",
+            value: (now - ns as f64 / 1e9).max(0.0),
+        });
+    }
+    metrics::write_textfile(path, &g)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let started = Instant::now();
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let mut r = Report::default();
+    let result = steps(ctx, &a, &mut r);
+    let code = match &result {
+        Ok(()) => r.code,
+        Err(e) => e.exit_code(),
+    };
+    if let Err(e) = write_metrics(ctx, &r, code, started, now) {
+        hamn::log::warn(&format!("could not write the metrics textfile: {e}"));
+    }
+    result?;
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({
+            "snapshot": r.snapshot,
+            "standby": a.remote.target(ctx)?.to_string(),
+            "push": r.push,
+            "verified_chunks": r.verified,
+            "materialize": r.materialize,
+            "retention": { "local": r.retention_local, "standby": r.retention_standby },
+            "exit_code": code,
+        }));
     }
     Ok(code)
 }

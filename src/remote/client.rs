@@ -52,6 +52,8 @@ impl Remote {
                     lock_wait: opts.lock_wait,
                     root: opts.root.clone(),
                     post_materialize: Vec::new(),
+                    retention: None,
+                    gc_grace: crate::gc::DEFAULT_GRACE,
                 };
                 let a2 = a.try_clone().map_err(|e| Error::io("socketpair", e))?;
                 let handle = std::thread::spawn(move || {
@@ -111,6 +113,9 @@ impl Remote {
     }
 
     fn peer_error(&self, code: u8, message: String) -> Error {
+        if code == E_REFUSED {
+            return Error::Refused(format!("standby {}: {message}", self.peer));
+        }
         if code == E_LOCKED {
             Error::Locked {
                 path: self.peer.clone().into(),
@@ -228,6 +233,27 @@ impl Remote {
                 message: format!("bad deployment report: {e}"),
             }),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Have the standby apply its own retention policy. `None` when it
+    /// declines (append-only, or no policy): it then runs its own.
+    pub fn apply_retention(&mut self) -> Result<Option<serde_json::Value>> {
+        match self.request(&Msg::ApplyRetention) {
+            Ok(Msg::RetentionApplied(json)) => {
+                serde_json::from_str(&json)
+                    .map(Some)
+                    .map_err(|e| Error::Remote {
+                        peer: self.peer.clone(),
+                        message: format!("bad retention report: {e}"),
+                    })
+            }
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(Error::Refused(why)) => {
+                crate::log::info(&why);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -37,6 +37,8 @@ pub const T_BLOBS: u8 = 15;
 pub const T_BYE: u8 = 16;
 pub const T_MATERIALIZE: u8 = 17;
 pub const T_MATERIALIZED: u8 = 18;
+pub const T_APPLY_RETENTION: u8 = 19;
+pub const T_RETENTION_APPLIED: u8 = 20;
 
 /// Error codes carried by `Msg::Error`.
 pub const E_FAILED: u8 = 1;
@@ -101,6 +103,10 @@ pub enum Msg {
     },
     /// The deployment's statistics, as a JSON document.
     Materialized(String),
+    /// Apply the standby's own retention policy (forget, then gc).
+    ApplyRetention,
+    /// What forget and gc did there, as a JSON document.
+    RetentionApplied(String),
 }
 
 fn put_ids(e: &mut Encoder, ids: impl ExactSizeIterator<Item = (u8, [u8; ID_LEN])>) {
@@ -246,6 +252,11 @@ impl Msg {
                 e.bytes(json.as_bytes());
                 T_MATERIALIZED
             }
+            Msg::ApplyRetention => T_APPLY_RETENTION,
+            Msg::RetentionApplied(json) => {
+                e.bytes(json.as_bytes());
+                T_RETENTION_APPLIED
+            }
         };
         (t, e.finish())
     }
@@ -336,6 +347,8 @@ impl Msg {
                 root: text(&mut d)?,
             },
             T_MATERIALIZED => Msg::Materialized(text(&mut d)?),
+            T_APPLY_RETENTION => Msg::ApplyRetention,
+            T_RETENTION_APPLIED => Msg::RetentionApplied(text(&mut d)?),
             other => return Err(d.err(format!("unknown message type {other}"))),
         };
         d.expect_end()?;

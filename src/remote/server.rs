@@ -28,6 +28,9 @@ pub struct ServeOptions {
     pub root: std::path::PathBuf,
     /// post_materialize hooks from this standby's config.
     pub post_materialize: Vec<String>,
+    /// This standby's own retention policy (None: not configured).
+    pub retention: Option<crate::retention::Policy>,
+    pub gc_grace: Duration,
 }
 
 fn same_store(asked: &str, ours: &Path) -> bool {
@@ -40,6 +43,7 @@ fn same_store(asked: &str, ours: &Path) -> bool {
 
 fn error_code(e: &Error) -> u8 {
     match e {
+        Error::Refused(_) => E_REFUSED,
         Error::Locked { .. } | Error::StaleLock { .. } => E_LOCKED,
         Error::Malformed { .. } | Error::Corrupt { .. } => E_BAD_REQUEST,
         _ => E_FAILED,
@@ -163,6 +167,31 @@ impl<'s, W: Write> Session<'s, W> {
         serde_json::to_string(&stats).map_err(|e| Error::Other(e.to_string()))
     }
 
+    /// Forget by this standby's own policy, then gc.
+    fn apply_retention(&mut self) -> Result<String> {
+        if self.opts.append_only {
+            return Err(Error::Refused(
+                "this standby serves append-only: it applies its own retention from its own timer"
+                    .into(),
+            ));
+        }
+        let lock = self.lock()?;
+        let Some(policy) = &self.opts.retention else {
+            return Err(Error::Refused(
+                "this standby has no [retention] policy in its config".into(),
+            ));
+        };
+        self.flush_writer()?;
+        let all = self.store.snapshots()?;
+        let pinned = crate::deploy::state::pinned(self.store)?;
+        let decisions = crate::retention::plan(&all, policy, &pinned)?;
+        let forgotten = crate::retention::forget(self.store, lock, &decisions)?;
+        let plan = crate::gc::plan(self.store, self.opts.gc_grace)?;
+        let gc = crate::gc::execute(self.store, lock, plan)?;
+        serde_json::to_string(&serde_json::json!({ "forgotten": forgotten, "gc": gc }))
+            .map_err(|e| Error::Other(e.to_string()))
+    }
+
     fn handle(&mut self, m: Msg) -> Result<bool> {
         match m {
             Msg::ListSnapshots => {
@@ -229,6 +258,10 @@ impl<'s, W: Write> Session<'s, W> {
             Msg::Bye => {
                 self.flush_writer()?;
                 return Ok(false);
+            }
+            Msg::ApplyRetention => {
+                let json = self.apply_retention()?;
+                self.out.send_now(&Msg::RetentionApplied(json))?;
             }
             Msg::Materialize { snapshot, root } => {
                 let json = self.materialize(snapshot, &root)?;
@@ -336,6 +369,13 @@ pub fn serve<R: Read, W: Write>(
         match session.handle(msg) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
+            // A declined request is an answer, not the end of the session.
+            Err(e @ Error::Refused(_)) => {
+                session.out.send_now(&Msg::Error {
+                    code: E_REFUSED,
+                    message: e.to_string(),
+                })?;
+            }
             Err(e) => {
                 let code = error_code(&e);
                 return refuse(&mut session.out, code, e);

@@ -572,3 +572,194 @@ fn sync_has_the_standby_materialize_over_the_same_session() {
     let err = remote.materialize(id, "/").unwrap_err().to_string();
     assert!(err.contains("deploys under"), "{err}");
 }
+
+/// Parse Prometheus text exposition format strictly enough to catch
+/// mistakes: every sample has HELP and TYPE lines before it, names are
+/// valid, values are numbers. Returns name -> value.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let valid = |n: &str| {
+        let mut c = n.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    };
+    let mut help = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split_whitespace().next().unwrap();
+            assert!(valid(name), "bad name {name}");
+            help.insert(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut f = rest.split_whitespace();
+            let (name, t) = (f.next().unwrap(), f.next().unwrap());
+            assert!(["gauge", "counter", "untyped"].contains(&t), "bad type {t}");
+            typed.insert(name.to_string(), t.to_string());
+        } else {
+            let mut f = line.split_whitespace();
+            let (name, value) = (f.next().unwrap(), f.next().unwrap());
+            assert!(f.next().is_none(), "extra fields: {line}");
+            assert!(
+                valid(name) && help.contains(name) && typed.contains_key(name),
+                "{line}"
+            );
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            assert!(
+                out.insert(name.to_string(), v).is_none(),
+                "duplicate {name}"
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
+    let env = Env::new();
+    let src = env.path("install");
+    make_tree(&src, 30, 3);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let prom = env.path("textfile/hamn.prom");
+    fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    let cfg = env.path("hamn.toml");
+    let write_cfg = |url: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{url}'\n[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n[monitoring]\ntextfile = '{}'\n",
+                env.store().display(),
+                src.display(),
+                prom.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg(sb.to_str().unwrap());
+    // The standby keeps more than the primary: its own policy.
+    fs::write(
+        env.path("standby.toml"),
+        "[retention]\nkeep_last = 3\ngc_grace_hours = 0\n",
+    )
+    .unwrap();
+    let start = chrono::Utc::now().timestamp() as f64;
+    for night in 0..5 {
+        write(&src.join("night"), &bytes(300_000, night));
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let m = parse_prometheus(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(m["hamn_sync_exit_status"], 0.0);
+    assert!(m["hamn_sync_last_success_timestamp_seconds"] >= start);
+    assert!(m["hamn_standby_newest_snapshot_age_seconds"] < 600.0);
+    assert!(m["hamn_push_bytes_sent"] > 300_000.0);
+    assert_eq!(m["hamn_snapshot_files_changed"], 1.0);
+    assert_eq!(env.snapshot_count(), 2);
+    // A local standby is served in-process with no policy of its own: it keeps everything.
+    assert_eq!(standby_snapshots(&sb), 5);
+    // A failed run records its status and keeps the last success time.
+    let last_ok = m["hamn_sync_last_success_timestamp_seconds"];
+    write_cfg("/nonexistent/standby");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    let m = parse_prometheus(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(m["hamn_sync_exit_status"], 1.0);
+    assert_eq!(m["hamn_sync_last_success_timestamp_seconds"], last_ok);
+}
+
+#[test]
+fn the_standby_applies_its_own_retention_unless_append_only() {
+    for append_only in [false, true] {
+        let env = Env::new();
+        let sb = env.path("standby");
+        assert_eq!(code(&standby(&sb, &["init"])), 0);
+        let sb_cfg = env.path("standby.toml");
+        fs::write(&sb_cfg, "[retention]\nkeep_last = 3\ngc_grace_hours = 0\n").unwrap();
+        let sshd = Sshd::start(&format!(
+            "command=\"{BIN} --config {} serve --store {}{}\",restrict",
+            sb_cfg.display(),
+            sb.display(),
+            if append_only { " --append-only" } else { "" }
+        ));
+        let src = env.path("install");
+        make_tree(&src, 20, 3);
+        let cfg = env.path("hamn.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\n[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n",
+                env.store().display(),
+                src.display(),
+                sshd.url(&sb),
+                sshd.path("client_key").display(),
+                sshd.path("known_hosts").display(),
+            ),
+        )
+        .unwrap();
+        let mut last = None;
+        for night in 0..5 {
+            write(&src.join("night"), &bytes(100_000, night));
+            let out = Command::new(BIN)
+                .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+            last = Some(out);
+        }
+        assert_eq!(env.snapshot_count(), 2);
+        let v: serde_json::Value = serde_json::from_slice(&last.unwrap().stdout).unwrap();
+        if append_only {
+            assert_eq!(standby_snapshots(&sb), 5);
+            assert!(v["retention"]["standby"].is_null(), "{v}");
+        } else {
+            assert_eq!(standby_snapshots(&sb), 3);
+            assert_eq!(v["retention"]["standby"]["forgotten"], 1, "{v}");
+        }
+        assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+    }
+}
+
+#[test]
+fn sync_verify_sample_defaults_to_16_and_0_turns_it_off() {
+    let env = Env::new();
+    let src = env.path("install");
+    make_tree(&src, 60, 23);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let cfg = env.path("hamn.toml");
+    let sync = |extra: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\n{extra}",
+                env.store().display(),
+                src.display(),
+                sb.display(),
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        one_json(&out)
+    };
+    // Unset: the built-in sample of 16 chunks.
+    let v = sync("");
+    assert_eq!(v["verified_chunks"], 16, "{v}");
+    // 0: no read-back at all, even though new chunks were pushed.
+    write(&src.join("d0/s0/new.txt"), &text(5000, 24));
+    let v = sync("verify_sample = 0\n");
+    assert!(v["push"]["blobs_sent"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["verified_chunks"], 0, "{v}");
+}
