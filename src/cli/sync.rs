@@ -44,11 +44,13 @@ struct Report {
 }
 
 fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
+    // Usage errors (an over-long tag) before the store is touched.
+    let opts = snapcmd::options_from(ctx, a.tags.clone(), Vec::new(), false, false, Vec::new())?;
+    opts.validate()?;
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
     let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
-    let opts = snapcmd::options_from(ctx, a.tags.clone(), Vec::new(), false, false, Vec::new())?;
     let outcome = hamn::snapshot::create::create(&store, &lock, &opts)?;
     let s = &outcome.snapshot.stats;
     (r.files_total, r.files_read, r.warnings) = (s.files, s.files_read, s.warnings);
