@@ -12,7 +12,7 @@ fi
 # Debian packages the tests use, as "command:package".
 need=()
 for pair in mount:mount umount:mount /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client \
-            pgrep:procps pkill:procps pkg-config:pkg-config; do
+            pgrep:procps pkill:procps pkg-config:pkg-config groff:groff zsh:zsh fish:fish; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

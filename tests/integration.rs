@@ -22,6 +22,8 @@ mod lock;
 mod materialize;
 #[path = "integration/old_stores.rs"]
 mod old_stores;
+#[path = "integration/operator.rs"]
+mod operator;
 #[path = "integration/proptest_changes.rs"]
 mod proptest_changes;
 #[path = "integration/push.rs"]

@@ -73,10 +73,10 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
                 (Err(e), _) => problems.push(format!("{}: {e}", up.display())),
                 _ => {}
             }
-            if let Ok(m) = std::fs::metadata(&up) {
-                if m.permissions().readonly() {
+            if let Ok(vfs) = rustix::fs::statvfs(&up) {
+                if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
                     problems.push(format!(
-                        "{} is read-only: {p} cannot be deployed there",
+                        "{} is on a read-only file system: {p} cannot be deployed there",
                         up.display()
                     ));
                 }
