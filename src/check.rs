@@ -59,13 +59,13 @@ fn stored_slice<'d>(data: &'d [u8], l: &BlobLoc) -> Option<&'d [u8]> {
     data.get(start..end)
 }
 
+/// One finding of a pack read: the damaged blob (None for damage outside
+/// every indexed blob) and what is wrong.
+type PackDamage = (Option<BlobLoc>, String);
+
 /// Read a whole pack and verify it. Returns the bytes read and what
-/// failed: the blob (None for damage outside every indexed blob) and why.
-fn verify_pack(
-    store: &Store,
-    pack: PackId,
-    indexed: &[BlobLoc],
-) -> (u64, Vec<(Option<BlobLoc>, String)>) {
+/// failed.
+fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<PackDamage>) {
     let path = store.pack_path(&pack);
     let data = match std::fs::read(&path) {
         Ok(d) => d,
@@ -159,7 +159,7 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
             );
             p
         });
-        let results: Vec<(u64, Vec<(Option<BlobLoc>, String)>)> = packs
+        let results: Vec<(u64, Vec<PackDamage>)> = packs
             .par_iter()
             .map(|p| {
                 let r = verify_pack(store, *p, &by_pack[p]);

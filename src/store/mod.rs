@@ -302,7 +302,7 @@ impl Store {
                 Err(err) => bad.push((e.path(), err.to_string())),
             }
         }
-        good.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+        good.sort_by_key(|(id, s)| (s.time_ns, *id));
         bad.sort();
         Ok((good, bad))
     }
