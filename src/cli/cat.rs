@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let (_, snap) = snapshot::resolve(&store, &a.snap)?;
     let path = a.path.as_os_str().as_bytes();
     let not_file = |what: &str| {

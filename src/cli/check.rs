@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         )?;
         (store, Some(lock), moved)
     } else {
-        (ctx.open_store()?, None, None)
+        (ctx.open_store_read_only()?, None, None)
     };
     let mut repaired = None;
     if let Some(lock) = &lock {

@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let all = store.snapshots()?;
     let (ida, sa) = snapshot::resolve_in(&all, &a.snap_a)?;
     let (idb, sb) = snapshot::resolve_in(&all, &a.snap_b)?;

@@ -47,7 +47,11 @@ impl Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = if a.dry_run {
+        ctx.open_store_read_only()?
+    } else {
+        ctx.open_store()?
+    };
     let policy = a.policy(ctx);
     let lock = if a.dry_run {
         None

@@ -21,7 +21,11 @@ pub fn grace(ctx: &Ctx) -> Duration {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = if a.dry_run {
+        ctx.open_store_read_only()?
+    } else {
+        ctx.open_store()?
+    };
     // Even a dry run takes the lock: its plan is only true while no writer runs.
     let lock = ctx.lock(&store)?;
     let plan = gc::plan(&store, grace(ctx))?;

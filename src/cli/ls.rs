@@ -139,7 +139,7 @@ fn walk(
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let (id, snap) = snapshot::resolve(&store, &a.snap)?;
     let path = a
         .path

@@ -31,7 +31,11 @@ pub fn print_stats(verb: &str, s: &deploy::MaterializeStats, root: &std::path::P
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = if a.dry_run {
+        ctx.open_store_read_only()?
+    } else {
+        ctx.open_store()?
+    };
     let root = std::path::absolute(&a.root).map_err(|e| hamn::Error::io(&a.root, e))?;
     let spec = a.snap.as_deref().unwrap_or("latest");
     let (id, snap) = snapshot::resolve(&store, spec)?;

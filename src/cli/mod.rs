@@ -152,6 +152,11 @@ impl Ctx {
         Store::open(&self.store_path())
     }
 
+    /// For commands that only read (and dry runs): nothing in the store changes.
+    pub fn open_store_read_only(&self) -> Result<Store> {
+        Store::open_read_only(&self.store_path())
+    }
+
     pub fn lock_wait_duration(&self) -> Duration {
         Duration::from_secs(self.lock_wait.unwrap_or(self.config.lock_wait))
     }

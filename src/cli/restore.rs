@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let (id, snap) = snapshot::resolve(&store, &a.snap)?;
     if !a.to.exists() {
         std::fs::create_dir_all(&a.to).map_err(|e| hamn::Error::io(&a.to, e))?;

@@ -6,7 +6,7 @@ use super::{Ctx, human_bytes};
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let snaps = store.snapshots()?;
     if ctx.json {
         let list: Vec<_> = snaps

@@ -21,7 +21,7 @@ fn short(id: &Option<String>) -> String {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store_read_only()?;
     let root = std::path::absolute(&a.root).map_err(|e| hamn::Error::io(&a.root, e))?;
     let st = deploy::status(&store, &root)?;
     // On a primary with a standby configured: how far behind is it?

@@ -25,8 +25,24 @@ pub const INDEX_FILE: &str = "index.redb";
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct Index {
-    db: redb::Database,
+    db: Db,
     path: PathBuf,
+}
+
+/// A read-write handle, or a read-only one that never writes the file
+/// (reading commands and dry runs leave the index exactly as it was).
+enum Db {
+    Rw(redb::Database),
+    Ro(redb::ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Rw(d) => d.begin_read(),
+            Db::Ro(d) => d.begin_read(),
+        }
+    }
 }
 
 fn encode_loc(l: &BlobLoc) -> Vec<u8> {
@@ -161,7 +177,37 @@ impl Index {
             tx.commit().map_err(|e| fail(e.into()))?;
         }
         Ok(Index {
-            db,
+            db: Db::Rw(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open an existing index for reading only. An index left by a writer
+    /// that crashed needs redb's repair first, which only a read-write open
+    /// does: then it is opened read-write.
+    pub fn open_read_only(path: &Path) -> Result<Index> {
+        match Self::try_read_only(path) {
+            Ok(idx) => Ok(idx),
+            Err(_) if path.exists() => Self::open(path),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_read_only(path: &Path) -> Result<Index> {
+        let err = |detail: String| Error::Index {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if !path.exists() {
+            return Err(err("missing".into()));
+        }
+        let db = redb::Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open_read_only(path)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Index {
+            db: Db::Ro(db),
             path: path.to_path_buf(),
         })
     }
@@ -174,7 +220,10 @@ impl Index {
     }
 
     fn write_tx(&self) -> Result<redb::WriteTransaction> {
-        self.db.begin_write().map_err(|e| self.err(e))
+        match &self.db {
+            Db::Rw(d) => d.begin_write().map_err(|e| self.err(e)),
+            Db::Ro(_) => Err(self.err("opened read-only")),
+        }
     }
 
     pub fn get(&self, hash: &[u8; ID_LEN]) -> Result<Option<BlobLoc>> {

@@ -93,6 +93,14 @@ impl Store {
         Ok(Self::with_index(path, index))
     }
 
+    /// Open a store for reading: nothing in it is written, not even the
+    /// index file (works beside a running writer).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Self::check_marker(path)?;
+        let index = Index::open_read_only(&path.join(index::INDEX_FILE))?;
+        Ok(Self::with_index(path, index))
+    }
+
     /// Open a store to rebuild its index (`check --repair`): take the lock
     /// first, then open the index; one that redb cannot open because it is
     /// damaged is moved aside and replaced by an empty one (the index is a
