@@ -43,7 +43,6 @@ OUT may not be /, /install, /etc or below them.
 
 import argparse
 import gzip
-import io
 import json
 import os
 import random
@@ -266,6 +265,10 @@ class Planner:
         used.add(name)
         return name
 
+    def subdir(self, parent):
+        """A new directory below parent whose name no file there takes."""
+        return f"{parent}/{self.unique(parent, self.word())}"
+
     def file(self, d, name, cat, size=None, kind=None, mode=None):
         name = self.unique(d, name)
         ckind, med, sigma, cmode = CATEGORIES[cat] if cat in CATEGORIES else (kind, 0, 0, 0o644)
@@ -324,7 +327,7 @@ class Planner:
         r = self.rng
         count = 0
         while count < n:
-            d = "usr/lib64" if r.random() < 0.85 else f"usr/lib64/{self.word()}"
+            d = "usr/lib64" if r.random() < 0.85 else self.subdir("usr/lib64")
             base = f"lib{self.word()}.so"
             major = r.randint(0, 9)
             real = self.file(d, f"{base}.{major}.{r.randint(0, 40)}.{r.randint(0, 9)}", "so")
@@ -339,7 +342,7 @@ class Planner:
 
     def area_libexec(self, n):
         r = self.rng
-        dirs = ["usr/libexec"] + [f"usr/libexec/{self.word()}" for _ in range(max(1, n // 15))]
+        dirs = ["usr/libexec"] + [self.subdir("usr/libexec") for _ in range(max(1, n // 15))]
         for _ in range(n):
             self.file(r.choice(dirs), self.word(), "elf" if r.random() < 0.6 else "script")
 
@@ -385,7 +388,7 @@ class Planner:
 
     def area_include(self, n):
         r = self.rng
-        dirs = ["usr/include"] + [f"usr/include/{self.word()}" for _ in range(max(1, n // 20))]
+        dirs = ["usr/include"] + [self.subdir("usr/include") for _ in range(max(1, n // 20))]
         for _ in range(n):
             self.file(r.choice(dirs), f"{self.word()}.h", "h")
 

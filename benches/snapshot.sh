@@ -20,6 +20,8 @@
 #                  FILES above 30000 without BYTES: FILES x 1 KiB)
 #   SEED=N         generator seed (default 1)
 #   NIGHTS=N       nightly changes to snapshot after the cold runs (default 1)
+#   REPS=N         runs of each short measurement (no-change, find); the
+#                  median is reported (default 3)
 #   RESTIC=0       skip restic (default: run it; installed with apt-get if
 #                  missing and we are root)
 #   HAMN_BIN=PATH  use this hamn instead of `cargo build --release`
@@ -48,6 +50,7 @@ repo=$(cd "$here/.." && pwd)
 SMALL=${SMALL:-0}
 SEED=${SEED:-1}
 NIGHTS=${NIGHTS:-1}
+REPS=${REPS:-3}
 RESTIC=${RESTIC:-1}
 KEEP=${KEEP:-0}
 if [[ $SMALL == 1 ]]; then
@@ -163,10 +166,20 @@ measure() {
     put "$name.rss_kib" "$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$work/$name.time")"
 }
 
+# measure_reps NAME CMD...: REPS runs as NAME.1, NAME.2, ...; the table
+# shows the run with the median wall time (for the short, noise-prone runs).
+measure_reps() {
+    local name=$1 i
+    shift
+    for ((i = 1; i <= REPS; i++)); do
+        measure "$name.$i" "$@"
+    done
+}
+
 # The walk every tool must at least do: one stat per entry.
 drop_caches
 measure find_cold find "$tree" -printf '%s %T@\n'
-measure find_warm find "$tree" -printf '%s %T@\n'
+measure_reps find_warm find "$tree" -printf '%s %T@\n'
 
 # --- hamn
 say "hamn: cold snapshot"
@@ -175,7 +188,7 @@ drop_caches
 measure hamn_cold "$hamn" --store "$store" -q snapshot "$tree"
 put hamn_cold.du "$(du -sb "$store" | cut -f1)"
 say "hamn: no-change snapshot"
-measure hamn_nochange "$hamn" --store "$store" -q snapshot "$tree"
+measure_reps hamn_nochange "$hamn" --store "$store" -q snapshot "$tree"
 
 # --- restic (repository format 2: zstd compression, like hamn)
 if [[ $RESTIC == 1 ]]; then
@@ -185,7 +198,7 @@ if [[ $RESTIC == 1 ]]; then
     measure restic_cold restic -r "$repo_dir" --json backup --host bench "$tree"
     put restic_cold.du "$(du -sb "$repo_dir" | cut -f1)"
     say "restic: no-change backup"
-    measure restic_nochange restic -r "$repo_dir" --json backup --host bench "$tree"
+    measure_reps restic_nochange restic -r "$repo_dir" --json backup --host bench "$tree"
 fi
 
 # --- nightly changes
@@ -201,6 +214,7 @@ for ((night = 1; night <= NIGHTS; night++)); do
     fi
 done
 put nights "$NIGHTS"
+put reps "$REPS"
 put hamn_final.du "$(du -sb "$store" | cut -f1)"
 [[ $RESTIC == 1 ]] && put restic_final.du "$(du -sb "$repo_dir" | cut -f1)"
 
@@ -231,6 +245,12 @@ nights = int(res["nights"])
 
 def f(k):
     return float(res[k])
+
+
+def med(name):
+    """The key prefix of the median-wall run of a repeated measurement."""
+    runs = sorted((f(f"{name}.{i}.wall"), f"{name}.{i}") for i in range(1, int(res["reps"]) + 1))
+    return runs[(len(runs) - 1) // 2][1]
 
 
 def restic_summary(name):
@@ -285,41 +305,39 @@ row("cold snapshot: throughput (plain MB/s)", f"{ht:,.1f} MB/s", f"{rt:,.1f} MB/
     f"{ht / rt:.2f}x" if restic else "", verdict)
 row("cold snapshot: CPU user+sys (CPU/wall)", cpu("hamn_cold")[1], cpu("restic_cold")[1] if restic else "")
 row("cold snapshot: peak RSS", mib(rss("hamn_cold")), mib(rss("restic_cold")) if restic else "",
-    f"{rss('restic_cold') / rss('hamn_cold'):.2f}x less" if restic else "",
+    f"{rss('restic_cold') / rss('hamn_cold'):.2f}x" if restic else "",
     "independent of file count (compare FILES=...)")
-fw = f("find_warm.wall")
-hn, rn = f("hamn_nochange.wall"), f("restic_nochange.wall") if restic else 0
+fw = f(med("find_warm") + ".wall")
+hnc = med("hamn_nochange")
+rnc = med("restic_nochange") if restic else ""
+hn, rn = f(hnc + ".wall"), f(rnc + ".wall") if restic else 0
 row("no-change re-snapshot: wall", secs(hn), secs(rn) if restic else "", faster(hn, rn) if restic else "",
     f"<= 2x find: {'MET' if hn <= 2 * fw else 'MISSED'} ({hn / fw:.1f}x find)")
-row("no-change re-snapshot: CPU user+sys (CPU/wall)", cpu("hamn_nochange")[1],
-    cpu("restic_nochange")[1] if restic else "")
-row("no-change re-snapshot: peak RSS", mib(rss("hamn_nochange")), mib(rss("restic_nochange")) if restic else "")
+row("no-change re-snapshot: CPU user+sys (CPU/wall)", cpu(hnc)[1], cpu(rnc)[1] if restic else "")
+row("no-change re-snapshot: peak RSS", mib(rss(hnc)), mib(rss(rnc)) if restic else "")
 row("`find TREE -printf '%s %T@\\n'` (warm)", secs(fw))
 if res["dropped"] == "yes":
     row("`find ...` (cold, page cache dropped)", secs(f("find_cold.wall")))
 s0 = snaps[0]["stats"]
 hstored = s0["bytes_added_stored"]
 hdu = f("hamn_cold.du")
-rsum = restic_summary("restic_cold") if restic else {}
 rdu = f("restic_cold.du") if restic else 0
-row("stored after cold snapshot (bytes_added_stored / restic data_added)", mib(hstored),
-    mib(rsum.get("data_added", 0)) if restic else "")
+row("stored after cold snapshot (hamn: stats.bytes_added_stored)", mib(hstored))
 row("store size on disk after cold snapshot (du -sb)", mib(hdu), mib(rdu) if restic else "",
-    f"{rdu / hdu:.2f}x smaller" if restic else "")
-row("dedup+compression ratio: plain / bytes_added_stored", f"{plain / hstored:.2f}",
-    f"{plain / rsum['data_added']:.2f}" if restic and rsum.get("data_added") else "")
-row("dedup+compression ratio: plain / du -sb", f"{plain / hdu:.2f}", f"{plain / rdu:.2f}" if restic else "")
+    f"{rdu / hdu:.2f}x" if restic else "")
+row("dedup+compression ratio: plain / bytes_added_stored", f"{plain / hstored:.2f}")
+row("dedup+compression ratio: plain / du -sb", f"{plain / hdu:.2f}", f"{plain / rdu:.2f}" if restic else "",
+    f"{(plain / hdu) / (plain / rdu):.2f}x" if restic else "")
 for n in range(1, nights + 1):
-    m = json.loads(res[f"mutate{n}"])
-    sn = snaps[1 + n]["stats"] if len(snaps) > 1 + n else {}
+    sn = snaps[len(snaps) - nights + n - 1]["stats"]
     name = f"hamn_night{n}"
     hnw = f(name + ".wall")
     rnw = f(f"restic_night{n}.wall") if restic else 0
     row(f"night {n} (`gen_tree.py --mutate {n}`): snapshot wall", secs(hnw), secs(rnw) if restic else "",
         faster(hnw, rnw) if restic else "")
     rs = restic_summary(f"restic_night{n}") if restic else {}
-    row(f"night {n}: stored bytes added", mib(sn.get("bytes_added_stored", 0)),
-        mib(rs.get("data_added", 0)) if restic else "")
+    row(f"night {n}: stored bytes added (hamn: bytes_added_stored; restic: repo du growth)",
+        mib(sn.get("bytes_added_stored", 0)), mib(f(f"restic_night{n}.du_added")) if restic else "")
     row(f"night {n}: files read / reused", f"{sn.get('files_read', 0):,} / {sn.get('files_reused', 0):,}",
         f"{rs.get('files_new', 0) + rs.get('files_changed', 0):,} / {rs.get('files_unmodified', 0):,}" if restic else "")
     row(f"night {n}: peak RSS", mib(rss(name)), mib(rss(f"restic_night{n}")) if restic else "")
@@ -338,11 +356,18 @@ head.append(f"* hamn: {res['hamn_version']}" + (f"; restic: {res['restic_version
 head.append(f"* tree generated by benches/gen_tree.py in {float(res['gen_wall']):.1f} s; "
             f"{gen['packages']} packages ({gen['packages_duplicated']} duplicated), "
             f"rootimg.cpio.gz {mib(gen['cpio_bytes'])}")
+for n in range(1, nights + 1):
+    m = json.loads(res[f"mutate{n}"])
+    head.append(f"* night {n}: {m['rewritten']} files rewritten, {m['patched']} patched in place, "
+                f"{m['touched']} touched (mtime only), {m['deleted']} deleted, {m['renamed']} renamed, "
+                f"{m['new_files']} new, {m['new_packages']} new + {m['updated_packages']} updated packages, "
+                f"{m['hosts_lines']} hosts lines, rootimg.cpio.gz re-packed; {mib(m['bytes_written'])} written")
 if res["dropped"] == "yes":
     head.append("* page cache dropped before each cold run: yes")
 else:
     head.append("* page cache dropped before each cold run: NO (not permitted here); "
                 "the tree was just written, so every run read it from the page cache")
+head.append(f"* no-change and find rows: median of {res['reps']} runs; everything else: one run")
 head.append("* MB/s = 10^6 bytes of plain file content per second of wall time; "
             "CPU/wall = (user+sys)/wall, 2.0 = both of 2 cores busy; "
             "hamn vs restic > 1 means hamn is faster/smaller")
