@@ -620,6 +620,13 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         });
     }
     let a = applier.finish();
+    if !a.errors.is_empty() {
+        return Err(Error::Other(format!(
+            "{} entries could not be written (first: {}); nothing was rolled back",
+            a.errors.len(),
+            a.errors[0]
+        )));
+    }
     let mut j = Journal {
         version: 1,
         phase: Phase::Prepared,

@@ -26,7 +26,17 @@ fn unchanged_files_are_not_read_again() {
     let second = stats(&env, &[s]);
     assert_eq!(second["files_reused"], 300);
     assert_eq!(second["bytes_read"], 0);
-    assert_eq!(second["blobs_added"], 0, "no-change snapshot wrote data");
+    // No file data is stored again; at most the trees of the directories
+    // above the managed path (/tmp changes under a parallel test run).
+    let depth = src.components().count() as u64;
+    assert!(
+        second["blobs_added"].as_u64().unwrap() < depth,
+        "no-change snapshot wrote data: {second}"
+    );
+    assert!(
+        second["bytes_added_plain"].as_u64().unwrap() < 64 * 1024,
+        "{second}"
+    );
     // One file changed: only it is read.
     write(&src.join("d1/s1/f1.txt"), b"changed");
     let third = stats(&env, &[s]);
