@@ -41,17 +41,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             path: String::from_utf8_lossy(&path).into_owned(),
         });
     }
-    let prefix = {
-        let comps = snapshot::path_components(&path)?;
-        format!(
-            "/{}",
-            comps
-                .iter()
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect::<Vec<_>>()
-                .join("/")
-        )
-    };
+    let prefix = snapshot::normalized_path(&path)?;
     let result = match (&fa, &fb) {
         (Some(Found::Root(_)), _) | (_, Some(Found::Root(_))) => {
             diff::diff(&store, None, None, Some(sa.root), Some(sb.root), "/")?

@@ -146,14 +146,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .as_ref()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|| b"/".to_vec());
-    let shown = format!(
-        "/{}",
-        snapshot::path_components(&path)?
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("/")
-    );
+    let shown = snapshot::normalized_path(&path)?;
     let mut json_rows = Vec::new();
     let json = ctx.json;
     let mut emit = |p: &str, e: &Entry| {

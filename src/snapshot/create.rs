@@ -23,7 +23,7 @@ use crate::chunk::{self, TREE_MAX_BYTES};
 use crate::error::{Error, Result};
 use crate::fs::read::{self as fsread, Owners};
 use crate::id::{SnapshotId, TreeId};
-use crate::snapshot::{Snapshot, SnapshotStats, check_text, path_components};
+use crate::snapshot::{Snapshot, SnapshotStats, check_text, normalized_path, path_components};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
 use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree};
@@ -50,17 +50,7 @@ impl SnapshotOptions {
         let mut paths: Vec<String> = self
             .paths
             .iter()
-            .map(|p| {
-                let comps = path_components(p.as_bytes())?;
-                Ok(format!(
-                    "/{}",
-                    comps
-                        .iter()
-                        .map(|c| String::from_utf8_lossy(c).into_owned())
-                        .collect::<Vec<_>>()
-                        .join("/")
-                ))
-            })
+            .map(|p| normalized_path(p.as_bytes()))
             .collect::<Result<_>>()?;
         paths.sort();
         paths.dedup();

@@ -254,6 +254,20 @@ pub fn path_components(path: &[u8]) -> Result<Vec<&[u8]>> {
     Ok(out)
 }
 
+/// The canonical absolute form of a path inside a snapshot: `/a/b`
+/// (doubled slashes and `.` dropped, names shown lossily).
+pub fn normalized_path(path: &[u8]) -> Result<String> {
+    let comps = path_components(path)?;
+    Ok(format!(
+        "/{}",
+        comps
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    ))
+}
+
 /// What a path in a snapshot names: the root (a directory with no entry of
 /// its own) or an entry.
 pub enum Found {
