@@ -30,6 +30,7 @@ pub fn max_plain_len(kind: BlobKind) -> usize {
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Compress `plain` with zstd; keep it raw when compression does not pay.
@@ -63,7 +64,17 @@ pub fn decode(kind: BlobKind, encoding: u8, stored: &[u8], plain_len: u32) -> Re
     }
     let out = match encoding {
         ENCODING_RAW => stored.to_vec(),
-        ENCODING_ZSTD => zstd::bulk::decompress(stored, plain_len)
+        ENCODING_ZSTD => DECOMPRESSOR
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress(stored, plain_len),
+                    None => zstd::bulk::decompress(stored, plain_len),
+                }
+            })
             .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?,
         other => {
             return Err(Error::malformed(

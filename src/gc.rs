@@ -209,7 +209,7 @@ pub fn execute(store: &Store, lock: &StoreLock, plan: GcPlan) -> Result<GcStats>
     let mut stats = GcStats::default();
     let mut freed: i64 = 0;
     if !plan.rewrite.is_empty() {
-        let w = BlobWriter::new(store, lock);
+        let w = BlobWriter::new(store, lock)?;
         for p in &plan.rewrite {
             for l in &p.live {
                 let stored = store.read_stored(l)?;

@@ -88,9 +88,12 @@ impl<'s, W: Write> Session<'s, W> {
                 ),
             ));
         }
-        let w = self
-            .writer
-            .get_or_insert_with(|| BlobWriter::new(self.store, lock));
+        if self.writer.is_none() {
+            self.writer = Some(BlobWriter::new(self.store, lock)?);
+        }
+        let Some(w) = &self.writer else {
+            return Ok(());
+        };
         if !w.has(b.id)? {
             w.add_stored(b.id, b.encoding, b.plain_len, &b.stored)?;
         }

@@ -22,7 +22,8 @@ const PACKS: TableDefinition<[u8; ID_LEN], (u32, u64)> = TableDefinition::new("p
 const COMPLETE: TableDefinition<[u8; ID_LEN], ()> = TableDefinition::new("complete_trees");
 
 pub const INDEX_FILE: &str = "index.redb";
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's page cache: bounds the index's share of memory whatever its size.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Index {
     db: Db,
@@ -72,6 +73,25 @@ fn decode_loc(hash: [u8; ID_LEN], v: &[u8]) -> Result<BlobLoc> {
         plain_len,
         stored_len,
     })
+}
+
+/// See [`Index::reader`].
+pub struct BlobReader {
+    table: redb::ReadOnlyTable<[u8; ID_LEN], &'static [u8]>,
+    path: PathBuf,
+}
+
+impl BlobReader {
+    pub fn contains(&self, hash: &[u8; ID_LEN]) -> Result<bool> {
+        Ok(self
+            .table
+            .get(hash)
+            .map_err(|e| Error::Index {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?
+            .is_some())
+    }
 }
 
 /// Why an index could not be opened.
@@ -233,6 +253,18 @@ impl Index {
             Some(v) => Ok(Some(decode_loc(*hash, v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// A consistent view of the blob table for many lookups: one read
+    /// transaction instead of one per lookup. It does not see later commits;
+    /// take a new one after committing.
+    pub fn reader(&self) -> Result<BlobReader> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        Ok(BlobReader {
+            table,
+            path: self.path.clone(),
+        })
     }
 
     pub fn contains(&self, hash: &[u8; ID_LEN]) -> Result<bool> {

@@ -4,12 +4,13 @@
 //! this run already hold it, so identical content is stored once.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::chunk;
 use crate::error::Result;
 use crate::id::{BlobId, ChunkId, ID_LEN, TreeId};
+use crate::store::index::BlobReader;
 use crate::store::pack::{PACK_TARGET_BYTES, PackWriter};
 use crate::store::{Store, StoreLock};
 
@@ -37,18 +38,22 @@ pub struct BlobWriter<'s> {
     pack: Mutex<Option<PackWriter>>,
     /// Blobs written to packs that are not indexed yet.
     pending: Mutex<HashSet<[u8; ID_LEN]>>,
+    /// The index as of the last seal of this writer (the store lock keeps
+    /// every other writer out, so nothing else changes it meanwhile).
+    reader: RwLock<Arc<BlobReader>>,
     counters: Counters,
 }
 
 impl<'s> BlobWriter<'s> {
-    pub fn new(store: &'s Store, lock: &'s StoreLock) -> Self {
-        BlobWriter {
+    pub fn new(store: &'s Store, lock: &'s StoreLock) -> Result<Self> {
+        Ok(BlobWriter {
             store,
             _lock: lock,
             pack: Mutex::new(None),
             pending: Mutex::new(HashSet::new()),
+            reader: RwLock::new(Arc::new(store.index().reader()?)),
             counters: Counters::default(),
-        }
+        })
     }
 
     fn is_pending(&self, hash: &[u8; ID_LEN]) -> bool {
@@ -59,10 +64,19 @@ impl<'s> BlobWriter<'s> {
     }
 
     /// Whether the store (or this run) already holds the blob. Pending is
-    /// checked before the index: a pack is indexed before its ids leave the
-    /// pending set, so one of the two always sees it.
+    /// checked before the index: a sealed pack is indexed, and the reader
+    /// renewed, before its ids leave the pending set, so one of the two
+    /// always sees it.
     pub fn has(&self, id: BlobId) -> Result<bool> {
-        Ok(self.is_pending(&id.hash) || self.store.has_blob(id)?)
+        if self.is_pending(&id.hash) {
+            return Ok(true);
+        }
+        let reader = self
+            .reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        reader.contains(&id.hash)
     }
 
     pub fn add_chunk(&self, plain: &[u8]) -> Result<ChunkId> {
@@ -134,6 +148,9 @@ impl<'s> BlobWriter<'s> {
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if w.len() >= PACK_TARGET_BYTES {
             let full = pack.take().expect("pack writer exists");
+            // Seal (fsync, rename, index commit) without holding up the
+            // other threads: they start the next pack meanwhile.
+            drop(pack);
             self.seal(full)?;
         }
         Ok(())
@@ -146,6 +163,8 @@ impl<'s> BlobWriter<'s> {
             .index()
             .add_pack(sealed.id, sealed.size_bytes, &sealed.blobs)?;
         self.counters.packs_written.fetch_add(1, Ordering::Relaxed);
+        let fresh = Arc::new(self.store.index().reader()?);
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for l in &sealed.blobs {
             pending.remove(&l.id.hash);

@@ -409,7 +409,7 @@ fn a_hostile_tree_is_rejected_before_anything_is_written() {
     fs::create_dir_all(&root).unwrap();
     let store = Store::open(&env.store()).unwrap();
     let lock = store.lock(Duration::ZERO, "test").unwrap();
-    let w = BlobWriter::new(&store, &lock);
+    let w = BlobWriter::new(&store, &lock).unwrap();
     let evil = Tree {
         entries: vec![Entry {
             name: b"..".to_vec(),
