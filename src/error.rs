@@ -89,6 +89,9 @@ pub enum Error {
     },
     #[error("standby {peer}: {message}")]
     Remote { peer: String, message: String },
+    /// The standby's store is locked by another run (its own words).
+    #[error("standby {peer}: {message}")]
+    RemoteLocked { peer: String, message: String },
     /// A standby declined a request by its own policy (append-only, no
     /// retention configured).
     #[error("{0}")]
@@ -122,7 +125,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Config { .. } => 2,
-            Error::Locked { .. } | Error::StaleLock { .. } => 4,
+            Error::Locked { .. } | Error::StaleLock { .. } | Error::RemoteLocked { .. } => 4,
             _ => 1,
         }
     }

@@ -206,6 +206,12 @@ fn remove_file(store: &Store, id: &PackId) -> Result<u64> {
 
 pub fn execute(store: &Store, lock: &StoreLock, plan: GcPlan) -> Result<GcStats> {
     let started = Instant::now();
+    // Completeness marks of trees about to go are dropped before any data:
+    // a mark must never vouch for a tree whose blobs are gone.
+    let (_, marks) = mark(store)?;
+    store
+        .index()
+        .retain_complete(|h| marks.contains(&mark_of(h)))?;
     let mut stats = GcStats::default();
     let mut freed: i64 = 0;
     if !plan.rewrite.is_empty() {
@@ -240,11 +246,6 @@ pub fn execute(store: &Store, lock: &StoreLock, plan: GcPlan) -> Result<GcStats>
         freed += remove_file(store, id)? as i64;
         stats.packs_deleted += 1;
     }
-    // Completeness marks of trees that are gone must go too.
-    let (_, marks) = mark(store)?;
-    store
-        .index()
-        .retain_complete(|h| marks.contains(&mark_of(h)))?;
     for sub in std::fs::read_dir(store.packs_dir()).map_err(|e| Error::io(store.packs_dir(), e))? {
         let sub = sub.map_err(|e| Error::io(store.packs_dir(), e))?.path();
         if sub.is_dir() {

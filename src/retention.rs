@@ -73,9 +73,17 @@ pub fn plan(
     if let Some((id, _)) = order.first() {
         add(*id, "newest".into());
     }
-    for (id, _) in all {
-        if !parents.contains(id) {
-            add(*id, "last of its chain".into());
+    // A snapshot stamped earlier than its parent was taken after a clock
+    // went backwards; while it is the last of its chain it is the newest in
+    // fact, whatever the times say.
+    let time_of: BTreeMap<SnapshotId, i64> = all.iter().map(|(id, s)| (*id, s.time_ns)).collect();
+    for (id, s) in all {
+        let older_than_parent = s
+            .parent
+            .and_then(|p| time_of.get(&p))
+            .is_some_and(|pt| *pt > s.time_ns);
+        if !parents.contains(id) && older_than_parent {
+            add(*id, "newest (clock went backwards)".into());
         }
     }
     for (id, why) in pinned {
@@ -216,6 +224,19 @@ mod tests {
         let keep: Vec<SnapshotId> = d.iter().filter(|x| x.keep).map(|x| x.id).collect();
         assert_eq!(keep.len(), 3);
         assert!(keep.contains(&all[4].0) && keep.contains(&all[1].0) && keep.contains(&all[0].0));
+        // Once its children are forgotten, a tagged snapshot is no longer
+        // kept by anything but its tag.
+        let rest: Vec<_> = all
+            .iter()
+            .filter(|(id, _)| keep.contains(id))
+            .cloned()
+            .collect();
+        let p = Policy {
+            keep_last: 1,
+            ..Policy::default()
+        };
+        let d = plan(&rest, &p, &[]).unwrap();
+        assert_eq!(kept(&d), 1, "{d:?}");
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub struct Args {
     /// (finds and repairs data a damaged standby lost)
     #[arg(long)]
     pub verify: bool,
+    /// Also send snapshots older than the standby's newest (by default those
+    /// are taken to be forgotten there by its own retention)
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn print_stats(s: &push::PushStats, peer: &str) {
@@ -34,6 +38,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = PushOptions {
         verify: a.verify,
         sample: 0,
+        all: a.all,
     };
     let stats = push::push(&store, &lock, &mut remote, &opts)?;
     remote.close()?;

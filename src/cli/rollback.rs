@@ -16,10 +16,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let root = std::path::absolute(&a.root).map_err(|e| hamn::Error::io(&a.root, e))?;
     let lock = ctx.lock(&store)?;
     let stats = deploy::rollback(&store, &lock, &root)?;
+    for w in &stats.warnings {
+        hamn::log::warn(w);
+    }
     if ctx.json {
         ctx.print_json(&serde_json::json!({ "root": root, "rollback": stats }));
     } else {
         print_stats("rolled back to", &stats, &root);
     }
-    Ok(0)
+    Ok(if stats.warnings.is_empty() {
+        0
+    } else {
+        super::EXIT_WARNINGS
+    })
 }

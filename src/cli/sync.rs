@@ -72,6 +72,7 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
         &PushOptions {
             verify: false,
             sample,
+            all: false,
         },
     )?;
     if !ctx.json {
@@ -105,7 +106,14 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
     if ctx.config.standby.materialize {
         hamn::log::info("sync: materialize on the standby");
         let root = a.remote.remote_root(ctx);
-        let d = remote.materialize(outcome.id, &root.to_string_lossy())?;
+        let d = match remote.materialize(outcome.id, &root.to_string_lossy()) {
+            Err(Error::Refused(why)) => {
+                hamn::log::warn(&format!("{why}; not deployed"));
+                r.code = EXIT_WARNINGS;
+                return finish(remote, &outcome, r);
+            }
+            other => other?,
+        };
         if d["hook_failures"].as_array().is_some_and(|h| !h.is_empty()) {
             r.code = EXIT_WARNINGS;
         }
@@ -134,6 +142,14 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
         r.retention_local = Some(serde_json::json!({ "forgotten": forgotten, "gc": gc }));
         r.retention_standby = remote.apply_retention()?;
     }
+    finish(remote, &outcome, r)
+}
+
+fn finish(
+    remote: hamn::remote::client::Remote,
+    outcome: &hamn::snapshot::create::SnapshotOutcome,
+    r: &mut Report,
+) -> Result<()> {
     remote.close()?;
     if !outcome.warnings.is_empty() {
         r.code = EXIT_WARNINGS;
@@ -154,7 +170,7 @@ fn write_metrics(ctx: &Ctx, r: &Report, code: i32, started: Instant, now: f64) -
         return Ok(());
     };
     let last_success = if code == 0 || code == EXIT_WARNINGS {
-        Some(now)
+        Some(now + started.elapsed().as_secs_f64())
     } else {
         previous_success(path)
     };

@@ -31,7 +31,6 @@ use journal::{DirSwap, FileSwap, Journal, Phase};
 use plan::{Action, PlanStats, Planner};
 use state::DeployState;
 
-/// Generation directory of a managed directory: `.NAME.hamn` beside it.
 /// Generation directory of a managed directory: `.NAME.hamn` beside it,
 /// or `.hamn.gen` inside it when it is a mount point (and so cannot be
 /// renamed, and its siblings are on another file system).
@@ -145,6 +144,17 @@ pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Resu
         };
         match &entry.kind {
             Kind::Dir(tree_id) => {
+                if live
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(Error::Usage(format!(
+                        "{} is a symlink, but the snapshot has a directory there; hamn deploys \
+                         real directories: replace the link by the directory it points to \
+                         (or mount it there), then materialize again",
+                        live.display()
+                    )));
+                }
                 let tree = store.read_tree(*tree_id)?;
                 let generation = gen_dir(&live);
                 let (base_path, base) = if generation.join(STAGING).is_dir() {

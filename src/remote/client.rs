@@ -51,6 +51,7 @@ impl Remote {
                     append_only: false,
                     lock_wait: opts.lock_wait,
                     root: opts.root.clone(),
+                    no_deploy: false,
                     post_materialize: Vec::new(),
                     retention: None,
                     gc_grace: crate::gc::DEFAULT_GRACE,
@@ -85,7 +86,16 @@ impl Remote {
             mode: opts.mode,
         };
         match remote.request(&hello) {
-            Ok(Msg::Welcome { .. }) => Ok(remote),
+            Ok(Msg::Welcome { version, .. }) if version == PROTOCOL_VERSION => Ok(remote),
+            Ok(Msg::Welcome {
+                version, server, ..
+            }) => Err(Error::Remote {
+                peer: remote.peer.clone(),
+                message: format!(
+                    "speaks protocol version {version} (hamn {server}), this hamn speaks \
+                     {PROTOCOL_VERSION}; install the same hamn version on both nodes"
+                ),
+            }),
             Ok(other) => Err(remote.unexpected(&other)),
             Err(e) => Err(remote.diagnose(e)),
         }
@@ -117,9 +127,9 @@ impl Remote {
             return Error::Refused(format!("standby {}: {message}", self.peer));
         }
         if code == E_LOCKED {
-            Error::Locked {
-                path: self.peer.clone().into(),
-                holder: message,
+            Error::RemoteLocked {
+                peer: self.peer.clone(),
+                message,
             }
         } else {
             Error::Remote {
@@ -221,13 +231,25 @@ impl Remote {
         Ok(out)
     }
 
+    /// A request whose work on the standby may take long: no read timeout.
+    fn long_request(&mut self, m: &Msg) -> Result<Msg> {
+        if let Some(s) = &self.ssh {
+            s.unlimited_wait(true);
+        }
+        let r = self.request(m);
+        if let Some(s) = &self.ssh {
+            s.unlimited_wait(false);
+        }
+        r
+    }
+
     /// Have the standby deploy a snapshot it holds; returns its statistics.
     pub fn materialize(&mut self, snapshot: SnapshotId, root: &str) -> Result<serde_json::Value> {
         let m = Msg::Materialize {
             snapshot,
             root: root.to_string(),
         };
-        match self.request(&m)? {
+        match self.long_request(&m)? {
             Msg::Materialized(json) => serde_json::from_str(&json).map_err(|e| Error::Remote {
                 peer: self.peer.clone(),
                 message: format!("bad deployment report: {e}"),
@@ -239,7 +261,7 @@ impl Remote {
     /// Have the standby apply its own retention policy. `None` when it
     /// declines (append-only, or no policy): it then runs its own.
     pub fn apply_retention(&mut self) -> Result<Option<serde_json::Value>> {
-        match self.request(&Msg::ApplyRetention) {
+        match self.long_request(&Msg::ApplyRetention) {
             Ok(Msg::RetentionApplied(json)) => {
                 serde_json::from_str(&json)
                     .map(Some)

@@ -18,6 +18,8 @@ pub const IDS_PER_REQUEST_MAX: usize = 8192;
 /// Most snapshot records in one listing.
 pub const SNAPSHOTS_MAX: usize = 1_000_000;
 const TEXT_MAX_BYTES: usize = 64 * 1024;
+/// Largest snapshot record or JSON report in a message.
+pub const RECORD_MAX_BYTES: usize = crate::snapshot::RECORD_MAX_BYTES;
 
 pub const T_HELLO: u8 = 1;
 pub const T_WELCOME: u8 = 2;
@@ -147,6 +149,11 @@ fn get_blob(d: &mut Decoder<'_>) -> Result<StoredBlob> {
         plain_len,
         stored,
     })
+}
+
+fn report(d: &mut Decoder<'_>) -> Result<String> {
+    let b = d.bytes(RECORD_MAX_BYTES)?;
+    Ok(String::from_utf8_lossy(b).into_owned())
 }
 
 fn text(d: &mut Decoder<'_>) -> Result<String> {
@@ -299,7 +306,7 @@ impl Msg {
                 }
                 Msg::SnapshotList(
                     (0..n)
-                        .map(|_| Ok(d.bytes(TEXT_MAX_BYTES)?.to_vec()))
+                        .map(|_| Ok(d.bytes(RECORD_MAX_BYTES)?.to_vec()))
                         .collect::<Result<_>>()?,
                 )
             }
@@ -335,7 +342,7 @@ impl Msg {
                 blobs_added: d.u64()?,
                 bytes_stored: d.u64()?,
             },
-            T_PUT_SNAPSHOT => Msg::PutSnapshot(d.bytes(TEXT_MAX_BYTES * 16)?.to_vec()),
+            T_PUT_SNAPSHOT => Msg::PutSnapshot(d.bytes(RECORD_MAX_BYTES)?.to_vec()),
             T_SNAPSHOT_STORED => Msg::SnapshotStored(SnapshotId(d.id()?)),
             T_BLOBS => {
                 let n = d.count(1 + 1 + ID_LEN + 8)?;
@@ -346,9 +353,9 @@ impl Msg {
                 snapshot: SnapshotId(d.id()?),
                 root: text(&mut d)?,
             },
-            T_MATERIALIZED => Msg::Materialized(text(&mut d)?),
+            T_MATERIALIZED => Msg::Materialized(report(&mut d)?),
             T_APPLY_RETENTION => Msg::ApplyRetention,
-            T_RETENTION_APPLIED => Msg::RetentionApplied(text(&mut d)?),
+            T_RETENTION_APPLIED => Msg::RetentionApplied(report(&mut d)?),
             other => return Err(d.err(format!("unknown message type {other}"))),
         };
         d.expect_end()?;

@@ -24,12 +24,16 @@ pub struct PushOptions {
     pub verify: bool,
     /// Chunk ids to remember for a read-back check afterwards.
     pub sample: usize,
+    /// Also send snapshots older than the standby's newest (ones it forgot).
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PushStats {
     pub snapshots_sent: Vec<SnapshotId>,
     pub snapshots_present: u64,
+    /// Older than the standby's newest and missing there: not sent.
+    pub snapshots_skipped: u64,
     pub trees_walked: u64,
     pub blobs_sent: u64,
     pub bytes_sent: u64,
@@ -157,7 +161,9 @@ pub fn push(
     opts: &PushOptions,
 ) -> Result<PushStats> {
     let started = Instant::now();
-    let theirs: HashSet<SnapshotId> = remote.snapshots()?.into_iter().map(|(id, _)| id).collect();
+    let listed = remote.snapshots()?;
+    let their_newest = listed.iter().map(|(_, s)| s.time_ns).max();
+    let theirs: HashSet<SnapshotId> = listed.into_iter().map(|(id, _)| id).collect();
     let progress = crate::log::progress_enabled().then(|| {
         let p = indicatif::ProgressBar::new_spinner();
         p.set_style(
@@ -179,12 +185,22 @@ pub fn push(
         rng: fastrand::Rng::new(),
         progress,
     };
-    for (id, snap) in local.snapshots()? {
+    let ours = local.snapshots()?;
+    let newest_local = ours.last().map(|(id, _)| *id);
+    for (id, snap) in ours {
         if theirs.contains(&id) {
             p.stats.snapshots_present += 1;
             if !opts.verify {
                 continue;
             }
+        } else if !opts.all
+            && Some(id) != newest_local
+            && their_newest.is_some_and(|t| snap.time_ns <= t)
+        {
+            // Older than what the standby has: it forgot it by its own
+            // retention, or never needed it. `--all` sends it anyway.
+            p.stats.snapshots_skipped += 1;
+            continue;
         }
         if let Some(pb) = &p.progress {
             pb.set_message(format!("snapshot {}", id.short()));
@@ -225,7 +241,17 @@ pub fn verify_sample(remote: &mut Remote, ids: &[ChunkId]) -> Result<u64> {
     }
     let blobs: Vec<BlobId> = ids.iter().map(|c| (*c).into()).collect();
     let got = remote.read_blobs(&blobs)?;
-    for b in &got {
+    for (b, want) in got.iter().zip(&blobs) {
+        if b.id.hash != want.hash {
+            return Err(crate::Error::Remote {
+                peer: remote.peer().to_string(),
+                message: format!(
+                    "returned blob {} when asked for {}",
+                    b.id.to_hex(),
+                    want.to_hex()
+                ),
+            });
+        }
         let plain = crate::chunk::decode(b.id.kind, b.encoding, &b.stored, b.plain_len)?;
         if blake3::hash(&plain).as_bytes() != &b.id.hash {
             return Err(crate::Error::Remote {

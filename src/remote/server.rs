@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub lock_wait: Duration,
     /// Where this standby deploys snapshots (a client cannot choose another).
     pub root: std::path::PathBuf,
+    /// Refuse to deploy: the client's key can then only add data.
+    pub no_deploy: bool,
     /// post_materialize hooks from this standby's config.
     pub post_materialize: Vec<String>,
     /// This standby's own retention policy (None: not configured).
@@ -148,6 +150,11 @@ impl<'s, W: Write> Session<'s, W> {
     }
 
     fn materialize(&mut self, id: SnapshotId, root: &str) -> Result<String> {
+        if self.opts.no_deploy {
+            return Err(Error::Refused(
+                "this standby serves with --no-deploy: it deploys from its own timer".into(),
+            ));
+        }
         let lock = self.lock()?;
         if Path::new(root) != self.opts.root {
             return Err(Error::Usage(format!(

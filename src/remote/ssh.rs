@@ -29,7 +29,7 @@ pub struct SshOptions {
 }
 
 pub struct SshConnection {
-    _session: Session,
+    session: Session,
     channel: ssh2::Channel,
     remote_bin: String,
     peer: String,
@@ -203,11 +203,18 @@ impl SshConnection {
             .exec(&cmd)
             .map_err(|e| ssh_err(&peer, "cannot start hamn serve", e))?;
         Ok(SshConnection {
-            _session: sess,
+            session: sess,
             channel,
             remote_bin,
             peer,
         })
+    }
+
+    /// Wait without a limit (`true`) for requests whose work on the
+    /// standby may take long (a first full deployment), or with the usual
+    /// per-read limit again (`false`).
+    pub fn unlimited_wait(&self, on: bool) {
+        self.session.set_timeout(if on { 0 } else { IO_TIMEOUT_MS });
     }
 
     pub fn streams(&self) -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {

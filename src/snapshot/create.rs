@@ -728,6 +728,13 @@ pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result
             duration_ms: started.elapsed().as_millis() as u64,
         },
     };
+    if snapshot.encode().len() > crate::snapshot::RECORD_MAX_BYTES {
+        return Err(Error::Usage(format!(
+            "the snapshot record would exceed {} bytes: fewer tags or managed paths",
+            crate::snapshot::RECORD_MAX_BYTES
+        )));
+    }
+    crate::failpoint::failpoint("snapshot:data-durable");
     let id = store.write_snapshot(lock, &snapshot)?;
     Ok(SnapshotOutcome {
         id,

@@ -16,6 +16,9 @@ pub const SNAPSHOT_MAGIC: &[u8; 4] = b"HSNP";
 pub const SNAPSHOT_VERSION: u16 = 1;
 /// Longest text field (host, managed path, tag) a record may hold.
 pub const TEXT_MAX_BYTES: usize = 4096;
+/// Largest encoded snapshot record (the push protocol carries records up
+/// to this size).
+pub const RECORD_MAX_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SnapshotStats {

@@ -159,9 +159,11 @@ impl<'s> BlobWriter<'s> {
     /// Publish a pack and index it; only then do its ids leave `pending`.
     fn seal(&self, w: PackWriter) -> Result<()> {
         let sealed = w.finish(&self.store.packs_dir())?;
+        crate::failpoint::failpoint("pack:published");
         self.store
             .index()
             .add_pack(sealed.id, sealed.size_bytes, &sealed.blobs)?;
+        crate::failpoint::failpoint("pack:indexed");
         self.counters.packs_written.fetch_add(1, Ordering::Relaxed);
         let fresh = Arc::new(self.store.index().reader()?);
         *self.reader.write().unwrap_or_else(|p| p.into_inner()) = fresh;

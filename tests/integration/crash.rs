@@ -22,10 +22,23 @@ fn killed_snapshots_leave_earlier_snapshots_intact() {
     let frozen = env.path("frozen");
     copy_tree(&src, &frozen);
 
-    // How long an uninterrupted snapshot of fresh data takes, to spread the kills.
+    // Crash exactly between the steps of the write order, then at random
+    // moments spread over the length of an uninterrupted run.
+    let points = ["pack:published", "pack:indexed", "snapshot:data-durable"];
+    let timing = env.path("timing");
+    make_tree(&timing, 400, 8);
+    for i in 0..4 {
+        write(
+            &timing.join(format!("{i}.bin")),
+            &bytes(2 * 1024 * 1024, 800 + i),
+        );
+    }
+    let t0 = Instant::now();
+    env.snapshot(&[&timing]);
+    let full_run = t0.elapsed().max(Duration::from_millis(20));
     let mut rng = fastrand::Rng::with_seed(42);
     let mut killed_mid_run = 0;
-    for round in 0..12u64 {
+    for round in 0..(points.len() as u64 + 10) {
         // New content every round so that packs are being written when killed.
         for i in 0..4 {
             write(
@@ -33,26 +46,32 @@ fn killed_snapshots_leave_earlier_snapshots_intact() {
                 &bytes(2 * 1024 * 1024, 1000 * round + i),
             );
         }
-        let mut child = env
-            .cmd()
-            .args(["snapshot", src.to_str().unwrap()])
+        let point = points.get(round as usize);
+        let mut cmd = env.cmd();
+        cmd.args(["snapshot", src.to_str().unwrap()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = Duration::from_millis(rng.u64(0..250));
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                break;
+            .stderr(Stdio::null());
+        if let Some(p) = point {
+            cmd.env("HAMN_FAILPOINT", p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if point.is_none() {
+            let delay = full_run.mul_f64(rng.f64());
+            let start = Instant::now();
+            while start.elapsed() < delay && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            let _ = child.kill(); // SIGKILL
         }
-        if child.try_wait().unwrap().is_none() {
-            killed_mid_run += 1;
+        let status = child.wait().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if status.signal() == Some(9) {
+                killed_mid_run += 1;
+            } else {
+                assert!(point.is_none(), "failpoint {point:?} was not reached");
+            }
         }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
 
         let check = env.run(&["check", "--read-data"]);
         assert_eq!(
@@ -64,7 +83,7 @@ fn killed_snapshots_leave_earlier_snapshots_intact() {
         );
     }
     assert!(
-        killed_mid_run >= 6,
+        killed_mid_run >= points.len() + 3,
         "only {killed_mid_run} kills hit a running snapshot"
     );
 

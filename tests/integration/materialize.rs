@@ -537,6 +537,28 @@ fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
     drop(mount);
 }
 
+#[test]
+fn a_managed_directory_that_is_a_symlink_is_refused() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    write(&elsewhere.join("keep"), b"not hamn's");
+    fs::create_dir_all(s.live_install().parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, s.live_install()).unwrap();
+    let out = env.run(&["materialize", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a symlink"), "{}", stderr(&out));
+    assert!(
+        fs::symlink_metadata(s.live_install())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
 pub fn gen_previous(live: &Path) -> PathBuf {
     let name = live.file_name().unwrap().to_string_lossy().into_owned();
     live.with_file_name(format!(".{name}.hamn"))
