@@ -26,6 +26,10 @@ pub struct RestoreStats {
     pub other_entries: u64,
     pub hardlinks: u64,
     pub bytes_written: u64,
+    /// Files copied (reflinked where possible) from the live tree instead
+    /// of rebuilt from chunks, and their bytes.
+    pub files_copied: u64,
+    pub bytes_copied: u64,
     /// Entries that could not be restored, with the reason: damaged or
     /// missing data, or a device node without the privilege to make it.
     pub errors: Vec<String>,
@@ -96,6 +100,10 @@ fn is_data_problem(e: &Error) -> bool {
 
 pub struct Restorer<'a> {
     store: &'a Store,
+    /// (top being written, live tree it mirrors): a file whose live copy
+    /// has the right size and mtime is copied (reflinked where possible)
+    /// from it instead of being rebuilt from chunks.
+    reuse: Option<(PathBuf, PathBuf)>,
     /// (dev, ino) of a hardlinked source file -> where this run put it.
     links: HashMap<(u64, u64), PathBuf>,
     pub stats: RestoreStats,
@@ -105,9 +113,47 @@ impl<'a> Restorer<'a> {
     pub fn new(store: &'a Store) -> Self {
         Restorer {
             store,
+            reuse: None,
             links: HashMap::new(),
             stats: RestoreStats::default(),
         }
+    }
+
+    /// Copy unchanged files from `live` (the tree `top` is a new copy of).
+    pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
+        self.reuse = Some((top, live));
+    }
+
+    /// Fill `file` from the live copy of `path` if that is the same
+    /// version (regular file, same size and mtime, no holes to keep).
+    fn copy_from_live(&mut self, file: &File, path: &Path, e: &Entry, c: &FileContent) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let Some((top, live)) = &self.reuse else {
+            return false;
+        };
+        if !c.holes.is_empty() || c.size == 0 {
+            return false;
+        }
+        let Ok(rel) = path.strip_prefix(top) else {
+            return false;
+        };
+        let Ok(src) = crate::fs::write::open_beneath(live, rel.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let same = src.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.size() == c.size
+                && m.mtime() == e.meta.mtime_sec
+                && m.mtime_nsec() as u32 == e.meta.mtime_nsec
+        });
+        if same && crate::fs::write::clone_or_copy(&src, file, c.size).is_ok() {
+            self.stats.files_copied += 1;
+            self.stats.bytes_copied += c.size;
+            return true;
+        }
+        let _ = file.set_len(0);
+        false
     }
 
     pub fn note(&mut self, path: &Path, failed: Vec<String>) {
@@ -190,7 +236,12 @@ impl<'a> Restorer<'a> {
                     }
                 }
                 let file = dir.create_file(&e.name).at(&path)?;
-                match self.write_content(&file, &path, content) {
+                let written = if self.copy_from_live(&file, &path, e, content) {
+                    Ok(())
+                } else {
+                    self.write_content(&file, &path, content)
+                };
+                match written {
                     Ok(()) => {}
                     Err(err) if is_data_problem(&err) => {
                         drop(file);

@@ -22,6 +22,11 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Files unchanged in `live` are copied from it into `top`.
+    pub fn reuse_from(&mut self, top: std::path::PathBuf, live: std::path::PathBuf) {
+        self.restorer.reuse_from(top, live);
+    }
+
     /// Create one entry (with its subtree) in `parent`.
     pub fn create_entry(&mut self, parent: &Dir, e: &Entry) -> Result<()> {
         self.restorer.entry(parent, e)

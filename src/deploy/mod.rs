@@ -95,6 +95,10 @@ pub struct MaterializeStats {
     pub previous: Option<String>,
     pub files_written: u64,
     pub bytes_written: u64,
+    /// Of the files written, those copied from the live tree (reflinked
+    /// where the file system can) rather than rebuilt from chunks.
+    pub files_copied: u64,
+    pub bytes_copied: u64,
     pub entries_removed: u64,
     pub entries_reowned: u64,
     pub files_reused: u64,
@@ -277,6 +281,9 @@ pub fn execute(
         let staging = generation
             .make_dir(STAGING.as_bytes())
             .at(gen_path.join(STAGING))?;
+        if d.live.is_dir() {
+            applier.reuse_from(gen_path.join(STAGING), d.live.clone());
+        }
         applier.apply(&staging, &d.actions)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);
@@ -343,6 +350,8 @@ pub fn execute(
     let a = applier.finish();
     stats.files_written = a.files;
     stats.bytes_written = a.bytes_written;
+    stats.files_copied = a.files_copied;
+    stats.bytes_copied = a.bytes_copied;
     stats.warnings.extend(a.warnings);
     if !a.errors.is_empty() {
         return Err(Error::Other(format!(

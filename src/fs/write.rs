@@ -417,3 +417,38 @@ impl PasswdLock {
         }
     }
 }
+
+/// Open `rel` (a `/`-separated relative path) below `top` for reading,
+/// refusing any symlink on the way and any escape from `top`.
+pub fn open_beneath(top: &Path, rel: &[u8]) -> io::Result<File> {
+    let dir = rustix::fs::open(
+        top,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        c_name(rel)?.as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Make `dst` a copy of the first `len` bytes of `src`: a reflink where the
+/// file system can share the blocks, else an in-kernel copy.
+pub fn clone_or_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let (mut off_in, mut off_out) = (0u64, 0u64);
+    while off_in < len {
+        let want = (len - off_in).min(1 << 30) as usize;
+        let n = rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+    }
+    Ok(())
+}

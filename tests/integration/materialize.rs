@@ -538,6 +538,27 @@ fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
 }
 
 #[test]
+fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    // The standby already has /install from the rsync days (same mtimes),
+    // with one file out of date.
+    fs::create_dir_all(s.live_install().parent().unwrap()).unwrap();
+    copy_tree(&s.install, &s.live_install());
+    write(&s.live_install().join("d1/s1/f1.txt"), b"stale copy");
+    let st = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    let copied = st["files_copied"].as_u64().unwrap();
+    assert!(copied >= 190, "{st}");
+    // Only the stale file (and nothing big) was rebuilt from the store.
+    assert!(st["bytes_written"].as_u64().unwrap() < 10_000, "{st}");
+    // The old tree stays as the previous generation, untouched.
+    let prev = gen_previous(&s.live_install());
+    assert_eq!(fs::read(prev.join("d1/s1/f1.txt")).unwrap(), b"stale copy");
+}
+
+#[test]
 fn a_managed_directory_that_is_a_symlink_is_refused() {
     let env = Env::new();
     let s = site(&env);
