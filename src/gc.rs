@@ -2,7 +2,8 @@
 //! reachable from the remaining snapshots (a set of 16-byte id prefixes: a
 //! prefix collision only keeps a dead blob), then per pack: delete packs
 //! with nothing live, rewrite partly dead ones (most dead bytes first,
-//! until at least `RECLAIM_TARGET` of the dead bytes are reclaimed), and
+//! until at least `RECLAIM_TARGET` of the dead bytes are reclaimed, unless
+//! they are too thinly spread to be worth copying), and
 //! delete pack files no index entry uses. Data younger than the grace
 //! period is kept: an interrupted push or snapshot may still use it.
 //!
@@ -24,6 +25,9 @@ use crate::tree::Kind;
 
 /// Share of the dead bytes a gc reclaims at least.
 pub const RECLAIM_TARGET: f64 = 0.9;
+/// Partly dead packs are rewritten only when their dead bytes are at
+/// least this share of the live bytes that would be copied.
+pub const REWRITE_MIN_SHARE: f64 = 0.05;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 type Mark = [u8; 16];
@@ -168,9 +172,17 @@ pub fn plan(store: &Store, grace: Duration) -> Result<GcPlan> {
             partial.push(p);
         }
     }
-    // Most dead bytes first, until the target share is reclaimed.
+    // Most dead bytes first, until the target share is reclaimed. Dead
+    // bytes scattered thinly (under REWRITE_MIN_SHARE of what rewriting
+    // would copy) are left for a later gc: copying gigabytes to free
+    // kilobytes is no reclaim.
     partial.sort_by(|a, b| b.dead_bytes.cmp(&a.dead_bytes));
     let target = (plan.dead_bytes_total as f64 * RECLAIM_TARGET).ceil() as u64;
+    let partial_dead: u64 = partial.iter().map(|p| p.dead_bytes).sum();
+    let partial_live: u64 = partial.iter().map(|p| p.live_bytes).sum();
+    if (partial_dead as f64) < (partial_live as f64) * REWRITE_MIN_SHARE {
+        partial.clear();
+    }
     for p in partial {
         if plan.dead_bytes_reclaimed >= target {
             break;

@@ -255,3 +255,24 @@ fn gc_and_a_writer_never_interleave() {
     let restored = restore_all(&env, &id, &src, "r");
     assert_same_tree(&src, &restored);
 }
+
+#[test]
+fn thinly_spread_dead_bytes_are_not_worth_a_rewrite() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 50, 4);
+    write(&src.join("big.img"), &bytes(3_000_000, 1));
+    for night in 0..4 {
+        write(&src.join("small"), format!("{night}").as_bytes());
+        env.snapshot(&[&src]);
+    }
+    let cfg = no_grace(&env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    // Only a few small files and trees died; the big image is still live.
+    let out = hamn_cfg(&cfg, &["--json", "gc"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gc"]["bytes_rewritten"], 0, "{v}");
+    env.ok(&["check", "--read-data"]);
+    assert_same_tree(&src, &restore_all(&env, "latest", &src, "r"));
+}
