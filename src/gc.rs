@@ -233,7 +233,7 @@ pub fn execute(store: &Store, lock: &StoreLock, plan: GcPlan) -> Result<GcStats>
                 let stored = store.read_stored(l)?;
                 // A damaged live blob must not be copied as if it were good.
                 store.verify_stored(l, &stored)?;
-                w.copy_stored(l.id, l.encoding, l.plain_len, &stored)?;
+                w.add_stored(l.id, l.encoding, l.plain_len, &stored)?;
                 stats.bytes_rewritten += record_bytes(l);
             }
         }

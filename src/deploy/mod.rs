@@ -325,27 +325,7 @@ pub fn execute(
             stats.files_reused += 1;
             continue;
         }
-        let parent = ensure_parents(store, snap, &opts.root, &f.path)?;
-        let name = f.entry.name.clone();
-        let tmp_name = [b".", &name[..], b".hamn-new"].concat();
-        let backup_name = [b".", &name[..], b".hamn-old"].concat();
-        let mut tmp_entry = f.entry.clone();
-        tmp_entry.name = tmp_name.clone();
-        applier.create_entry(&parent, &tmp_entry)?;
-        parent.syncfs().at(parent.path())?;
-        let existed = parent.kind_of(&name).at(&f.live)?.is_some();
-        let tmp_ino = parent
-            .ident_of(&tmp_name)
-            .at(parent.child_path(&tmp_name))?
-            .map(|i| i.1)
-            .unwrap_or(0);
-        file_swaps.push(FileSwap {
-            target: f.live.clone(),
-            tmp: parent.child_path(&tmp_name),
-            backup: parent.child_path(&backup_name),
-            existed,
-            tmp_ino,
-        });
+        file_swaps.push(stage_file(store, snap, &opts.root, f, &mut applier)?);
     }
     let a = applier.finish();
     stats.files_written = a.files;
@@ -427,6 +407,35 @@ fn mount_entry_swaps(live: &Path, incoming: &Path) -> Result<Vec<journal::EntryS
         });
     }
     Ok(out)
+}
+
+/// Write a managed file's new version beside it (`.NAME.hamn-new`, made
+/// durable) and say how it will be swapped in.
+fn stage_file(
+    store: &Store,
+    snap: &Snapshot,
+    root: &Path,
+    f: &FilePlan,
+    applier: &mut apply::Applier<'_>,
+) -> Result<FileSwap> {
+    let parent = ensure_parents(store, snap, root, &f.path)?;
+    let name = f.entry.name.clone();
+    let tmp_name = [b".", &name[..], b".hamn-new"].concat();
+    let mut tmp_entry = f.entry.clone();
+    tmp_entry.name = tmp_name.clone();
+    applier.create_entry(&parent, &tmp_entry)?;
+    parent.syncfs().at(parent.path())?;
+    Ok(FileSwap {
+        target: f.live.clone(),
+        tmp: parent.child_path(&tmp_name),
+        backup: parent.child_path(&[b".", &name[..], b".hamn-old"].concat()),
+        existed: parent.kind_of(&name).at(&f.live)?.is_some(),
+        tmp_ino: parent
+            .ident_of(&tmp_name)
+            .at(parent.child_path(&tmp_name))?
+            .map(|i| i.1)
+            .unwrap_or(0),
+    })
 }
 
 /// The live part: journal, swap, rename, mark committed, clean up.
@@ -619,24 +628,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         if f.unchanged {
             continue;
         }
-        let parent = ensure_parents(store, &prev, root, &f.path)?;
-        let name = f.entry.name.clone();
-        let tmp_name = [b".", &name[..], b".hamn-new"].concat();
-        let mut tmp_entry = f.entry.clone();
-        tmp_entry.name = tmp_name.clone();
-        applier.create_entry(&parent, &tmp_entry)?;
-        parent.syncfs().at(parent.path())?;
-        files.push(FileSwap {
-            target: f.live.clone(),
-            tmp: parent.child_path(&tmp_name),
-            backup: parent.child_path(&[b".", &name[..], b".hamn-old"].concat()),
-            existed: parent.kind_of(&name).at(&f.live)?.is_some(),
-            tmp_ino: parent
-                .ident_of(&tmp_name)
-                .at(&f.live)?
-                .map(|i| i.1)
-                .unwrap_or(0),
-        });
+        files.push(stage_file(store, &prev, root, f, &mut applier)?);
     }
     let a = applier.finish();
     if !a.errors.is_empty() {

@@ -103,20 +103,10 @@ impl<'s> BlobWriter<'s> {
         self.add_stored(id, encoding, plain.len() as u32, &stored)
     }
 
-    /// Copy a blob into a new pack although the index knows it elsewhere
-    /// (gc moving live blobs out of a pack it will delete).
-    pub fn copy_stored(
-        &self,
-        id: BlobId,
-        encoding: u8,
-        plain_len: u32,
-        stored: &[u8],
-    ) -> Result<()> {
-        self.add_stored(id, encoding, plain_len, stored)
-    }
-
-    /// Store a blob already in its stored form (as received from a peer).
-    /// The caller must have verified it against its id.
+    /// Store a blob already in its stored form (as received from a peer,
+    /// or moved by gc out of a pack it will delete). Only this run's own
+    /// packs are consulted, not the index. The caller must have verified
+    /// the blob against its id.
     pub fn add_stored(
         &self,
         id: BlobId,
