@@ -51,6 +51,28 @@ fn push(env: &Env, sshd: &Sshd, standby: &Path, extra: &[&str]) -> std::process:
     env.cmd().args(&a).output().unwrap()
 }
 
+/// `n` images of `mib` MiB of seeded data under src/images, then a snapshot.
+fn add_images(env: &Env, src: &Path, n: u64, mib: usize, seed: u64) {
+    for i in 0..n {
+        write(
+            &src.join(format!("images/{i}.img")),
+            &bytes(mib * 1024 * 1024, seed + i),
+        );
+    }
+    env.snapshot(&[src]);
+}
+
+/// Start a push to the fixture's standby in the background.
+fn spawn_push(env: &Env, sshd: &Sshd, standby: &Path, err: Stdio) -> std::process::Child {
+    env.cmd()
+        .arg("push")
+        .args(sshd.args(standby))
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
 fn pushed(out: &std::process::Output) -> serde_json::Value {
     assert_eq!(code(out), 0, "push failed: {}", stderr(out));
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["push"].clone()
@@ -233,13 +255,7 @@ fn killed_pushes_resume_with_only_the_rest() {
     let env = Env::new();
     let sshd = Sshd::start("");
     let (src, sb) = primary_and_standby(&env, 50);
-    for i in 0..12 {
-        write(
-            &src.join(format!("images/{i}.img")),
-            &bytes(9 * 1024 * 1024, 500 + i),
-        );
-    }
-    env.snapshot(&[&src]);
+    add_images(&env, &src, 12, 9, 500);
     // The size of a full push, measured on a second standby.
     let reference = env.path("reference");
     assert_eq!(code(&standby(&reference, &["init"])), 0);
@@ -249,15 +265,7 @@ fn killed_pushes_resume_with_only_the_rest() {
 
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..4 {
-        let mut a: Vec<String> = vec!["push".into()];
-        a.extend(sshd.args(&sb));
-        let mut child = env
-            .cmd()
-            .args(&a)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_push(&env, &sshd, &sb, Stdio::null());
         // Kill at a random moment; in the last round only once the standby
         // has made some data durable, so that there is something to resume.
         let start = Instant::now();
@@ -312,22 +320,8 @@ fn killing_the_standby_side_or_the_connection_is_survived() {
     let env = Env::new();
     let sshd = Sshd::start("");
     let (src, sb) = primary_and_standby(&env, 50);
-    for i in 0..10 {
-        write(
-            &src.join(format!("images/{i}.img")),
-            &bytes(8 * 1024 * 1024, 900 + i),
-        );
-    }
-    env.snapshot(&[&src]);
-    let mut a: Vec<String> = vec!["push".into()];
-    a.extend(sshd.args(&sb));
-    let child = env
-        .cmd()
-        .args(&a)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    add_images(&env, &src, 10, 8, 900);
+    let child = spawn_push(&env, &sshd, &sb, Stdio::piped());
     // Wait for the standby's serve process, then kill -9 it mid-push.
     let start = Instant::now();
     let pattern = format!("serve --store {}", sb.display());
@@ -356,13 +350,7 @@ fn killing_the_standby_side_or_the_connection_is_survived() {
     assert!(standby_snapshots(&sb) <= 1);
     assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
     // The connection itself dropping mid-push: the same.
-    let child = env
-        .cmd()
-        .args(&a)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_push(&env, &sshd, &sb, Stdio::piped());
     let start = Instant::now();
     while !Command::new("pgrep")
         .args(["-f", &pattern])
@@ -400,29 +388,14 @@ fn concurrent_pushes_do_not_corrupt() {
     let env = Env::new();
     let sshd = Sshd::start("");
     let (src, sb) = primary_and_standby(&env, 50);
-    for i in 0..6 {
-        write(
-            &src.join(format!("images/{i}.img")),
-            &bytes(8 * 1024 * 1024, 700 + i),
-        );
-    }
-    env.snapshot(&[&src]);
+    add_images(&env, &src, 6, 8, 700);
     // A second primary store pushing to the same standby at the same time.
     let env2 = Env::new();
     let src2 = env2.path("src");
     make_tree(&src2, 100, 99);
     write(&src2.join("big.img"), &bytes(30 * 1024 * 1024, 1));
     env2.snapshot(&[&src2]);
-    let spawn = |e: &Env| {
-        let mut a: Vec<String> = vec!["push".into()];
-        a.extend(sshd.args(&sb));
-        e.cmd()
-            .args(&a)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |e: &Env| spawn_push(e, &sshd, &sb, Stdio::piped());
     let a = spawn(&env);
     let b = spawn(&env2);
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
