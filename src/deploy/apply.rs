@@ -42,7 +42,21 @@ impl<'a> Applier<'a> {
 
     pub fn apply(&mut self, top: &Dir, actions: &[Action]) -> Result<()> {
         let mut cached: Option<(Vec<u8>, Dir)> = None;
+        let progress = crate::log::progress_enabled().then(|| {
+            let p = indicatif::ProgressBar::new(actions.len() as u64);
+            p.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} changes in {msg} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            p.set_message(top.path().display().to_string());
+            p
+        });
         for a in actions {
+            if let Some(p) = &progress {
+                p.inc(1);
+            }
             let (comps, name) = a.path().split();
             let key = comps.join(&b'/');
             let fresh = !matches!(&cached, Some((k, _)) if *k == key);
@@ -71,6 +85,9 @@ impl<'a> Applier<'a> {
                     self.restorer.note(&path, failed);
                 }
             }
+        }
+        if let Some(p) = progress {
+            p.finish_and_clear();
         }
         Ok(())
     }
