@@ -96,6 +96,9 @@ impl SshConnection {
                     .unwrap_or_else(|| "no address".into()),
             )
         })?;
+        // Requests are small frames waiting for small replies: without
+        // TCP_NODELAY each round trip can wait on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
         let mut sess = Session::new().map_err(|e| ssh_err(&peer, "ssh session", e))?;
         sess.set_tcp_stream(tcp);
         sess.set_timeout(IO_TIMEOUT_MS);
