@@ -168,8 +168,29 @@ pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Resu
                 } else {
                     (generation.join(STAGING), "empty")
                 };
+                // What the previous generation holds, when it is known.
+                let base_tree = match (base, st.previous_id()) {
+                    ("previous", Some(prev)) => store
+                        .read_snapshot(prev)
+                        .ok()
+                        .and_then(|ps| {
+                            snapshot::lookup(store, ps.root, &prev.short(), p.as_bytes()).ok()
+                        })
+                        .and_then(|f| match f {
+                            Found::Entry(Entry {
+                                kind: Kind::Dir(t), ..
+                            }) => store.read_tree(t).ok(),
+                            _ => None,
+                        }),
+                    _ => None,
+                };
                 let mut planner = Planner::new(store);
-                planner.dir(&base_path, &plan::RelPath(Vec::new()), &tree)?;
+                planner.dir(
+                    &base_path,
+                    &plan::RelPath(Vec::new()),
+                    &tree,
+                    base_tree.as_ref(),
+                )?;
                 plan.dirs.push(DirPlan {
                     path: p.clone(),
                     mount_point: is_mount_point(&live),
@@ -715,7 +736,7 @@ pub fn status(store: &Store, root: &Path) -> Result<Status> {
         match &entry.kind {
             Kind::Dir(id) => {
                 let tree = store.read_tree(*id)?;
-                planner.dir(&live, &plan::RelPath(Vec::new()), &tree)?;
+                planner.dir(&live, &plan::RelPath(Vec::new()), &tree, None)?;
                 out.drifted.extend(
                     planner
                         .actions

@@ -109,6 +109,28 @@ fn same_type(md: &Metadata, e: &Entry) -> bool {
     }
 }
 
+/// A file on disk that is still the base snapshot's version (its size and
+/// mtime) and whose chunks the target shares: its bytes are already right.
+fn still_base_with_same_content(md: &Metadata, e: &Entry, base: Option<&Entry>) -> bool {
+    match (&e.kind, base) {
+        (
+            Kind::File(c),
+            Some(Entry {
+                kind: Kind::File(bc),
+                meta: bm,
+                ..
+            }),
+        ) => {
+            md.is_file()
+                && c.same_content(bc)
+                && md.size() == bc.size
+                && md.mtime() == bm.mtime_sec
+                && md.mtime_nsec() as u32 == bm.mtime_nsec
+        }
+        _ => false,
+    }
+}
+
 /// Content (or link target) matches: same size and mtime for files.
 fn same_content(path: &Path, md: &Metadata, e: &Entry) -> bool {
     match &e.kind {
@@ -173,8 +195,17 @@ impl<'a> Planner<'a> {
 
     /// Plan `disk` (a directory, which may be missing) to become `tree`.
     /// Paths in actions are relative to the top of the walk, with `rel`
-    /// the position of `disk` below it.
-    pub fn dir(&mut self, disk: &Path, rel: &RelPath, tree: &Tree) -> Result<()> {
+    /// the position of `disk` below it. `base` is what the snapshot that
+    /// `disk` was built from has there, when known: a file on disk that
+    /// still is that version and whose content the target shares only
+    /// needs its metadata (an mtime touched on the primary, say).
+    pub fn dir(
+        &mut self,
+        disk: &Path,
+        rel: &RelPath,
+        tree: &Tree,
+        base: Option<&Tree>,
+    ) -> Result<()> {
         let mut present: Vec<Vec<u8>> = match std::fs::read_dir(disk) {
             Ok(rd) => rd
                 .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
@@ -193,7 +224,7 @@ impl<'a> Planner<'a> {
             }
         }
         for e in &tree.entries {
-            self.entry(disk, rel, e)?;
+            self.entry(disk, rel, e, base.and_then(|b| b.get(&e.name)))?;
         }
         Ok(())
     }
@@ -202,12 +233,12 @@ impl<'a> Planner<'a> {
     /// single managed files.
     pub fn entries_only(&mut self, disk: &Path, tree: &Tree) -> Result<()> {
         for e in &tree.entries {
-            self.entry(disk, &RelPath(Vec::new()), e)?;
+            self.entry(disk, &RelPath(Vec::new()), e, None)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, disk: &Path, rel: &RelPath, e: &Entry) -> Result<()> {
+    fn entry(&mut self, disk: &Path, rel: &RelPath, e: &Entry, base: Option<&Entry>) -> Result<()> {
         self.stats.entries_checked += 1;
         let path: PathBuf = disk.join(std::ffi::OsStr::from_bytes(&e.name));
         let r = rel.join(&e.name);
@@ -238,14 +269,20 @@ impl<'a> Planner<'a> {
             self.remember_leader(e, &r, None);
             return self.create(r, e);
         };
-        if !same_type(&md, e) || !same_content(&path, &md, e) {
+        let content_ok = same_type(&md, e)
+            && (same_content(&path, &md, e) || still_base_with_same_content(&md, e, base));
+        if !content_ok {
             self.remember_leader(e, &r, None);
             return self.create(r, e);
         }
         self.remember_leader(e, &r, Some((md.dev(), md.ino())));
         if let Kind::Dir(id) = &e.kind {
             let sub = self.store.read_tree(*id)?;
-            self.dir(&path, &r, &sub)?;
+            let base_sub = match base.map(|b| &b.kind) {
+                Some(Kind::Dir(b)) => self.store.read_tree(*b).ok(),
+                _ => None,
+            };
+            self.dir(&path, &r, &sub, base_sub.as_ref())?;
             let mut ok = same_meta(&path, &md, e);
             if self.drift_only {
                 ok = ok

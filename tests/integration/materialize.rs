@@ -538,6 +538,25 @@ fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
 }
 
 #[test]
+fn a_file_only_touched_on_the_primary_is_not_rewritten() {
+    let env = Env::new();
+    let s = site(&env);
+    // Two deployments, so that a previous generation exists.
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("night1"), b"1");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // Night: the 3 MB package is touched (new mtime, same bytes).
+    set_mtime(&s.install.join("pool/kernel.rpm"), 1_800_000_000, 5);
+    s.snapshot(&env);
+    let st = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    let written = st["bytes_written"].as_u64().unwrap() + st["bytes_copied"].as_u64().unwrap();
+    assert!(written < 100_000, "a touched file was rewritten: {st}");
+}
+
+#[test]
 fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
     let env = Env::new();
     let s = site(&env);
