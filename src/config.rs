@@ -57,6 +57,10 @@ pub struct Standby {
     pub materialize: bool,
     /// Where the standby deploys (default /); passed to its `hamn serve --root`.
     pub root: Option<PathBuf>,
+    /// Seconds one read or write to the standby may wait before the push
+    /// gives up (default 120); the standby's long steps (checking a new
+    /// snapshot, deploying, retention) are not limited.
+    pub io_timeout: Option<u64>,
     /// Chunks read back from the standby after each sync: absent means
     /// the built-in 16, 0 turns the read-back off.
     pub verify_sample: Option<u32>,

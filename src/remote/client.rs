@@ -214,7 +214,8 @@ impl Remote {
     }
 
     pub fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
-        match self.request(&Msg::PutSnapshot(record))? {
+        // The standby checks everything new below the root first.
+        match self.long_request(&Msg::PutSnapshot(record))? {
             Msg::SnapshotStored(id) => Ok(id),
             other => Err(self.unexpected(&other)),
         }

@@ -15,8 +15,11 @@ use crate::error::{Error, Result};
 use crate::remote::SshTarget;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest wait for any one read or write on an established session.
-const IO_TIMEOUT_MS: u32 = 300_000;
+/// Longest wait for any one read or write on an established session
+/// unless the config says otherwise (`standby.io_timeout`). A standby
+/// whose `hamn serve` died while the client was writing is noticed only
+/// through this limit (libssh2 keeps waiting for window space).
+pub const DEFAULT_IO_TIMEOUT_SECS: u64 = 120;
 
 #[derive(Debug, Clone, Default)]
 pub struct SshOptions {
@@ -26,10 +29,13 @@ pub struct SshOptions {
     pub known_hosts: Option<PathBuf>,
     /// The hamn binary on the standby (default `hamn`).
     pub remote_bin: Option<String>,
+    /// Seconds any one read or write may wait (None: the default).
+    pub io_timeout: Option<u64>,
 }
 
 pub struct SshConnection {
     session: Session,
+    io_timeout_ms: u32,
     channel: ssh2::Channel,
     remote_bin: String,
     peer: String,
@@ -101,7 +107,9 @@ impl SshConnection {
         let _ = tcp.set_nodelay(true);
         let mut sess = Session::new().map_err(|e| ssh_err(&peer, "ssh session", e))?;
         sess.set_tcp_stream(tcp);
-        sess.set_timeout(IO_TIMEOUT_MS);
+        let io_timeout_ms = (o.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT_SECS).max(1) * 1000)
+            .min(u32::MAX as u64) as u32;
+        sess.set_timeout(io_timeout_ms);
         sess.handshake()
             .map_err(|e| ssh_err(&peer, "ssh handshake failed", e))?;
 
@@ -207,6 +215,7 @@ impl SshConnection {
             .map_err(|e| ssh_err(&peer, "cannot start hamn serve", e))?;
         Ok(SshConnection {
             session: sess,
+            io_timeout_ms,
             channel,
             remote_bin,
             peer,
@@ -217,7 +226,8 @@ impl SshConnection {
     /// standby may take long (a first full deployment), or with the usual
     /// per-read limit again (`false`).
     pub fn unlimited_wait(&self, on: bool) {
-        self.session.set_timeout(if on { 0 } else { IO_TIMEOUT_MS });
+        self.session
+            .set_timeout(if on { 0 } else { self.io_timeout_ms });
     }
 
     pub fn streams(&self) -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {

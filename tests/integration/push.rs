@@ -64,8 +64,22 @@ fn add_images(env: &Env, src: &Path, n: u64, mib: usize, seed: u64) {
 
 /// Start a push to the fixture's standby in the background.
 fn spawn_push(env: &Env, sshd: &Sshd, standby: &Path, err: Stdio) -> std::process::Child {
-    env.cmd()
-        .arg("push")
+    spawn_push_with(env, sshd, standby, err, None)
+}
+
+/// The same, with a config file (e.g. a short standby.io_timeout).
+fn spawn_push_with(
+    env: &Env,
+    sshd: &Sshd,
+    standby: &Path,
+    err: Stdio,
+    config: Option<&Path>,
+) -> std::process::Child {
+    let mut cmd = env.cmd();
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("push")
         .args(sshd.args(standby))
         .stdout(Stdio::null())
         .stderr(err)
@@ -321,7 +335,10 @@ fn killing_the_standby_side_or_the_connection_is_survived() {
     let sshd = Sshd::start("");
     let (src, sb) = primary_and_standby(&env, 50);
     add_images(&env, &src, 10, 8, 900);
-    let child = spawn_push(&env, &sshd, &sb, Stdio::piped());
+    // A push writing into a dead `hamn serve` notices through its I/O limit.
+    let cfg = env.path("short-timeout.toml");
+    fs::write(&cfg, "[standby]\nio_timeout = 5\n").unwrap();
+    let child = spawn_push_with(&env, &sshd, &sb, Stdio::piped(), Some(&cfg));
     // Wait for the standby's serve process, then kill -9 it mid-push.
     let start = Instant::now();
     let pattern = format!("serve --store {}", sb.display());
@@ -350,7 +367,7 @@ fn killing_the_standby_side_or_the_connection_is_survived() {
     assert!(standby_snapshots(&sb) <= 1);
     assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
     // The connection itself dropping mid-push: the same.
-    let child = spawn_push(&env, &sshd, &sb, Stdio::piped());
+    let child = spawn_push_with(&env, &sshd, &sb, Stdio::piped(), Some(&cfg));
     let start = Instant::now();
     while !Command::new("pgrep")
         .args(["-f", &pattern])
@@ -539,6 +556,7 @@ fn sync_has_the_standby_materialize_over_the_same_session() {
                 identity: Some(sshd.path("client_key")),
                 known_hosts: Some(sshd.path("known_hosts")),
                 remote_bin: Some(BIN.into()),
+                io_timeout: None,
             },
             mode: hamn::remote::protocol::MODE_WRITE,
             lock_wait: Duration::ZERO,
