@@ -27,6 +27,10 @@ pub const TRAILER_ENTRY_LEN: usize = 1 + 1 + ID_LEN + 8 + 4 + 4;
 pub const FOOTER_LEN: u64 = 4 + ID_LEN as u64 + 8;
 /// A pack is closed once it holds this many bytes.
 pub const PACK_TARGET_BYTES: u64 = 32 * 1024 * 1024;
+/// ... or this many blobs: a writer keeps one entry per blob of its open
+/// pack in memory, so a run of many tiny files must not grow one pack
+/// without bound.
+pub const PACK_MAX_BLOBS: usize = 16 * 1024;
 /// Largest trailer a reader accepts (far above what PACK_TARGET_BYTES yields).
 pub const TRAILER_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -99,6 +103,11 @@ impl PackWriter {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether the pack should be sealed (by size or by number of blobs).
+    pub fn is_full(&self) -> bool {
+        self.len >= PACK_TARGET_BYTES || self.entries.len() >= PACK_MAX_BLOBS
     }
 
     pub fn add(&mut self, id: BlobId, encoding: u8, plain_len: u32, stored: &[u8]) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::chunk;
 use crate::error::Result;
 use crate::id::{BlobId, ChunkId, ID_LEN, TreeId};
 use crate::store::index::BlobReader;
-use crate::store::pack::{PACK_TARGET_BYTES, PackWriter};
+use crate::store::pack::PackWriter;
 use crate::store::{Store, StoreLock};
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -136,7 +136,7 @@ impl<'s> BlobWriter<'s> {
         self.counters
             .bytes_stored_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        if w.len() >= PACK_TARGET_BYTES {
+        if w.is_full() {
             let full = pack.take().expect("pack writer exists");
             // Seal (fsync, rename, index commit) without holding up the
             // other threads: they start the next pack meanwhile.
