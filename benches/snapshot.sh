@@ -44,8 +44,9 @@
 # cache, since it was just generated).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
+bench_name=snapshot.sh
+# say, die, as_root_install, put, drop_caches and measure come from here.
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 SMALL=${SMALL:-0}
 SEED=${SEED:-1}
@@ -64,24 +65,6 @@ else
         bytes=${BYTES:-1G}
     fi
 fi
-
-say() { printf '%s\n' "snapshot.sh: $*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
-
-as_root_install() {
-    # Debian packages, only when missing and only as root.
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        say "installing Debian package(s): $*"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1; } ||
-            return 1
-    else
-        return 1
-    fi
-}
 
 command -v python3 >/dev/null || die "python3 is needed (benches/gen_tree.py)"
 [[ -x /usr/bin/time ]] || as_root_install time || die "/usr/bin/time is needed: apt-get install time"
@@ -106,7 +89,6 @@ store=$work/store
 repo_dir=$work/restic-repo
 results=$work/results.txt
 : >"$results"
-put() { printf '%s\t%s\n' "$1" "$2" >>"$results"; }
 
 # --- hamn binary: a private copy, so a rebuild elsewhere cannot change it mid-run.
 mkdir -p "$work/bin"
@@ -140,32 +122,6 @@ put gen_wall "$(awk "BEGIN { print $t1 - $t0 }")"
 put seed "$SEED"
 
 dropped=no
-drop_caches() {
-    sync
-    if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
-        dropped=yes
-    fi
-}
-
-# measure NAME CMD...: wall (s), user+sys CPU (s), peak RSS (KiB) of CMD.
-measure() {
-    local name=$1
-    shift
-    local t0 t1 rc=0
-    t0=$(date +%s.%N)
-    /usr/bin/time -v -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err" || rc=$?
-    t1=$(date +%s.%N)
-    if [[ $rc != 0 ]]; then
-        say "$name failed (exit $rc): $*"
-        tail -5 "$work/$name.err" >&2
-        exit 1
-    fi
-    put "$name.wall" "$(awk "BEGIN { print $t1 - $t0 }")"
-    put "$name.user" "$(sed -n 's/^[[:space:]]*User time (seconds): //p' "$work/$name.time")"
-    put "$name.sys" "$(sed -n 's/^[[:space:]]*System time (seconds): //p' "$work/$name.time")"
-    put "$name.rss_kib" "$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$work/$name.time")"
-}
-
 # measure_reps NAME CMD...: REPS runs as NAME.1, NAME.2, ...; the table
 # shows the run with the median wall time (for the short, noise-prone runs).
 measure_reps() {
