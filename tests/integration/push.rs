@@ -101,6 +101,23 @@ fn standby(store: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The standby's newest snapshot restores to exactly `src`.
+fn assert_standby_restores(env: &Env, sb: &Path, src: &Path, name: &str) {
+    let to = env.path(name);
+    let out = standby(
+        sb,
+        &[
+            "restore",
+            "latest",
+            src.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(src, &to.join(src.strip_prefix("/").unwrap()));
+}
+
 fn standby_snapshots(store: &Path) -> usize {
     let out = standby(store, &["--json", "snapshots"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -118,19 +135,7 @@ fn push_over_ssh_sends_only_what_is_missing() {
     assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
 
     // The standby's copy restores to the source exactly.
-    let to = env.path("from-standby");
-    let out = standby(
-        &sb,
-        &[
-            "restore",
-            "latest",
-            src.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+    assert_standby_restores(&env, &sb, &src, "from-standby");
 
     // Nothing new: almost nothing travels.
     let again = pushed(&push(&env, &sshd, &sb, &[]));
@@ -451,19 +456,7 @@ fn a_damaged_standby_is_repaired_by_push_verify() {
     pushed(&push(&env, &sshd, &sb, &["--verify"]));
     let out = standby(&sb, &["check", "--read-data"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
-    let to = env.path("r");
-    let out = standby(
-        &sb,
-        &[
-            "restore",
-            "latest",
-            src.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+    assert_standby_restores(&env, &sb, &src, "r");
 }
 
 #[test]
