@@ -11,11 +11,14 @@ use crate::error::Result;
 use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::remote::client::Remote;
 use crate::remote::protocol::{IDS_PER_REQUEST_MAX, StoredBlob};
+use crate::store::pack::BlobLoc;
 use crate::store::{Store, StoreLock};
 use crate::tree::Kind;
 
 /// Bytes sent between two flushes (each flush makes them durable there).
 pub const FLUSH_EVERY_BYTES: u64 = 64 * 1024 * 1024;
+/// Blobs read ahead of the one being sent (at most 2 MiB each).
+const READ_AHEAD_BLOBS: usize = 8;
 
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -55,12 +58,10 @@ struct Pusher<'a> {
 }
 
 impl Pusher<'_> {
-    fn send(&mut self, id: BlobId) -> Result<()> {
-        let loc = self.local.locate(id)?;
-        let stored = self.local.read_stored(&loc)?;
+    fn send(&mut self, loc: &BlobLoc, stored: Vec<u8>) -> Result<()> {
         let n = stored.len() as u64;
         self.remote.put_blob(&StoredBlob {
-            id,
+            id: loc.id,
             encoding: loc.encoding,
             plain_len: loc.plain_len,
             stored,
@@ -77,18 +78,41 @@ impl Pusher<'_> {
         Ok(())
     }
 
-    /// Ask which of `ids` the standby lacks and send those.
+    /// Ask which of `ids` the standby lacks and send those, in the order
+    /// they lie in the local packs (sequential reads when the packs are
+    /// not cached). A second thread reads ahead while this one sends, so
+    /// the disk and the encryption overlap.
     fn send_missing(&mut self, ids: &mut Vec<BlobId>) -> Result<()> {
         ids.sort_by_key(|b| b.hash);
         ids.dedup_by_key(|b| b.hash);
         let have = self.remote.have_blobs(ids)?;
-        for (id, has) in ids.iter().zip(have) {
-            if !has {
-                self.send(*id)?;
-            }
-        }
+        let mut missing = ids
+            .iter()
+            .zip(have)
+            .filter(|(_, has)| !has)
+            .map(|(id, _)| self.local.locate(*id))
+            .collect::<Result<Vec<BlobLoc>>>()?;
         ids.clear();
-        Ok(())
+        missing.sort_by_key(|l| (l.pack, l.offset));
+        let local = self.local;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOBS);
+            let missing = &missing;
+            s.spawn(move || {
+                for loc in missing {
+                    let read = local.read_stored(loc);
+                    let failed = read.is_err();
+                    if tx.send(read).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            // Leaving early drops `rx`, which stops the reader.
+            for (loc, stored) in missing.iter().zip(rx) {
+                self.send(loc, stored?)?;
+            }
+            Ok(())
+        })
     }
 
     /// Reservoir-sample chunk ids for the read-back check.

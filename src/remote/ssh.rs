@@ -9,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2::{CheckResult, KnownHostFileKind, Session};
+use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 
 use crate::error::{Error, Result};
 use crate::remote::SshTarget;
@@ -112,6 +112,11 @@ impl SshConnection {
         sess.set_timeout(io_timeout_ms);
         sess.handshake()
             .map_err(|e| ssh_err(&peer, "ssh handshake failed", e))?;
+        crate::log::verbose(&format!(
+            "ssh: {peer}: cipher {} out, {} in",
+            sess.methods(MethodType::CryptCs).unwrap_or("?"),
+            sess.methods(MethodType::CryptSc).unwrap_or("?")
+        ));
 
         let kh_path = o.known_hosts.clone().unwrap_or_else(default_known_hosts);
         let (key, _) = sess
