@@ -54,6 +54,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             );
             return Ok(0);
         }
+        if let Some(dep) = plan.same_content_as {
+            println!(
+                "the deployed snapshot {} has the same managed paths as {}; nothing would be \
+                 written, {} would be recorded as deployed",
+                dep.short(),
+                id.short(),
+                id.short()
+            );
+            return Ok(0);
+        }
         for d in &plan.dirs {
             println!(
                 "{} (staging from {}): write {} entries ({}), remove {}, re-own {}, link {}; then swap",
@@ -88,7 +98,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         post_materialize: ctx.config.hooks.post_materialize.clone(),
     };
     let mut stats = deploy::execute(&store, &lock, &snap, plan, &opts)?;
-    if !stats.already_deployed {
+    if stats.changed_tree() {
         stats.hook_failures = deploy::run_hooks(&opts.post_materialize, &id, &root);
     }
     for w in &stats.warnings {
@@ -105,6 +115,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!(
             "snapshot {} is already deployed under {}; nothing changed",
             &id.to_hex()[..12],
+            root.display()
+        );
+    } else if let Some(dep) = &stats.same_content_as {
+        println!(
+            "snapshot {} has the same managed paths as the deployed {}: recorded as deployed \
+             under {}; nothing changed",
+            &id.to_hex()[..12],
+            &dep[..12],
             root.display()
         );
     } else {

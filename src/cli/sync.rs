@@ -118,10 +118,16 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
             r.code = EXIT_WARNINGS;
         }
         if !ctx.json {
-            println!(
-                "standby deployed it: {} files written ({} bytes), {} unchanged",
-                d["files_written"], d["bytes_written"], d["files_reused"]
-            );
+            match d["same_content_as"].as_str() {
+                Some(dep) => println!(
+                    "standby: its deployed snapshot {} has the same content; recorded as deployed, nothing written",
+                    &dep[..dep.len().min(12)]
+                ),
+                None => println!(
+                    "standby deployed it: {} files written ({} bytes), {} unchanged",
+                    d["files_written"], d["bytes_written"], d["files_reused"]
+                ),
+            }
         }
         r.materialize = Some(d);
     }

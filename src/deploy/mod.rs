@@ -87,6 +87,9 @@ pub struct Plan {
     pub files: Vec<FilePlan>,
     /// The snapshot is already deployed here: nothing to do.
     pub already_deployed: bool,
+    /// The deployed snapshot has exactly the same managed paths (same
+    /// entries, same tree ids): the new one is only recorded as deployed.
+    pub same_content_as: Option<SnapshotId>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -104,8 +107,19 @@ pub struct MaterializeStats {
     pub files_reused: u64,
     pub seconds: f64,
     pub already_deployed: bool,
+    /// Hex id of the deployed snapshot whose managed paths are identical
+    /// to this one's: nothing on disk changed, the state now names this
+    /// snapshot (the previous generation stays as it was).
+    pub same_content_as: Option<String>,
     pub warnings: Vec<String>,
     pub hook_failures: Vec<String>,
+}
+
+impl MaterializeStats {
+    /// Whether the deployment changed anything on disk (hooks run only then).
+    pub fn changed_tree(&self) -> bool {
+        !self.already_deployed && self.same_content_as.is_none()
+    }
 }
 
 fn live_path(root: &Path, snap_path: &str) -> Result<PathBuf> {
@@ -135,11 +149,30 @@ pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Resu
         dirs: Vec::new(),
         files: Vec::new(),
         already_deployed: st.deployed_id() == Some(id),
+        same_content_as: None,
     };
     if plan.already_deployed {
         return Ok(plan);
     }
-    let label = id.short();
+    if let Some(dep) = st.deployed_id() {
+        if same_managed_content(store, snap, dep) {
+            plan.same_content_as = Some(dep);
+            return Ok(plan);
+        }
+    }
+    plan_paths(store, &st, snap, plan)
+}
+
+/// Plan every managed path of `snap` into `plan`.
+fn plan_paths(
+    store: &Store,
+    st: &state::DeployState,
+    snap: &Snapshot,
+    mut plan: Plan,
+) -> Result<Plan> {
+    let root = plan.root.clone();
+    let root = root.as_path();
+    let label = plan.snapshot.short();
     for p in &snap.paths {
         let live = live_path(root, p)?;
         let entry = match snapshot::lookup(store, snap.root, &label, p.as_bytes())? {
@@ -225,6 +258,28 @@ pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Resu
     Ok(plan)
 }
 
+/// Whether the deployed snapshot `dep` has the same managed paths as
+/// `snap` with identical entries (metadata and tree ids, so everything
+/// below is identical too). A no-change night then costs no walk of the
+/// standby's tree. Anything unreadable counts as different.
+fn same_managed_content(store: &Store, snap: &Snapshot, dep: SnapshotId) -> bool {
+    let Ok(deployed) = store.read_snapshot(dep) else {
+        return false;
+    };
+    if deployed.paths != snap.paths {
+        return false;
+    }
+    let entry =
+        |root, label: &str, p: &str| match snapshot::lookup(store, root, label, p.as_bytes()) {
+            Ok(Found::Entry(e)) => Some(e),
+            _ => None,
+        };
+    snap.paths.iter().all(|p| {
+        let new = entry(snap.root, "new", p);
+        new.is_some() && new == entry(deployed.root, "deployed", p)
+    })
+}
+
 /// Make the directories above a managed path exist, with the snapshot's
 /// metadata where they are created.
 fn ensure_parents(store: &Store, snap: &Snapshot, root: &Path, p: &str) -> Result<Dir> {
@@ -274,6 +329,20 @@ pub fn execute(
     };
     if plan.already_deployed {
         stats.already_deployed = true;
+        return Ok(stats);
+    }
+    if let Some(dep) = plan.same_content_as {
+        state::write(
+            store,
+            &state::DeployState {
+                root: opts.root.clone(),
+                deployed: Some(plan.snapshot.to_hex()),
+                previous: before.previous.clone(),
+                time: now_text(),
+            },
+        )?;
+        stats.same_content_as = Some(dep.to_hex());
+        stats.seconds = started.elapsed().as_secs_f64();
         return Ok(stats);
     }
     let mut dir_swaps = Vec::new();
@@ -640,9 +709,21 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         });
     }
     // Managed files come back from the previous snapshot, journaled.
-    let mut file_plan = plan(store, previous, &prev, root)?;
+    let st = state::read(store, root)?;
+    let mut file_plan = plan_paths(
+        store,
+        &st,
+        &prev,
+        Plan {
+            snapshot: previous,
+            root: root.to_path_buf(),
+            dirs: Vec::new(),
+            files: Vec::new(),
+            already_deployed: false,
+            same_content_as: None,
+        },
+    )?;
     file_plan.dirs.clear();
-    file_plan.already_deployed = false;
     let mut applier = apply::Applier::new(store);
     let mut files = Vec::new();
     for f in &file_plan.files {

@@ -171,7 +171,7 @@ impl<'s, W: Write> Session<'s, W> {
             post_materialize: self.opts.post_materialize.clone(),
         };
         let mut stats = crate::deploy::execute(self.store, lock, &snap, plan, &opts)?;
-        if !stats.already_deployed {
+        if stats.changed_tree() {
             stats.hook_failures = crate::deploy::run_hooks(&opts.post_materialize, &id, &opts.root);
         }
         serde_json::to_string(&stats).map_err(|e| Error::Other(e.to_string()))

@@ -207,6 +207,62 @@ fn status_reports_drift_and_redeploying_changes_nothing() {
 }
 
 #[test]
+fn a_snapshot_with_the_deployed_content_is_recorded_without_a_swap() {
+    let env = Env::new();
+    let s = site(&env);
+    let first = s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let night1 = env.path("night1");
+    copy_tree(&s.install, &night1);
+    write(&s.install.join("d1/s1/f1.txt"), b"night two");
+    let second = s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let ino = fs::metadata(s.live_install()).unwrap().ino();
+    let hosts_ino = fs::metadata(s.live_hosts()).unwrap().ino();
+
+    // Nothing changed on the primary: a new snapshot id, the same content.
+    let third = s.snapshot(&env);
+    assert_ne!(third, second);
+    let dry = env.json(&[
+        "materialize",
+        "--dry-run",
+        "--root",
+        s.root.to_str().unwrap(),
+    ]);
+    assert_eq!(dry["plan"]["same_content_as"], second.as_str(), "{dry}");
+    let m = materialize(&env, &s.root, &[]);
+    assert_eq!(m["same_content_as"], second.as_str(), "{m}");
+    assert_eq!(m["already_deployed"], false);
+    assert_eq!(m["files_written"], 0);
+    assert_eq!(
+        fs::metadata(s.live_install()).unwrap().ino(),
+        ino,
+        "no swap"
+    );
+    assert_eq!(fs::metadata(s.live_hosts()).unwrap().ino(), hosts_ino);
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(st["deployment"]["deployed"], third.as_str(), "{st}");
+    assert_eq!(st["deployment"]["previous"], first.as_str(), "{st}");
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+    s.assert_deployed_equals_source();
+
+    // Rollback still goes to the last different content.
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_same_tree(&night1, &s.live_install());
+
+    // A change in a managed file alone is a real deployment again.
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    write(&s.hosts, b"10.0.0.1 mn1\n10.0.0.7 cn7\n");
+    s.snapshot(&env);
+    let m = materialize(&env, &s.root, &[]);
+    assert!(m["same_content_as"].is_null(), "{m}");
+    s.assert_deployed_equals_source();
+}
+
+#[test]
 fn dry_run_changes_nothing() {
     let env = Env::new();
     let s = site(&env);
