@@ -154,11 +154,11 @@ pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Resu
     if plan.already_deployed {
         return Ok(plan);
     }
-    if let Some(dep) = st.deployed_id() {
-        if same_managed_content(store, snap, dep) {
-            plan.same_content_as = Some(dep);
-            return Ok(plan);
-        }
+    if let Some(dep) = st.deployed_id()
+        && same_managed_content(store, snap, dep)
+    {
+        plan.same_content_as = Some(dep);
+        return Ok(plan);
     }
     plan_paths(store, &st, snap, plan)
 }
