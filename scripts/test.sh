@@ -5,14 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh: the tests need root (chown, mknod, security.* xattrs, tmpfs mounts)" >&2
+    echo "scripts/test.sh: the tests need root (chown, mknod, security.* xattrs, tmpfs and loop mounts)" >&2
     exit 1
 fi
 
 # Debian packages the tests use, as "command:package".
 need=()
 for pair in mount:mount umount:mount /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client \
-            pgrep:procps pkill:procps pkg-config:pkg-config groff:groff zsh:zsh fish:fish; do
+            pgrep:procps pkill:procps pkg-config:pkg-config groff:groff zsh:zsh fish:fish \
+            mkfs.xfs:xfsprogs; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

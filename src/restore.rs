@@ -30,6 +30,10 @@ pub struct RestoreStats {
     /// of rebuilt from chunks, and their bytes.
     pub files_copied: u64,
     pub bytes_copied: u64,
+    /// Of those, the files reflinked (sharing the live file's blocks, so
+    /// no data was written), and their bytes.
+    pub files_cloned: u64,
+    pub bytes_cloned: u64,
     /// Entries that could not be restored, with the reason: damaged or
     /// missing data, or a device node without the privilege to make it.
     pub errors: Vec<String>,
@@ -147,9 +151,13 @@ impl<'a> Restorer<'a> {
                 && m.mtime() == e.meta.mtime_sec
                 && m.mtime_nsec() as u32 == e.meta.mtime_nsec
         });
-        if same && crate::fs::write::clone_or_copy(&src, file, c.size).is_ok() {
+        if same && let Ok(cloned) = crate::fs::write::clone_or_copy(&src, file, c.size) {
             self.stats.files_copied += 1;
             self.stats.bytes_copied += c.size;
+            if cloned {
+                self.stats.files_cloned += 1;
+                self.stats.bytes_cloned += c.size;
+            }
             return true;
         }
         let _ = file.set_len(0);

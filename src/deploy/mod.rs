@@ -102,6 +102,10 @@ pub struct MaterializeStats {
     /// where the file system can) rather than rebuilt from chunks.
     pub files_copied: u64,
     pub bytes_copied: u64,
+    /// Of the files copied, those reflinked (no data written), and their
+    /// bytes.
+    pub files_cloned: u64,
+    pub bytes_cloned: u64,
     pub entries_removed: u64,
     pub entries_reowned: u64,
     pub files_reused: u64,
@@ -422,6 +426,8 @@ pub fn execute(
     stats.bytes_written = a.bytes_written;
     stats.files_copied = a.files_copied;
     stats.bytes_copied = a.bytes_copied;
+    stats.files_cloned = a.files_cloned;
+    stats.bytes_cloned = a.bytes_cloned;
     stats.warnings.extend(a.warnings);
     if !a.errors.is_empty() {
         return Err(Error::Other(format!(

@@ -437,10 +437,11 @@ pub fn open_beneath(top: &Path, rel: &[u8]) -> io::Result<File> {
 }
 
 /// Make `dst` a copy of the first `len` bytes of `src`: a reflink where the
-/// file system can share the blocks, else an in-kernel copy.
-pub fn clone_or_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
+/// file system can share the blocks (returns true), else an in-kernel
+/// copy (false).
+pub fn clone_or_copy(src: &File, dst: &File, len: u64) -> io::Result<bool> {
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
-        return Ok(());
+        return Ok(true);
     }
     let (mut off_in, mut off_out) = (0u64, 0u64);
     while off_in < len {
@@ -450,5 +451,5 @@ pub fn clone_or_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
     }
-    Ok(())
+    Ok(false)
 }

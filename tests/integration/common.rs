@@ -366,6 +366,36 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// A fresh XFS with reflinks (RHEL's default for /install) in a sparse
+    /// image file `image`, loop-mounted on `path`. Needs mkfs.xfs
+    /// (xfsprogs, which scripts/test.sh installs) and a loop device.
+    pub fn xfs(image: &Path, path: &Path) -> Mount {
+        require_root();
+        let f = fs::File::create(image).expect("image file");
+        // 300 MiB is the smallest XFS mkfs.xfs makes.
+        f.set_len(320 << 20).expect("size the image");
+        drop(f);
+        let mkfs = Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(image)
+            .status()
+            .expect("mkfs.xfs is missing: apt-get install xfsprogs");
+        assert!(mkfs.success(), "mkfs.xfs {} failed", image.display());
+        fs::create_dir_all(path).expect("mkdir");
+        let st = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -o loop {} failed", image.display());
+        Mount {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();

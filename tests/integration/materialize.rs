@@ -633,6 +633,45 @@ fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
     assert_eq!(fs::read(prev.join("d1/s1/f1.txt")).unwrap(), b"stale copy");
 }
 
+/// Free bytes of the file system holding `p`.
+fn free_bytes(p: &Path) -> u64 {
+    let v = rustix::fs::statvfs(p).expect("statvfs");
+    v.f_bfree * v.f_frsize
+}
+
+#[test]
+fn on_xfs_unchanged_files_are_reflinked_not_written() {
+    let env = Env::new();
+    let xfs = Mount::xfs(&env.path("xfs.img"), &env.path("xfs"));
+    let mut s = site(&env);
+    s.root = xfs.path.join("root");
+    fs::create_dir_all(&s.root).unwrap();
+    s.snapshot(&env);
+    let first = materialize(&env, &s.root, &[]);
+    assert_eq!(first["files_cloned"], 0, "nothing to clone from: {first}");
+    // The second deployment has no previous generation: every file that
+    // did not change comes from the live tree.
+    write(&s.install.join("night1"), b"1");
+    s.snapshot(&env);
+    let free = free_bytes(&xfs.path);
+    let st = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    let cloned = st["bytes_cloned"].as_u64().unwrap();
+    assert!(cloned >= 3_000_000, "the package was not reflinked: {st}");
+    assert_eq!(st["files_cloned"], st["files_copied"], "{st}");
+    // Shared blocks: the file system barely shrank.
+    let used = free.saturating_sub(free_bytes(&xfs.path));
+    assert!(
+        used < cloned / 4,
+        "{used} bytes used for {cloned} bytes reflinked"
+    );
+    // Both generations hold the package, one copy on disk.
+    assert_eq!(
+        fs::read(s.live_install().join("pool/kernel.rpm")).unwrap(),
+        fs::read(gen_previous(&s.live_install()).join("pool/kernel.rpm")).unwrap()
+    );
+}
+
 #[test]
 fn a_managed_directory_that_is_a_symlink_is_refused() {
     let env = Env::new();
