@@ -18,6 +18,11 @@
 #   KEEP=1         keep the temp dir
 #   PROXY=0        (scripts with an sshd) connect straight to sshd, without
 #                  the byte-counting relay; no wire byte counts then
+#   FS=xfs|btrfs   put the temp dir on a fresh file system of that type
+#                  (XFS with reflinks, as RHEL makes /install), in a sparse
+#                  image loop-mounted for the run (root; installs xfsprogs
+#                  or btrfs-progs when missing); FS_SIZE=SIZE its size
+#                  (default 16G, SMALL 4G)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -81,6 +86,36 @@ bench_cleanup() {
             rm -rf "$work"
         fi
     fi
+    if [[ -n ${fs_dir:-} && $KEEP != 1 ]]; then
+        umount "$fs_dir/mnt" 2>/dev/null || umount -l "$fs_dir/mnt" 2>/dev/null || true
+        rm -rf "$fs_dir"
+    fi
+}
+
+# fs_mount: FS=xfs|btrfs, a fresh file system in a sparse image under
+# BENCH_TMP (or TMPDIR, /tmp), loop-mounted; BENCH_TMP then points into it.
+fs_mount() {
+    local kind=$1 base=${BENCH_TMP:-${TMPDIR:-/tmp}} size
+    local -a mkfs
+    [[ $(id -u) == 0 ]] || die "FS=$kind needs root (a loop mount)"
+    case $kind in
+    xfs)
+        command -v mkfs.xfs >/dev/null || as_root_install xfsprogs || die "mkfs.xfs is missing: apt-get install xfsprogs"
+        mkfs=(mkfs.xfs -q -m reflink=1)
+        ;;
+    btrfs)
+        command -v mkfs.btrfs >/dev/null || as_root_install btrfs-progs || die "mkfs.btrfs is missing: apt-get install btrfs-progs"
+        mkfs=(mkfs.btrfs -q)
+        ;;
+    *) die "FS must be xfs or btrfs, not '$kind'" ;;
+    esac
+    if [[ $SMALL == 1 ]]; then size=${FS_SIZE:-4G}; else size=${FS_SIZE:-16G}; fi
+    fs_dir=$(mktemp -d "$base/hamn-fs.XXXXXX")
+    truncate -s "$size" "$fs_dir/image" || die "cannot make a $size image in $base"
+    "${mkfs[@]}" "$fs_dir/image" >/dev/null || die "${mkfs[*]} failed"
+    mkdir "$fs_dir/mnt"
+    mount -o loop "$fs_dir/image" "$fs_dir/mnt" || die "mount -o loop failed (no loop device?)"
+    BENCH_TMP=$fs_dir/mnt
 }
 
 # bench_setup NAME: temp dir, results file, private hamn binary, empty config.
@@ -88,6 +123,8 @@ bench_setup() {
     bench_name=$1
     command -v python3 >/dev/null || die "python3 is needed (benches/gen_tree.py)"
     [[ -x /usr/bin/time ]] || as_root_install time || die "/usr/bin/time is needed: apt-get install time"
+    trap bench_cleanup EXIT
+    [[ -z ${FS:-} ]] || fs_mount "$FS"
     work=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/hamn-$bench_name.XXXXXX")
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
@@ -112,6 +149,7 @@ bench_setup() {
     put cpu_model "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     put seed "$SEED"
     put load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+    put filesystem "$(df --output=fstype "$work" | tail -1 | tr -d ' ')${FS:+ (loop-mounted image, ${FS_SIZE:-default size})}"
     dropped=no
     [[ $DROP == 1 ]] || dropped=disabled
 }

@@ -10,6 +10,7 @@
 #   SMALL=1 bash benches/materialize.sh         # ~100 MB, 5k entries (quick)
 #   REPACK=0 bash benches/materialize.sh        # nights without the rootimg.cpio.gz re-pack (~2% change)
 #   OUT=results.md bash benches/materialize.sh  # also write the table to results.md
+#   FS=xfs bash benches/materialize.sh          # on a loop-mounted XFS with reflinks (benches/lib.sh)
 #
 # Sequence: generate the tree, snapshot S0, materialize S0 into an empty
 # root R; then for each night n = 1..NIGHT: mutate, snapshot Sn, and (n <
@@ -149,9 +150,12 @@ def cpu(name):
 
 def hamn_row(label, name, ratio=True):
     m = hj(name)
-    written = m["bytes_written"] + m.get("bytes_copied", 0)
+    # Reflinked copies share the live file's blocks: no data written.
+    cloned = m.get("bytes_cloned", 0)
+    written = m["bytes_written"] + m.get("bytes_copied", 0) - cloned
+    copied = f"{mib(m.get('bytes_copied', 0))} copied" + (f" ({mib(cloned)} of it reflinked)" if cloned else "")
     rows.append([label, secs(f(name + ".wall")), cpu(name), mib(f(name + ".rss_kib") * 1024),
-                 f"{mib(m['bytes_written'])} + {mib(m.get('bytes_copied', 0))} copied = {mib(written)}",
+                 f"{mib(m['bytes_written'])} + {copied} = {mib(written)}",
                  mib(f(name + ".fs_out") * 512), f"{written / changed:.2f}x" if changed and ratio else "",
                  f"{m['files_written']:,} written ({m.get('files_copied', 0):,} copied), "
                  f"{m['entries_removed']:,} removed, {m['entries_reowned']:,} re-owned", res.get(name + ".load", "")])
@@ -198,8 +202,9 @@ head.append(f"* night {night}, live (S{night - 1}) -> new: {dl['new']:,} new fil
 head.append(f"* GEN/previous (S{night - 2}), hamn's staging base -> new: {mib(dp['changed_bytes'])} changed "
             f"({dp['new'] + dp['content']:,} files), {dp['meta_only']:,} touched only ({mib(dp['meta_bytes'])})")
 head.append(f"* page cache dropped before each run: {res['dropped']}")
-head.append("* bytes written: hamn's own count (rebuilt from chunks + copied from the live tree; this file "
-            "system has no reflinks, so copies are written too), rsync's Total transferred file size; kernel: "
+head.append(f"* file system: {res['filesystem']}")
+head.append("* bytes written: hamn's own count (rebuilt from chunks + copied from the live tree, less what was "
+            "reflinked: a reflink shares blocks and writes no data), rsync's Total transferred file size; kernel: "
             "File system outputs x 512 (blocks the process dirtied)")
 head.append(f"* the deployed trees equal the primary's afterwards (`rsync -naHAX --delete -i` lines): hamn "
             f"{res['diff_hamn']}, rsync copy {res['diff_rsync']}")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::deploy::state::{self, DeployState};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::write::Dir;
+use crate::fs::write::{Dir, keeping_times};
 use crate::store::{Store, StoreLock, durable};
 
 pub const JOURNAL_FILE: &str = "deploy-journal.json";
@@ -142,15 +142,21 @@ fn undo(j: &Journal) -> Result<()> {
             e.live_dir.join(std::ffi::OsStr::from_bytes(&e.name)),
             e.staging.join(std::ffi::OsStr::from_bytes(&e.name)),
         );
+        let n = &e.name[..];
         match e.op {
             EntryOp::Exchange if ino_of(&here) == Some(e.ino) => {
-                live.exchange(&e.name, &staging, &e.name).at(&here)?
+                keeping_times(&[(&live, n, &staging, n), (&staging, n, &live, n)], || {
+                    live.exchange(n, &staging, n)
+                })
+                .at(&here)?
             }
             EntryOp::In if ino_of(&here) == Some(e.ino) => {
-                live.rename(&e.name, &staging, &e.name).at(&here)?
+                keeping_times(&[(&live, n, &staging, n)], || live.rename(n, &staging, n))
+                    .at(&here)?
             }
             EntryOp::Out if ino_of(&there) == Some(e.ino) => {
-                staging.rename(&e.name, &live, &e.name).at(&there)?
+                keeping_times(&[(&staging, n, &live, n)], || staging.rename(n, &live, n))
+                    .at(&there)?
             }
             _ => {}
         }
@@ -159,14 +165,21 @@ fn undo(j: &Journal) -> Result<()> {
         let generation = Dir::open_root(&d.gen_dir).at(&d.gen_dir)?;
         let (parent, name) = split(&d.live)?;
         if ino_of(&d.live) == Some(d.incoming_ino) {
+            let incoming = d.incoming.as_bytes();
             if d.had_live {
-                parent
-                    .exchange(&name, &generation, d.incoming.as_bytes())
-                    .at(&d.live)?;
+                keeping_times(
+                    &[
+                        (&parent, &name, &generation, incoming),
+                        (&generation, incoming, &parent, &name),
+                    ],
+                    || parent.exchange(&name, &generation, incoming),
+                )
+                .at(&d.live)?;
             } else {
-                parent
-                    .rename(&name, &generation, d.incoming.as_bytes())
-                    .at(&d.live)?;
+                keeping_times(&[(&parent, &name, &generation, incoming)], || {
+                    parent.rename(&name, &generation, incoming)
+                })
+                .at(&d.live)?;
             }
             parent.fsync().at(&d.live)?;
         }

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
-use crate::fs::write::{Dir, PasswdLock};
+use crate::fs::write::{Dir, PasswdLock, keeping_times};
 use crate::id::SnapshotId;
 use crate::snapshot::{self, Found, Snapshot, path_components};
 use crate::store::{Store, StoreLock};
@@ -560,10 +560,19 @@ fn swap_all(j: &Journal) -> Result<()> {
             .file_name()
             .map(|n| n.as_bytes().to_vec())
             .unwrap_or_default();
+        let incoming = d.incoming.as_bytes();
         let r = if d.had_live {
-            parent.exchange(&name, &generation, d.incoming.as_bytes())
+            keeping_times(
+                &[
+                    (&generation, incoming, &parent, &name),
+                    (&parent, &name, &generation, incoming),
+                ],
+                || parent.exchange(&name, &generation, incoming),
+            )
         } else {
-            generation.rename(d.incoming.as_bytes(), &parent, &name)
+            keeping_times(&[(&generation, incoming, &parent, &name)], || {
+                generation.rename(incoming, &parent, &name)
+            })
         };
         r.map_err(|e| {
             if e.raw_os_error() == Some(libc::EXDEV) {
@@ -584,10 +593,19 @@ fn swap_all(j: &Journal) -> Result<()> {
         let live = Dir::open_root(&e.live_dir).at(&e.live_dir)?;
         let staging = Dir::open_root(&e.staging).at(&e.staging)?;
         let here = live.child_path(&e.name);
+        let n = &e.name[..];
         match e.op {
-            journal::EntryOp::Exchange => live.exchange(&e.name, &staging, &e.name),
-            journal::EntryOp::In => staging.rename(&e.name, &live, &e.name),
-            journal::EntryOp::Out => live.rename(&e.name, &staging, &e.name),
+            journal::EntryOp::Exchange => {
+                keeping_times(&[(&staging, n, &live, n), (&live, n, &staging, n)], || {
+                    live.exchange(n, &staging, n)
+                })
+            }
+            journal::EntryOp::In => {
+                keeping_times(&[(&staging, n, &live, n)], || staging.rename(n, &live, n))
+            }
+            journal::EntryOp::Out => {
+                keeping_times(&[(&live, n, &staging, n)], || live.rename(n, &staging, n))
+            }
         }
         .at(&here)?;
         failpoint("deploy:entry-swapped");

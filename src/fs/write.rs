@@ -308,6 +308,36 @@ impl Dir {
         }
     }
 
+    /// A child's access and modification times, without following it.
+    pub fn times_of(&self, name: &[u8]) -> io::Result<Timestamps> {
+        let st = rustix::fs::statat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(Timestamps {
+            last_access: Timespec {
+                tv_sec: st.st_atime as _,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime as _,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        })
+    }
+
+    /// Set a child's access and modification times, without following it.
+    pub fn set_times_of(&self, name: &[u8], t: &Timestamps) -> io::Result<()> {
+        rustix::fs::utimensat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            t,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+
     /// Atomically swap two entries (renameat2 RENAME_EXCHANGE). Fails with
     /// EXDEV across file systems; never falls back to copying.
     pub fn exchange(&self, name: &[u8], other: &Dir, other_name: &[u8]) -> io::Result<()> {
@@ -434,6 +464,25 @@ pub fn open_beneath(top: &Path, rel: &[u8]) -> io::Result<File> {
         rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
     )?;
     Ok(File::from(fd))
+}
+
+/// Run `op`, which moves each `(from_dir, from, to_dir, to)` entry, and
+/// give each moved entry back the times it had before. Some file systems
+/// (XFS) give a directory moved to another parent a new mtime, as its
+/// `..` entry changed; a deployed tree keeps the snapshot's times.
+pub fn keeping_times(
+    moves: &[(&Dir, &[u8], &Dir, &[u8])],
+    op: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let before = moves
+        .iter()
+        .map(|(dir, name, _, _)| dir.times_of(name))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    op()?;
+    for ((_, _, dir, name), t) in moves.iter().zip(&before) {
+        dir.set_times_of(name, t)?;
+    }
+    Ok(())
 }
 
 /// Make `dst` a copy of the first `len` bytes of `src`: a reflink where the

@@ -649,6 +649,11 @@ fn on_xfs_unchanged_files_are_reflinked_not_written() {
     s.snapshot(&env);
     let first = materialize(&env, &s.root, &[]);
     assert_eq!(first["files_cloned"], 0, "nothing to clone from: {first}");
+    let mtime = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    let night0_top = mtime(&s.install);
     // The second deployment has no previous generation: every file that
     // did not change comes from the live tree.
     write(&s.install.join("night1"), b"1");
@@ -665,6 +670,10 @@ fn on_xfs_unchanged_files_are_reflinked_not_written() {
         used < cloned / 4,
         "{used} bytes used for {cloned} bytes reflinked"
     );
+    // XFS gives a directory moved to another parent a new mtime: both
+    // swapped trees keep their snapshot's.
+    assert_eq!(mtime(&s.live_install()), mtime(&s.install));
+    assert_eq!(mtime(&gen_previous(&s.live_install())), night0_top);
     // Both generations hold the package, one copy on disk.
     assert_eq!(
         fs::read(s.live_install().join("pool/kernel.rpm")).unwrap(),
