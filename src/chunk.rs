@@ -92,6 +92,75 @@ pub fn decode(kind: BlobKind, encoding: u8, stored: &[u8], plain_len: u32) -> Re
     Ok(out)
 }
 
+/// Most base chunks one delta may name, and their largest total size.
+pub const DELTA_BASES_MAX: usize = 16;
+pub const DELTA_BASE_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// zstd window of a delta: the bases and the chunk (8 MiB).
+const DELTA_WINDOW_LOG: u32 = 23;
+
+/// Compress chunk `plain` against `base`, the plain bytes of chunks the
+/// peer already holds, concatenated: zstd with `base` as a raw prefix, so
+/// every stretch the chunk shares with them is sent as a reference. Used
+/// for a changed file whose old version the peer has (a re-packed image,
+/// an edited config file). None when zstd fails (send the chunk as is).
+pub fn delta_encode(plain: &[u8], base: &[u8]) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    if base.len() > DELTA_BASE_MAX_BYTES || plain.len() > CHUNK_MAX_BYTES {
+        return None;
+    }
+    let mut c = CCtx::try_create()?;
+    c.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+        .ok()?;
+    c.set_parameter(CParameter::WindowLog(DELTA_WINDOW_LOG))
+        .ok()?;
+    // The level's match finder indexes only the last MiB of a prefix;
+    // long-distance matching finds the base's stretches anywhere in it
+    // (as `zstd --patch-from` does).
+    c.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .ok()?;
+    c.ref_prefix(base).ok()?;
+    let mut out = Vec::with_capacity(zstd::compress_bound(plain.len()));
+    c.compress2(&mut out, plain).ok()?;
+    Some(out)
+}
+
+/// Undo `delta_encode`: the chunk's plain bytes, never more than
+/// `plain_len`, itself bounded by the largest chunk. The caller checks
+/// them against the chunk's id.
+pub fn delta_decode(delta: &[u8], base: &[u8], plain_len: u32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{DCtx, DParameter};
+    let plain_len = plain_len as usize;
+    if plain_len > CHUNK_MAX_BYTES || base.len() > DELTA_BASE_MAX_BYTES {
+        return Err(Error::malformed(
+            "delta",
+            format!(
+                "chunk of {plain_len} bytes or base of {} bytes is over the limit",
+                base.len()
+            ),
+        ));
+    }
+    let zstd_err = |e: usize| {
+        Error::malformed(
+            "delta",
+            format!("zstd: {}", zstd::zstd_safe::get_error_name(e)),
+        )
+    };
+    let mut d = DCtx::try_create()
+        .ok_or_else(|| Error::Other("zstd: cannot allocate a decompression context".into()))?;
+    d.set_parameter(DParameter::WindowLogMax(DELTA_WINDOW_LOG))
+        .map_err(zstd_err)?;
+    d.ref_prefix(base).map_err(zstd_err)?;
+    let mut out = Vec::with_capacity(plain_len);
+    d.decompress(&mut out, delta).map_err(zstd_err)?;
+    if out.len() != plain_len {
+        return Err(Error::malformed(
+            "delta",
+            format!("decoded {} bytes, expected {plain_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Cut a byte stream into content-defined chunks, calling `each` with every
 /// chunk's plain bytes in order. Uses one buffer of `CHUNK_MAX_BYTES` per
 /// call, so memory does not depend on the stream's length.
@@ -209,5 +278,44 @@ mod tests {
         let (enc, stored) = encode(&random);
         assert_eq!(enc, ENCODING_RAW);
         assert_eq!(stored, random);
+    }
+
+    #[test]
+    fn a_delta_sends_what_the_base_lacks_and_only_decodes_with_it() {
+        // Incompressible data with small edits spread through it, shifted
+        // by an insertion: nothing a chunk-level dedup would find.
+        let old = pseudo_random(1 << 20, 7);
+        let mut new = old[..300_000].to_vec();
+        new.extend_from_slice(b"inserted");
+        new.extend_from_slice(&old[300_000..]);
+        for i in (0..new.len()).step_by(40_000) {
+            new[i] ^= 0x5a;
+        }
+        let delta = delta_encode(&new, &old).unwrap();
+        assert!(delta.len() < new.len() / 20, "{} bytes", delta.len());
+        // The shared stretch far from the end of a larger base is found
+        // too (the match finder alone sees only the base's last MiB).
+        let mut far = old.clone();
+        far.extend(pseudo_random(3 << 20, 9));
+        let d = delta_encode(&new, &far).unwrap();
+        assert!(d.len() < new.len() / 20, "{} bytes", d.len());
+        assert_eq!(delta_decode(&d, &far, new.len() as u32).unwrap(), new);
+        let len = new.len() as u32;
+        assert_eq!(delta_decode(&delta, &old, len).unwrap(), new);
+        // Another base gives other bytes (or an error): the receiver's id
+        // check catches it.
+        let other = pseudo_random(1 << 20, 8);
+        assert!(
+            delta_decode(&delta, &other, len).is_ok_and(|p| p != new)
+                || delta_decode(&delta, &other, len).is_err()
+        );
+        // A declared length that is short, or over the chunk limit, fails.
+        assert!(delta_decode(&delta, &old, len - 1).is_err());
+        assert!(delta_decode(&delta, &old, (CHUNK_MAX_BYTES + 1) as u32).is_err());
+        // A frame that inflates past the largest chunk is refused.
+        let zeros = vec![0u8; CHUNK_MAX_BYTES + 4096];
+        let bomb = zstd::bulk::compress(&zeros, 3).unwrap();
+        assert!(delta_decode(&bomb, &old, CHUNK_MAX_BYTES as u32).is_err());
+        assert!(delta_decode(b"garbage", &old, 10).is_err());
     }
 }

@@ -45,7 +45,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Standby {
     pub url: Option<String>,
@@ -64,6 +64,27 @@ pub struct Standby {
     /// Chunks read back from the standby after each sync: absent means
     /// the built-in 16, 0 turns the read-back off.
     pub verify_sample: Option<u32>,
+    /// Send new chunks of changed files as deltas against their old
+    /// version on the standby (default true; false trades bytes on the
+    /// wire for CPU on both ends).
+    #[serde(default = "yes")]
+    pub delta: bool,
+}
+
+impl Default for Standby {
+    fn default() -> Self {
+        Standby {
+            url: None,
+            identity: None,
+            known_hosts: None,
+            remote_bin: None,
+            materialize: false,
+            root: None,
+            io_timeout: None,
+            verify_sample: None,
+            delta: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -179,6 +200,19 @@ mod tests {
         assert!(Config::parse("exclude = ['[']", p).is_err());
         let c = Config::parse("paths = ['/install']\n[hooks]\npre_snapshot = ['true']", p).unwrap();
         assert!(c.one_file_system);
+        assert!(c.standby.delta, "deltas are on without a [standby] table");
         assert_eq!(c.hooks.pre_snapshot, vec!["true"]);
+        assert!(
+            Config::parse("[standby]\nurl = '/s'", p)
+                .unwrap()
+                .standby
+                .delta
+        );
+        assert!(
+            !Config::parse("[standby]\ndelta = false", p)
+                .unwrap()
+                .standby
+                .delta
+        );
     }
 }

@@ -17,14 +17,20 @@ pub struct Args {
     /// are taken to be forgotten there by its own retention)
     #[arg(long)]
     pub all: bool,
+    /// Send every chunk as stored, never as a delta against an old
+    /// version on the standby (default: standby.delta in the config)
+    #[arg(long)]
+    pub no_delta: bool,
 }
 
 pub fn print_stats(s: &push::PushStats, peer: &str) {
     println!(
-        "pushed {} snapshots to {peer} ({} already there): {} blobs, {} sent, {} received in {:.1}s",
+        "pushed {} snapshots to {peer} ({} already there): {} blobs ({} as deltas, {} saved), {} sent, {} received in {:.1}s",
         s.snapshots_sent.len(),
         s.snapshots_present,
         s.blobs_sent,
+        s.deltas_sent,
+        human_bytes(s.delta_bytes_saved),
         human_bytes(s.bytes_sent),
         human_bytes(s.bytes_received),
         s.seconds
@@ -39,6 +45,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         verify: a.verify,
         sample: 0,
         all: a.all,
+        delta: ctx.config.standby.delta && !a.no_delta,
     };
     let stats = push::push(&store, &lock, &mut remote, &opts)?;
     remote.close()?;

@@ -73,6 +73,7 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
             verify: false,
             sample,
             all: false,
+            delta: ctx.config.standby.delta,
         },
     )?;
     if !ctx.json {

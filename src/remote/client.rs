@@ -165,8 +165,17 @@ impl Remote {
 
     /// Queue a blob without waiting (the pipe stays full); errors from the
     /// peer surface at the next request.
-    pub fn put_blob(&mut self, b: &StoredBlob) -> Result<()> {
-        if let Err(e) = self.writer.send(&Msg::PutBlob(b.clone())) {
+    pub fn put_blob(&mut self, b: StoredBlob) -> Result<()> {
+        self.queue(&Msg::PutBlob(b))
+    }
+
+    /// Queue a chunk sent as a delta, as `put_blob`.
+    pub fn put_delta(&mut self, d: DeltaChunk) -> Result<()> {
+        self.queue(&Msg::PutDelta(d))
+    }
+
+    fn queue(&mut self, m: &Msg) -> Result<()> {
+        if let Err(e) = self.writer.send(m) {
             return Err(self.read().err().unwrap_or(e));
         }
         Ok(())

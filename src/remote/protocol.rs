@@ -7,10 +7,10 @@ use std::io::{self, Read, Write};
 
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, BlobKind, ID_LEN, SnapshotId, TreeId};
+use crate::id::{BlobId, BlobKind, ChunkId, ID_LEN, SnapshotId, TreeId};
 
 pub const PROTOCOL_MAGIC: &[u8; 8] = b"HAMNPROT";
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame: one tree blob at its largest, with headroom.
 pub const FRAME_MAX_BYTES: usize = crate::chunk::TREE_MAX_BYTES + 1024 * 1024;
 /// Most ids in one HaveTrees/HaveBlobs/ReadBlobs request.
@@ -41,6 +41,7 @@ pub const T_MATERIALIZE: u8 = 17;
 pub const T_MATERIALIZED: u8 = 18;
 pub const T_APPLY_RETENTION: u8 = 19;
 pub const T_RETENTION_APPLIED: u8 = 20;
+pub const T_PUT_DELTA: u8 = 21;
 
 /// Error codes carried by `Msg::Error`.
 pub const E_FAILED: u8 = 1;
@@ -59,6 +60,18 @@ pub struct StoredBlob {
     pub encoding: u8,
     pub plain_len: u32,
     pub stored: Vec<u8>,
+}
+
+/// A chunk sent as a zstd delta against chunks the receiver holds
+/// (`chunk::delta_encode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaChunk {
+    pub id: ChunkId,
+    pub plain_len: u32,
+    /// The chunks whose plain bytes, concatenated in this order, are the
+    /// delta's prefix.
+    pub bases: Vec<ChunkId>,
+    pub delta: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +100,7 @@ pub enum Msg {
     /// One flag per asked id, in order.
     Have(Vec<bool>),
     PutBlob(StoredBlob),
+    PutDelta(DeltaChunk),
     Flush,
     Flushed {
         blobs_added: u64,
@@ -221,6 +235,16 @@ impl Msg {
                 put_blob(&mut e, b);
                 T_PUT_BLOB
             }
+            Msg::PutDelta(c) => {
+                e.id(&c.id.0);
+                e.u32(c.plain_len);
+                e.u32(c.bases.len() as u32);
+                for b in &c.bases {
+                    e.id(&b.0);
+                }
+                e.bytes(&c.delta);
+                T_PUT_DELTA
+            }
             Msg::Flush => T_FLUSH,
             Msg::Flushed {
                 blobs_added,
@@ -337,6 +361,26 @@ impl Msg {
                 Msg::Have((0..n).map(|_| Ok(d.u8()? != 0)).collect::<Result<_>>()?)
             }
             T_PUT_BLOB => Msg::PutBlob(get_blob(&mut d)?),
+            T_PUT_DELTA => {
+                let id = ChunkId(d.id()?);
+                let plain_len = d.u32()?;
+                let n = d.count(ID_LEN)?;
+                if n == 0 || n > crate::chunk::DELTA_BASES_MAX {
+                    return Err(d.err(format!(
+                        "a delta with {n} bases (1 to {} allowed)",
+                        crate::chunk::DELTA_BASES_MAX
+                    )));
+                }
+                let bases = (0..n)
+                    .map(|_| Ok(ChunkId(d.id()?)))
+                    .collect::<Result<_>>()?;
+                Msg::PutDelta(DeltaChunk {
+                    id,
+                    plain_len,
+                    bases,
+                    delta: d.bytes(FRAME_MAX_BYTES)?.to_vec(),
+                })
+            }
             T_FLUSH => Msg::Flush,
             T_FLUSHED => Msg::Flushed {
                 blobs_added: d.u64()?,
@@ -484,6 +528,12 @@ mod tests {
             },
             Msg::Have(vec![true, false]),
             Msg::PutBlob(blob.clone()),
+            Msg::PutDelta(DeltaChunk {
+                id: ChunkId([4; 32]),
+                plain_len: 9,
+                bases: vec![ChunkId([5; 32]), ChunkId([6; 32])],
+                delta: vec![9, 8],
+            }),
             Msg::Blobs(vec![blob]),
             Msg::HaveTrees(vec![TreeId([1; 32])]),
             Msg::Error {
@@ -505,8 +555,17 @@ mod tests {
         let mut p = Vec::new();
         p.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Msg::decode(T_HAVE_BLOBS, &p).is_err());
+        // A delta naming no base, or too many.
+        for n in [0u32, crate::chunk::DELTA_BASES_MAX as u32 + 1] {
+            let mut p = vec![4u8; ID_LEN];
+            p.extend_from_slice(&9u32.to_le_bytes());
+            p.extend_from_slice(&n.to_le_bytes());
+            p.extend(std::iter::repeat_n(5u8, n as usize * ID_LEN));
+            p.extend_from_slice(&0u32.to_le_bytes());
+            assert!(Msg::decode(T_PUT_DELTA, &p).is_err(), "{n} bases");
+        }
         // Garbage.
-        for t in 0..20u8 {
+        for t in 0..30u8 {
             let _ = Msg::decode(t, &[7, 7, 7]);
         }
     }

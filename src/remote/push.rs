@@ -4,21 +4,29 @@
 //! (already compressed), flush regularly so an interrupted push keeps what
 //! arrived, and publish the snapshot record last.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::error::Result;
 use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::remote::client::Remote;
-use crate::remote::protocol::{IDS_PER_REQUEST_MAX, StoredBlob};
+use crate::remote::protocol::{DeltaChunk, IDS_PER_REQUEST_MAX, StoredBlob};
+use crate::snapshot::Snapshot;
 use crate::store::pack::BlobLoc;
 use crate::store::{Store, StoreLock};
-use crate::tree::Kind;
+use crate::tree::{FileContent, Kind, Tree};
 
 /// Bytes sent between two flushes (each flush makes them durable there).
 pub const FLUSH_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 /// Blobs read ahead of the one being sent (at most 2 MiB each).
 const READ_AHEAD_BLOBS: usize = 8;
+/// A new chunk of a changed file is sent as a delta against the old
+/// version's chunks that overlap its byte range widened by this much on
+/// each side (edits shift content; a re-packed image keeps most of its
+/// bytes within a few hundred KiB of where they were).
+const DELTA_REACH_BYTES: u64 = 256 * 1024;
+/// Worth sending as a delta only below this share of the stored size.
+const DELTA_WORTH_PERCENT: usize = 90;
 
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -29,6 +37,10 @@ pub struct PushOptions {
     pub sample: usize,
     /// Also send snapshots older than the standby's newest (ones it forgot).
     pub all: bool,
+    /// Send new chunks of changed files as deltas against their old
+    /// version on the standby (not with `verify`, which must not trust
+    /// the standby's chunks).
+    pub delta: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -39,6 +51,10 @@ pub struct PushStats {
     pub snapshots_skipped: u64,
     pub trees_walked: u64,
     pub blobs_sent: u64,
+    /// Of the blobs sent, chunks sent as deltas, and the bytes that saved
+    /// against sending them as stored.
+    pub deltas_sent: u64,
+    pub delta_bytes_saved: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub seconds: f64,
@@ -55,19 +71,121 @@ struct Pusher<'a> {
     seen_chunks: u64,
     rng: fastrand::Rng,
     progress: Option<indicatif::ProgressBar>,
+    /// New chunk -> the old version's chunks to send it against, for the
+    /// chunks listed since the last `send_missing`.
+    delta_bases: HashMap<ChunkId, Vec<ChunkId>>,
+}
+
+/// What the read-ahead thread hands over: a blob as stored, or a delta.
+enum Outgoing {
+    Stored(StoredBlob),
+    Delta(DeltaChunk, u64),
+}
+
+/// The old version's chunks to send `new`'s chunk at `offset` (of `len`
+/// bytes) against: those overlapping its range widened by
+/// DELTA_REACH_BYTES, those inside its own range first, then the
+/// nearest, within the limits of one delta; returned in file order.
+fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
+    let (lo, hi) = (
+        offset.saturating_sub(DELTA_REACH_BYTES),
+        offset + len + DELTA_REACH_BYTES,
+    );
+    let mut near: Vec<(u64, u64, ChunkId, u64)> = Vec::new();
+    let mut at = 0u64;
+    for c in &old.chunks {
+        let (s, e) = (at, at + c.len as u64);
+        at = e;
+        if e > lo && s < hi {
+            // 0 inside the chunk's own range, else how far outside it.
+            let distance = if e <= offset {
+                offset - e
+            } else {
+                s.saturating_sub(offset + len)
+            };
+            near.push((distance, s, c.id, c.len as u64));
+        }
+    }
+    near.sort_by_key(|n| n.0);
+    let mut picked: Vec<(u64, ChunkId)> = Vec::new();
+    let mut bytes = 0u64;
+    for (_, s, id, l) in near {
+        if picked.len() == crate::chunk::DELTA_BASES_MAX
+            || bytes + l > crate::chunk::DELTA_BASE_MAX_BYTES as u64
+        {
+            break;
+        }
+        bytes += l;
+        picked.push((s, id));
+    }
+    picked.sort_by_key(|p| p.0);
+    picked.into_iter().map(|p| p.1).collect()
+}
+
+/// Read what `loc` names for sending: as a delta when it has bases and
+/// that pays, else as stored. `cache` keeps recent base chunks (the next
+/// chunk of a file mostly has the same ones).
+fn outgoing(
+    local: &Store,
+    loc: &BlobLoc,
+    bases: Option<&Vec<ChunkId>>,
+    cache: &mut Vec<(ChunkId, std::sync::Arc<Vec<u8>>)>,
+) -> Result<Outgoing> {
+    let stored = StoredBlob {
+        id: loc.id,
+        encoding: loc.encoding,
+        plain_len: loc.plain_len,
+        stored: local.read_stored(loc)?,
+    };
+    let Some(bases) = bases else {
+        return Ok(Outgoing::Stored(stored));
+    };
+    let plain = local.verify_stored(loc, &stored.stored)?;
+    let mut base = Vec::new();
+    for b in bases {
+        let got = match cache.iter().find(|c| c.0 == *b) {
+            Some(c) => c.1.clone(),
+            None => {
+                let p = std::sync::Arc::new(local.read_chunk(*b)?);
+                if cache.len() == 2 * crate::chunk::DELTA_BASES_MAX {
+                    cache.remove(0);
+                }
+                cache.push((*b, p.clone()));
+                p
+            }
+        };
+        base.extend_from_slice(&got);
+    }
+    match crate::chunk::delta_encode(&plain, &base) {
+        Some(delta) if delta.len() * 100 < stored.stored.len() * DELTA_WORTH_PERCENT => {
+            let saved = (stored.stored.len() - delta.len()) as u64;
+            Ok(Outgoing::Delta(
+                DeltaChunk {
+                    id: ChunkId(loc.id.hash),
+                    plain_len: loc.plain_len,
+                    bases: bases.clone(),
+                    delta,
+                },
+                saved,
+            ))
+        }
+        _ => Ok(Outgoing::Stored(stored)),
+    }
 }
 
 impl Pusher<'_> {
-    fn send(&mut self, loc: &BlobLoc, stored: Vec<u8>) -> Result<()> {
-        let n = stored.len() as u64;
-        self.remote.put_blob(&StoredBlob {
-            id: loc.id,
-            encoding: loc.encoding,
-            plain_len: loc.plain_len,
-            stored,
-        })?;
+    fn send(&mut self, out: Outgoing) -> Result<()> {
+        let before = self.remote.bytes_sent();
+        match out {
+            Outgoing::Stored(b) => self.remote.put_blob(b)?,
+            Outgoing::Delta(d, saved) => {
+                self.remote.put_delta(d)?;
+                self.stats.deltas_sent += 1;
+                self.stats.delta_bytes_saved += saved;
+            }
+        }
         self.stats.blobs_sent += 1;
-        self.since_flush += n;
+        self.since_flush += self.remote.bytes_sent() - before;
         if let Some(p) = &self.progress {
             p.set_position(self.remote.bytes_sent());
         }
@@ -94,13 +212,16 @@ impl Pusher<'_> {
             .collect::<Result<Vec<BlobLoc>>>()?;
         ids.clear();
         missing.sort_by_key(|l| (l.pack, l.offset));
+        let bases = std::mem::take(&mut self.delta_bases);
         let local = self.local;
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOBS);
-            let missing = &missing;
+            let (missing, bases) = (&missing, &bases);
             s.spawn(move || {
+                let mut cache = Vec::new();
                 for loc in missing {
-                    let read = local.read_stored(loc);
+                    let b = bases.get(&ChunkId(loc.id.hash));
+                    let read = outgoing(local, loc, b, &mut cache);
                     let failed = read.is_err();
                     if tx.send(read).is_err() || failed {
                         break;
@@ -108,8 +229,8 @@ impl Pusher<'_> {
                 }
             });
             // Leaving early drops `rx`, which stops the reader.
-            for (loc, stored) in missing.iter().zip(rx) {
-                self.send(loc, stored?)?;
+            for out in rx {
+                self.send(out?)?;
             }
             Ok(())
         })
@@ -131,18 +252,39 @@ impl Pusher<'_> {
         }
     }
 
-    fn push_tree(&mut self, root: TreeId) -> Result<()> {
+    /// The root of the newest snapshot older than `snap` that both sides
+    /// hold: its files are the old versions deltas refer to.
+    fn delta_base(&self, snap: &Snapshot, theirs: &HashSet<SnapshotId>) -> Result<Option<TreeId>> {
+        let mut best: Option<&(SnapshotId, Snapshot)> = None;
+        let ours = self.local.snapshots()?;
+        for o in &ours {
+            let shared = theirs.contains(&o.0) || self.stats.snapshots_sent.contains(&o.0);
+            if shared
+                && o.1.time_ns < snap.time_ns
+                && best.is_none_or(|b| o.1.time_ns > b.1.time_ns)
+            {
+                best = Some(o);
+            }
+        }
+        Ok(best.map(|b| b.1.root))
+    }
+
+    /// Send everything below `root` the standby lacks. `base`: the root of
+    /// a snapshot the standby holds, whose files at the same paths are the
+    /// old versions new chunks are sent against.
+    fn push_tree(&mut self, root: TreeId, base: Option<TreeId>) -> Result<()> {
         let mut visited: HashSet<TreeId> = HashSet::new();
-        let mut level = vec![root];
+        let mut level = vec![(root, base)];
         let mut chunks: Vec<BlobId> = Vec::new();
         while !level.is_empty() {
-            level.retain(|t| visited.insert(*t));
+            level.retain(|(t, _)| visited.insert(*t));
+            let ids: Vec<TreeId> = level.iter().map(|(t, _)| *t).collect();
             let complete = if self.opts.verify {
                 vec![false; level.len()]
             } else {
-                self.remote.have_trees(&level)?
+                self.remote.have_trees(&ids)?
             };
-            let todo: Vec<TreeId> = level
+            let todo: Vec<(TreeId, Option<TreeId>)> = level
                 .iter()
                 .zip(complete)
                 .filter(|(_, c)| !c)
@@ -150,14 +292,39 @@ impl Pusher<'_> {
                 .collect();
             self.stats.trees_walked += todo.len() as u64;
             let mut next = Vec::new();
-            let mut trees: Vec<BlobId> = todo.iter().map(|t| (*t).into()).collect();
-            for t in &todo {
+            let mut trees: Vec<BlobId> = todo.iter().map(|(t, _)| (*t).into()).collect();
+            for (t, old) in &todo {
                 let tree = self.local.read_tree(*t)?;
+                let old: Option<Tree> = match old {
+                    Some(o) if self.opts.delta && o != t => self.local.read_tree(*o).ok(),
+                    _ => None,
+                };
                 for e in &tree.entries {
+                    let before = old.as_ref().and_then(|o| o.get(&e.name)).map(|o| &o.kind);
                     match &e.kind {
-                        Kind::Dir(id) => next.push(*id),
+                        Kind::Dir(id) => next.push((
+                            *id,
+                            match before {
+                                Some(Kind::Dir(o)) => Some(*o),
+                                _ => None,
+                            },
+                        )),
                         Kind::File(c) => {
+                            // A changed file: its old version's chunks
+                            // are the bases of its new ones.
+                            let old = match before {
+                                Some(Kind::File(o)) if o.chunks != c.chunks => Some(o),
+                                _ => None,
+                            };
+                            let mut at = 0u64;
                             for ch in &c.chunks {
+                                if let Some(o) = old {
+                                    let bases = bases_for(o, at, ch.len as u64);
+                                    if !bases.is_empty() && !bases.contains(&ch.id) {
+                                        self.delta_bases.insert(ch.id, bases);
+                                    }
+                                }
+                                at += ch.len as u64;
                                 self.consider(ch.id);
                                 chunks.push(ch.id.into());
                                 if chunks.len() >= IDS_PER_REQUEST_MAX {
@@ -208,6 +375,7 @@ pub fn push(
         seen_chunks: 0,
         rng: fastrand::Rng::new(),
         progress,
+        delta_bases: HashMap::new(),
     };
     let ours = local.snapshots()?;
     let newest_local = ours.last().map(|(id, _)| *id);
@@ -229,7 +397,12 @@ pub fn push(
         if let Some(pb) = &p.progress {
             pb.set_message(format!("snapshot {}", id.short()));
         }
-        p.push_tree(snap.root)?;
+        let base = if opts.delta && !opts.verify {
+            p.delta_base(&snap, &theirs)?
+        } else {
+            None
+        };
+        p.push_tree(snap.root, base)?;
         p.remote.flush()?;
         p.since_flush = 0;
         let stored = p.remote.put_snapshot(snap.encode())?;

@@ -52,6 +52,21 @@ fn error_code(e: &Error) -> u8 {
     }
 }
 
+/// A pushed blob's plain bytes must hash to its id.
+fn check_id(id: BlobId, plain: &[u8]) -> Result<()> {
+    if blake3::hash(plain).as_bytes() != &id.hash {
+        return Err(Error::malformed(
+            "pushed blob",
+            format!(
+                "{} {} does not match its content",
+                id.kind.name(),
+                id.to_hex()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 struct Session<'s, W: Write> {
     store: &'s Store,
     opts: &'s ServeOptions,
@@ -78,18 +93,14 @@ impl<'s, W: Write> Session<'s, W> {
     }
 
     fn put_blob(&mut self, b: StoredBlob) -> Result<()> {
-        let lock = self.lock()?;
         let plain = crate::chunk::decode(b.id.kind, b.encoding, &b.stored, b.plain_len)?;
-        if blake3::hash(&plain).as_bytes() != &b.id.hash {
-            return Err(Error::malformed(
-                "pushed blob",
-                format!(
-                    "{} {} does not match its content",
-                    b.id.kind.name(),
-                    b.id.to_hex()
-                ),
-            ));
-        }
+        check_id(b.id, &plain)?;
+        self.store_verified(b)
+    }
+
+    /// Store a blob the caller checked against its id.
+    fn store_verified(&mut self, b: StoredBlob) -> Result<()> {
+        let lock = self.lock()?;
         if self.writer.is_none() {
             self.writer = Some(BlobWriter::new(self.store, lock)?);
         }
@@ -100,6 +111,42 @@ impl<'s, W: Write> Session<'s, W> {
             w.add_stored(b.id, b.encoding, b.plain_len, &b.stored)?;
         }
         Ok(())
+    }
+
+    /// A chunk sent as a delta: rebuild it from its bases (chunks stored
+    /// here, each verified as it is read), check it against its id, and
+    /// store it compressed as any other chunk.
+    fn put_delta(&mut self, c: DeltaChunk) -> Result<()> {
+        let mut base = Vec::new();
+        for b in &c.bases {
+            let plain = self.store.read_chunk(*b).map_err(|e| match e {
+                Error::MissingObject { .. } => Error::malformed(
+                    "pushed delta",
+                    format!(
+                        "its base chunk {} is not stored here; push again with --verify",
+                        b.to_hex()
+                    ),
+                ),
+                e => e,
+            })?;
+            if base.len() + plain.len() > crate::chunk::DELTA_BASE_MAX_BYTES {
+                return Err(Error::malformed(
+                    "pushed delta",
+                    "its bases are larger than the limit",
+                ));
+            }
+            base.extend_from_slice(&plain);
+        }
+        self.lock()?;
+        let plain = crate::chunk::delta_decode(&c.delta, &base, c.plain_len)?;
+        check_id(c.id.into(), &plain)?;
+        let (encoding, stored) = crate::chunk::encode(&plain);
+        self.store_verified(StoredBlob {
+            id: c.id.into(),
+            encoding,
+            plain_len: c.plain_len,
+            stored,
+        })
     }
 
     /// Check that everything below `root` is stored; returns the trees
@@ -231,6 +278,7 @@ impl<'s, W: Write> Session<'s, W> {
                 self.out.send_now(&Msg::Have(flags))?;
             }
             Msg::PutBlob(b) => self.put_blob(b)?,
+            Msg::PutDelta(c) => self.put_delta(c)?,
             Msg::Flush => {
                 self.flush_writer()?;
                 let reply = Msg::Flushed {

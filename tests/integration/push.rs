@@ -157,6 +157,49 @@ fn push_over_ssh_sends_only_what_is_missing() {
 }
 
 #[test]
+fn a_changed_image_travels_as_a_delta_against_its_old_version() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb) = primary_and_standby(&env, 50);
+    let img = src.join("images/rootimg.cpio.gz");
+    let old = bytes(6 * 1024 * 1024, 77);
+    write(&img, &old);
+    env.snapshot(&[&src]);
+    pushed(&push(&env, &sshd, &sb, &[]));
+    let sb_no_delta = env.path("standby-no-delta");
+    copy_tree(&sb, &sb_no_delta);
+
+    // Re-packed: a module inserted near the start and a byte changed in
+    // every 100 KB, so no chunk of the new image is stored anywhere.
+    let mut new = old[..1000].to_vec();
+    new.extend_from_slice(b"a new kernel module");
+    new.extend_from_slice(&old[1000..]);
+    for i in (0..new.len()).step_by(100_000) {
+        new[i] ^= 0xff;
+    }
+    write(&img, &new);
+    env.snapshot(&[&src]);
+    let night = pushed(&push(&env, &sshd, &sb, &[]));
+    assert!(night["deltas_sent"].as_u64().unwrap() >= 3, "{night}");
+    assert!(
+        night["bytes_sent"].as_u64().unwrap() < new.len() as u64 / 10,
+        "{night}"
+    );
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_standby_restores(&env, &sb, &src, "from-standby");
+
+    // Without deltas the whole image travels.
+    let whole = pushed(&push(&env, &sshd, &sb_no_delta, &["--no-delta"]));
+    assert_eq!(whole["deltas_sent"], 0, "{whole}");
+    assert!(
+        whole["bytes_sent"].as_u64().unwrap() > new.len() as u64,
+        "{whole}"
+    );
+    assert_standby_restores(&env, &sb_no_delta, &src, "from-standby-no-delta");
+}
+
+#[test]
 fn host_keys_are_checked_never_accepted() {
     let env = Env::new();
     let sshd = Sshd::start("");

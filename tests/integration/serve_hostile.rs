@@ -111,6 +111,71 @@ fn a_wrong_chunk_is_refused() {
     unchanged(&env);
 }
 
+/// Whether the standby at `store` holds chunk `id`.
+fn holds(store: &Path, id: ChunkId) -> bool {
+    let mut input = hello();
+    input.extend(frame(&Msg::HaveBlobs(vec![id.into()])));
+    let (c, replies) = serve(store, &input);
+    assert_eq!(c, 0, "{replies:?}");
+    match replies.last() {
+        Some(Msg::Have(f)) => f[0],
+        other => panic!("expected Have, got {other:?}"),
+    }
+}
+
+#[test]
+fn deltas_with_missing_bases_wrong_content_or_past_the_limit_are_refused() {
+    let env = Env::new();
+    let old = bytes(300_000, 1);
+    let base = blob(BlobKind::Chunk, &old);
+    let base_id = ChunkId(base.id.hash);
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(base)));
+    input.extend(frame(&Msg::Flush));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 0, "{replies:?}");
+
+    let mut new = old.clone();
+    new[1000] ^= 1;
+    let good = DeltaChunk {
+        id: ChunkId(*blake3::hash(&new).as_bytes()),
+        plain_len: new.len() as u32,
+        bases: vec![base_id],
+        delta: hamn::chunk::delta_encode(&new, &old).unwrap(),
+    };
+    let mut missing_base = good.clone();
+    missing_base.bases = vec![ChunkId([7; 32])];
+    let mut wrong_id = good.clone();
+    wrong_id.id.0[0] ^= 1;
+    let mut too_long = good.clone();
+    too_long.plain_len = hamn::chunk::CHUNK_MAX_BYTES as u32 + 1;
+    let mut garbage = good.clone();
+    garbage.delta = b"not zstd".to_vec();
+    for (bad, says) in [
+        (missing_base, "not stored here"),
+        (wrong_id, "does not match"),
+        (too_long, "limit"),
+        (garbage, "zstd"),
+    ] {
+        let id = bad.id;
+        let mut input = hello();
+        input.extend(frame(&Msg::PutDelta(bad)));
+        input.extend(frame(&Msg::Flush));
+        let (c, replies) = serve(&env.store(), &input);
+        assert_eq!(c, 1, "{says}: {replies:?}");
+        assert!(last_error(&replies).contains(says), "{says}: {replies:?}");
+        assert!(!holds(&env.store(), id), "{says}: stored anyway");
+    }
+    assert!(!holds(&env.store(), good.id));
+    let mut input = hello();
+    input.extend(frame(&Msg::PutDelta(good.clone())));
+    input.extend(frame(&Msg::Flush));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 0, "{replies:?}");
+    assert!(holds(&env.store(), good.id));
+    env.ok(&["check", "--read-data"]);
+}
+
 #[test]
 fn over_long_frames_and_garbage_are_refused() {
     let env = Env::new();
