@@ -19,12 +19,17 @@ use crate::tree::{FileContent, Kind, Tree};
 /// Bytes sent between two flushes (each flush makes them durable there).
 pub const FLUSH_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 /// Blobs read ahead of the one being sent (at most 2 MiB each).
-const READ_AHEAD_BLOBS: usize = 8;
+const READ_AHEAD_BLOBS: usize = 4;
 /// A new chunk of a changed file is sent as a delta against the old
 /// version's chunks that overlap its byte range widened by this much on
-/// each side (edits shift content; a re-packed image keeps most of its
-/// bytes within a few hundred KiB of where they were).
-const DELTA_REACH_BYTES: u64 = 256 * 1024;
+/// each side: edits shift content, and a re-packed image keeps most of
+/// its bytes within a few MiB of where they were (on the benchmark's
+/// image, a reach of 256 KiB saves 20% of its bytes, 1 MiB 49%, 2 MiB
+/// 67%; docs/performance.md).
+const DELTA_REACH_BYTES: u64 = 2 * 1024 * 1024;
+/// Base chunks kept in memory for the next deltas (a file's next chunk
+/// mostly has the same bases).
+const BASE_CACHE_BYTES: usize = 12 * 1024 * 1024;
 /// Worth sending as a delta only below this share of the stored size.
 const DELTA_WORTH_PERCENT: usize = 90;
 
@@ -122,14 +127,44 @@ fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
     picked.into_iter().map(|p| p.1).collect()
 }
 
+/// Recently read base chunks, shared by the threads making deltas.
+#[derive(Default)]
+struct BaseCache {
+    chunks: std::collections::VecDeque<(ChunkId, std::sync::Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl BaseCache {
+    fn get(
+        cache: &std::sync::Mutex<BaseCache>,
+        local: &Store,
+        id: ChunkId,
+    ) -> Result<std::sync::Arc<Vec<u8>>> {
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = lock().chunks.iter().find(|c| c.0 == id) {
+            return Ok(c.1.clone());
+        }
+        let plain = std::sync::Arc::new(local.read_chunk(id)?);
+        let mut c = lock();
+        c.bytes += plain.len();
+        c.chunks.push_back((id, plain.clone()));
+        while c.bytes > BASE_CACHE_BYTES {
+            match c.chunks.pop_front() {
+                Some(old) => c.bytes -= old.1.len(),
+                None => break,
+            }
+        }
+        Ok(plain)
+    }
+}
+
 /// Read what `loc` names for sending: as a delta when it has bases and
-/// that pays, else as stored. `cache` keeps recent base chunks (the next
-/// chunk of a file mostly has the same ones).
+/// that pays, else as stored.
 fn outgoing(
     local: &Store,
     loc: &BlobLoc,
     bases: Option<&Vec<ChunkId>>,
-    cache: &mut Vec<(ChunkId, std::sync::Arc<Vec<u8>>)>,
+    cache: &std::sync::Mutex<BaseCache>,
 ) -> Result<Outgoing> {
     let stored = StoredBlob {
         id: loc.id,
@@ -143,18 +178,7 @@ fn outgoing(
     let plain = local.verify_stored(loc, &stored.stored)?;
     let mut base = Vec::new();
     for b in bases {
-        let got = match cache.iter().find(|c| c.0 == *b) {
-            Some(c) => c.1.clone(),
-            None => {
-                let p = std::sync::Arc::new(local.read_chunk(*b)?);
-                if cache.len() == 2 * crate::chunk::DELTA_BASES_MAX {
-                    cache.remove(0);
-                }
-                cache.push((*b, p.clone()));
-                p
-            }
-        };
-        base.extend_from_slice(&got);
+        base.extend_from_slice(&BaseCache::get(cache, local, *b)?);
     }
     match crate::chunk::delta_encode(&plain, &base) {
         Some(delta) if delta.len() * 100 < stored.stored.len() * DELTA_WORTH_PERCENT => {
@@ -218,13 +242,19 @@ impl Pusher<'_> {
             let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOBS);
             let (missing, bases) = (&missing, &bases);
             s.spawn(move || {
-                let mut cache = Vec::new();
-                for loc in missing {
-                    let b = bases.get(&ChunkId(loc.id.hash));
-                    let read = outgoing(local, loc, b, &mut cache);
-                    let failed = read.is_err();
-                    if tx.send(read).is_err() || failed {
-                        break;
+                // Deltas take CPU: make a few at once, in order.
+                use rayon::prelude::*;
+                let cache = std::sync::Mutex::new(BaseCache::default());
+                for group in missing.chunks(READ_AHEAD_BLOBS) {
+                    let out: Vec<Result<Outgoing>> = group
+                        .par_iter()
+                        .map(|loc| outgoing(local, loc, bases.get(&ChunkId(loc.id.hash)), &cache))
+                        .collect();
+                    for read in out {
+                        let failed = read.is_err();
+                        if tx.send(read).is_err() || failed {
+                            return;
+                        }
                     }
                 }
             });
