@@ -193,14 +193,11 @@ impl Tree {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
-        e.raw(TREE_MAGIC);
-        e.u16(TREE_VERSION);
-        e.u32(self.entries.len() as u32);
+        let mut t = TreeEncoder::new();
         for ent in &self.entries {
-            encode_entry(&mut e, ent);
+            t.push(ent);
         }
-        e.finish()
+        t.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Tree> {
@@ -241,6 +238,44 @@ fn small_bytes_dec<'a>(d: &mut Decoder<'a>, max: usize) -> Result<&'a [u8]> {
         return Err(d.err(format!("field of {n} bytes exceeds {max}")));
     }
     d.take(n)
+}
+
+/// Encodes a tree one entry at a time, keeping only the encoding: a large
+/// directory is snapshotted without holding all its entries at once. The
+/// caller pushes entries sorted by name, each name once (as `Tree`).
+pub struct TreeEncoder {
+    e: Encoder,
+    count: u32,
+}
+
+/// Where the entry count sits in an encoded tree: after magic and version.
+const TREE_COUNT_AT: usize = 4 + 2;
+
+impl Default for TreeEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TreeEncoder {
+    pub fn new() -> Self {
+        let mut e = Encoder::new();
+        e.raw(TREE_MAGIC);
+        e.u16(TREE_VERSION);
+        e.u32(0);
+        TreeEncoder { e, count: 0 }
+    }
+
+    pub fn push(&mut self, ent: &Entry) {
+        encode_entry(&mut self.e, ent);
+        self.count += 1;
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        let mut bytes = self.e.finish();
+        bytes[TREE_COUNT_AT..TREE_COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
+        bytes
+    }
 }
 
 fn encode_entry(e: &mut Encoder, ent: &Entry) {

@@ -26,10 +26,13 @@ use crate::id::{SnapshotId, TreeId};
 use crate::snapshot::{Snapshot, SnapshotStats, check_text, normalized_path, path_components};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
-use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree};
+use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree, TreeEncoder};
 
 /// Attempts at reading a file that keeps changing under us.
 const READ_ATTEMPTS: u32 = 3;
+/// Entries of one directory walked in parallel before they are encoded:
+/// bounds the memory of a large directory to its encoding plus one batch.
+const DIR_BATCH_ENTRIES: usize = 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {
@@ -202,7 +205,10 @@ impl Walker<'_> {
     /// Store the tree of the directory `path`, refusing one that no reader
     /// would accept rather than publishing a snapshot that cannot be read.
     fn write_tree(&self, path: &Path, tree: &Tree) -> Result<TreeId> {
-        let bytes = tree.encode();
+        self.write_tree_bytes(path, tree.encode())
+    }
+
+    fn write_tree_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<TreeId> {
         if bytes.len() > TREE_MAX_BYTES {
             return Err(Error::TreeTooLarge {
                 path: path.to_path_buf(),
@@ -528,25 +534,30 @@ impl Walker<'_> {
             children.push(e);
         }
         children.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-        let entries: Vec<Option<Entry>> = children
-            .par_iter()
-            .map(|de| {
-                let child = de.path();
-                if self.excluded(&child) {
-                    return Ok(None);
-                }
-                let Some(md) = self.soft(&child, de.metadata())? else {
-                    return Ok(None);
-                };
-                let name = name_bytes(&de.file_name());
-                let prev_entry = prev.as_ref().and_then(|t| t.get(&name));
-                self.entry(&child, &name, md, prev_entry, fs_dev, Some(up))
-            })
-            .collect::<Result<_>>()?;
-        let tree = Tree {
-            entries: entries.into_iter().flatten().collect(),
-        };
-        Ok(Some(self.write_tree(path, &tree)?))
+        // Entries are encoded batch by batch as they come, so a directory
+        // of many thousand entries holds its encoding, not its entries.
+        let mut tree = TreeEncoder::new();
+        for batch in children.chunks(DIR_BATCH_ENTRIES) {
+            let entries: Vec<Option<Entry>> = batch
+                .par_iter()
+                .map(|de| {
+                    let child = de.path();
+                    if self.excluded(&child) {
+                        return Ok(None);
+                    }
+                    let Some(md) = self.soft(&child, de.metadata())? else {
+                        return Ok(None);
+                    };
+                    let name = name_bytes(&de.file_name());
+                    let prev_entry = prev.as_ref().and_then(|t| t.get(&name));
+                    self.entry(&child, &name, md, prev_entry, fs_dev, Some(up))
+                })
+                .collect::<Result<_>>()?;
+            for e in entries.iter().flatten() {
+                tree.push(e);
+            }
+        }
+        Ok(Some(self.write_tree_bytes(path, tree.finish())?))
     }
 }
 
