@@ -222,12 +222,18 @@ fn plan_paths(
                     _ => None,
                 };
                 let mut planner = Planner::new(store);
-                planner.dir(
-                    &base_path,
-                    &plan::RelPath(Vec::new()),
-                    &tree,
-                    base_tree.as_ref(),
-                )?;
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    s.spawn(|| plan::warm(&base_path, &stop));
+                    let planned = planner.dir(
+                        &base_path,
+                        &plan::RelPath(Vec::new()),
+                        &tree,
+                        base_tree.as_ref(),
+                    );
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    planned
+                })?;
                 plan.dirs.push(DirPlan {
                     path: p.clone(),
                     mount_point: is_mount_point(&live),

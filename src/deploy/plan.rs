@@ -322,6 +322,31 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Walk `dir` on disk ahead of the planner, in the same order (names
+/// sorted, depth first), `lstat`ing every entry so that the planner's own
+/// `lstat`s find the inodes cached: with a cold cache the walk waits on
+/// the disk for each inode, and two walkers keep two reads in flight.
+/// Read-only and best effort: it stops at the first error or when `stop`
+/// is set.
+pub fn warm(dir: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<std::ffi::OsString> =
+        rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for n in names {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = dir.join(n);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            warm(&p, stop);
+        }
+    }
+}
+
 /// Bytes a Create of `e` writes (a whole subtree for a directory).
 fn subtree_bytes(store: &Store, e: &Entry) -> Result<u64> {
     match &e.kind {
