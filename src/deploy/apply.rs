@@ -32,16 +32,11 @@ impl<'a> Applier<'a> {
         self.restorer.entry(parent, e)
     }
 
-    fn open_parent(top: &Dir, comps: &[&[u8]]) -> Result<Dir> {
-        let mut d = Dir::open_root(top.path()).at(top.path())?;
-        for c in comps {
-            d = d.open_dir(c).at(d.child_path(c))?;
-        }
-        Ok(d)
-    }
-
     pub fn apply(&mut self, top: &Dir, actions: &[Action]) -> Result<()> {
-        let mut cached: Option<(Vec<u8>, Dir)> = None;
+        // The directories from `top` down to the last action's parent,
+        // open: actions come in tree order, so the next one mostly shares
+        // all or most of them, and only the rest is opened.
+        let mut open: Vec<(Vec<u8>, Dir)> = Vec::new();
         let progress = crate::log::progress_enabled().then(|| {
             let p = indicatif::ProgressBar::new(actions.len() as u64);
             p.set_style(
@@ -58,12 +53,18 @@ impl<'a> Applier<'a> {
                 p.inc(1);
             }
             let (comps, name) = a.path().split();
-            let key = comps.join(&b'/');
-            let fresh = !matches!(&cached, Some((k, _)) if *k == key);
-            if fresh {
-                cached = Some((key.clone(), Self::open_parent(top, &comps)?));
+            let shared = open
+                .iter()
+                .zip(&comps)
+                .take_while(|((n, _), c)| n.as_slice() == **c)
+                .count();
+            open.truncate(shared);
+            for c in &comps[shared..] {
+                let up = open.last().map(|(_, d)| d).unwrap_or(top);
+                let d = up.open_dir(c).at(up.child_path(c))?;
+                open.push((c.to_vec(), d));
             }
-            let Some((_, parent)) = &cached else { continue };
+            let parent = open.last().map(|(_, d)| d).unwrap_or(top);
             let path = parent.child_path(name);
             match a {
                 Action::Remove { .. } => parent.remove(name).at(&path)?,
