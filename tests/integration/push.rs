@@ -118,6 +118,43 @@ fn assert_standby_restores(env: &Env, sb: &Path, src: &Path, name: &str) {
     assert_same_tree(src, &to.join(src.strip_prefix("/").unwrap()));
 }
 
+/// `[standby]` lines that reach the store `sb` through the fixture's sshd.
+fn ssh_standby(sshd: &Sshd, sb: &Path) -> String {
+    format!(
+        "url = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\n",
+        sshd.url(sb),
+        sshd.path("client_key").display(),
+        sshd.path("known_hosts").display(),
+    )
+}
+
+/// Write the primary's config, hamn.toml: the env's store, `paths`, a
+/// `[standby]` table of `standby` lines, then `rest` (more tables).
+fn write_config(env: &Env, paths: &[&Path], standby: &str, rest: &str) -> std::path::PathBuf {
+    let paths: Vec<String> = paths.iter().map(|p| format!("'{}'", p.display())).collect();
+    let cfg = env.path("hamn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "store = '{}'\npaths = [{}]\n[standby]\n{standby}{rest}",
+            env.store().display(),
+            paths.join(", ")
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `hamn --config CFG --json sync`, which must succeed; its JSON.
+fn sync(cfg: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    one_json(&out)
+}
+
 fn standby_snapshots(store: &Path) -> usize {
     let out = standby(store, &["--json", "snapshots"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -510,25 +547,9 @@ fn sync_snapshots_pushes_and_verifies_in_one_run() {
     make_tree(&src, 100, 5);
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let cfg = env.path("hamn.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\nverify_sample = 8\n",
-            env.store().display(),
-            src.display(),
-            sshd.url(&sb),
-            sshd.path("client_key").display(),
-            sshd.path("known_hosts").display(),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let standby_lines = format!("{}verify_sample = 8\n", ssh_standby(&sshd, &sb));
+    let cfg = write_config(&env, &[&src], &standby_lines, "");
+    let v = sync(&cfg);
     assert_eq!(v["verified_chunks"], 8);
     assert_eq!(v["push"]["snapshots_sent"][0], v["snapshot"]["id"]);
     assert_eq!(standby_snapshots(&sb), 1);
@@ -549,32 +570,18 @@ fn sync_has_the_standby_materialize_over_the_same_session() {
     assert_eq!(code(&standby(&sb, &["init"])), 0);
     let root = env.path("standby-root");
     fs::create_dir_all(&root).unwrap();
-    let cfg = env.path("hamn.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "store = '{}'\npaths = ['{}', '{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\nmaterialize = true\nroot = '{}'\n",
-            env.store().display(),
-            src.display(),
-            hosts.display(),
-            sshd.url(&sb),
-            sshd.path("client_key").display(),
-            sshd.path("known_hosts").display(),
-            root.display(),
-        ),
-    )
-    .unwrap();
+    let standby_lines = format!(
+        "{}materialize = true\nroot = '{}'\n",
+        ssh_standby(&sshd, &sb),
+        root.display()
+    );
+    let cfg = write_config(&env, &[&src, &hosts], &standby_lines, "");
     for night in 0..2 {
         write(
             &hosts,
             format!("10.0.0.1 mn1\n10.0.0.{} cn\n", night + 5).as_bytes(),
         );
-        let out = Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = sync(&cfg);
         assert_eq!(v["materialize"]["snapshot"], v["snapshot"]["id"]);
         assert_same_tree(&src, &root.join(src.strip_prefix("/").unwrap()));
         assert_eq!(
@@ -657,20 +664,18 @@ fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
     assert_eq!(code(&standby(&sb, &["init"])), 0);
     let prom = env.path("textfile/hamn.prom");
     fs::create_dir_all(prom.parent().unwrap()).unwrap();
-    let cfg = env.path("hamn.toml");
     let write_cfg = |url: &str| {
-        fs::write(
-            &cfg,
-            format!(
-                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{url}'\n[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n[monitoring]\ntextfile = '{}'\n",
-                env.store().display(),
-                src.display(),
+        write_config(
+            &env,
+            &[&src],
+            &format!("url = '{url}'\n"),
+            &format!(
+                "[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n[monitoring]\ntextfile = '{}'\n",
                 prom.display()
             ),
         )
-        .unwrap()
     };
-    write_cfg(sb.to_str().unwrap());
+    let cfg = write_cfg(sb.to_str().unwrap());
     // The standby keeps more than the primary: its own policy.
     fs::write(
         env.path("standby.toml"),
@@ -680,11 +685,7 @@ fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
     let start = chrono::Utc::now().timestamp() as f64;
     for night in 0..5 {
         write(&src.join("night"), &bytes(300_000, night));
-        let out = Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        sync(&cfg);
     }
     let m = parse_prometheus(&fs::read_to_string(&prom).unwrap());
     assert_eq!(m["hamn_sync_exit_status"], 0.0);
@@ -724,31 +725,19 @@ fn the_standby_applies_its_own_retention_unless_append_only() {
         ));
         let src = env.path("install");
         make_tree(&src, 20, 3);
-        let cfg = env.path("hamn.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\n[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n",
-                env.store().display(),
-                src.display(),
-                sshd.url(&sb),
-                sshd.path("client_key").display(),
-                sshd.path("known_hosts").display(),
-            ),
-        )
-        .unwrap();
+        let cfg = write_config(
+            &env,
+            &[&src],
+            &ssh_standby(&sshd, &sb),
+            "[retention]\nkeep_last = 2\napply_on_sync = true\ngc_grace_hours = 0\n",
+        );
         let mut last = None;
         for night in 0..5 {
             write(&src.join("night"), &bytes(100_000, night));
-            let out = Command::new(BIN)
-                .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-                .output()
-                .unwrap();
-            assert_eq!(code(&out), 0, "{}", stderr(&out));
-            last = Some(out);
+            last = Some(sync(&cfg));
         }
         assert_eq!(env.snapshot_count(), 2);
-        let v: serde_json::Value = serde_json::from_slice(&last.unwrap().stdout).unwrap();
+        let v = last.unwrap();
         // What the standby forgot is not sent again.
         assert_eq!(
             v["push"]["snapshots_sent"].as_array().unwrap().len(),
@@ -773,24 +762,9 @@ fn sync_verify_sample_defaults_to_16_and_0_turns_it_off() {
     make_tree(&src, 60, 23);
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let cfg = env.path("hamn.toml");
     let sync = |extra: &str| {
-        fs::write(
-            &cfg,
-            format!(
-                "store = '{}'\npaths = ['{}']\n[standby]\nurl = '{}'\n{extra}",
-                env.store().display(),
-                src.display(),
-                sb.display(),
-            ),
-        )
-        .unwrap();
-        let out = Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        one_json(&out)
+        let standby_lines = format!("url = '{}'\n{extra}", sb.display());
+        sync(&write_config(&env, &[&src], &standby_lines, ""))
     };
     // Unset: the built-in sample of 16 chunks.
     let v = sync("");
