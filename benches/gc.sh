@@ -72,30 +72,10 @@ put keep_last "$KEEP_LAST"
 put dropped "$dropped"
 put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
-import json, os, sys
+PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
+import json, os
 
-res = {}
-for line in open(sys.argv[1]):
-    k, _, v = line.rstrip("\n").partition("\t")
-    res[k] = v
-work = sys.argv[2]
-out_file = sys.argv[3] if len(sys.argv) > 3 else None
-gen = json.loads(res["gen_json"])
-
-
-def f(k):
-    return float(res[k])
-
-
-def mib(b):
-    if abs(b) < 2**20:
-        return f"{b / 2**10:,.1f} KiB"
-    return f"{b / 2**20:,.1f} MiB" if abs(b) < 2**30 else f"{b / 2**30:,.2f} GiB"
-
-
-def secs(s):
-    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
+from report import emit, f, gen, mib, res, secs, work
 
 
 def js(name):
@@ -138,8 +118,5 @@ tbl = ["| metric | value |", "|---|---:|"]
 for r in rows:
     tbl.append("| " + " | ".join(r) + " |")
 text = "\n".join(head + [""] + tbl) + "\n"
-sys.stdout.write(text)
-if out_file:
-    with open(out_file, "w") as fh:
-        fh.write(text)
+emit(text)
 PY

@@ -2,7 +2,7 @@
 # Sourced, not run. The conventions are those of snapshot.sh: one fresh temp
 # dir removed at the end, a private copy of the hamn binary, results as
 # "key<TAB>value" lines turned into a markdown table by an embedded Python
-# script, /usr/bin/time -v for CPU and peak RSS, the page cache dropped
+# script (with benches/report.py), /usr/bin/time -v for CPU and peak RSS, the page cache dropped
 # before cold runs when permitted.
 #
 # Environment understood by every script that sources this file:

@@ -100,33 +100,13 @@ put repack "$REPACK"
 put dropped "$dropped"
 put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
-import json, os, re, sys
+PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
+import json, os, re
 
-res = {}
-for line in open(sys.argv[1]):
-    k, _, v = line.rstrip("\n").partition("\t")
-    res[k] = v
-work = sys.argv[2]
-out_file = sys.argv[3] if len(sys.argv) > 3 else None
-gen = json.loads(res["gen_json"])
+from report import emit, f, gen, mib, res, secs, work
 night = int(res["night"])
 dl = json.loads(res["diff_live"])
 dp = json.loads(res["diff_previous"])
-
-
-def f(k):
-    return float(res[k])
-
-
-def mib(b):
-    if abs(b) < 2**20:
-        return f"{b / 2**10:,.1f} KiB"
-    return f"{b / 2**20:,.1f} MiB" if abs(b) < 2**30 else f"{b / 2**30:,.2f} GiB"
-
-
-def secs(s):
-    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
 
 
 def hj(name):
@@ -216,8 +196,5 @@ tg = ["", "| target | verdict | measured |", "|---|---|---|"]
 for r in targets:
     tg.append("| " + " | ".join(r) + " |")
 text = "\n".join(head + [""] + tbl + tg) + "\n"
-sys.stdout.write(text)
-if out_file:
-    with open(out_file, "w") as fh:
-        fh.write(text)
+emit(text)
 PY

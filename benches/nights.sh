@@ -181,16 +181,10 @@ put nodelay "$NODELAY"
 put dropped "$dropped"
 put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
-import json, os, re, sys
+PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
+import json, os, re
 
-res = {}
-for line in open(sys.argv[1]):
-    k, _, v = line.rstrip("\n").partition("\t")
-    res[k] = v
-work = sys.argv[2]
-out_file = sys.argv[3] if len(sys.argv) > 3 else None
-gen = json.loads(res["gen_json"])
+from report import emit, f, gen, mib, res, secs, work
 nights = int(res["nights"])
 reps = int(res["reps"])
 rsync = res["rsync"] == "1"
@@ -200,22 +194,6 @@ hamns = ["hamn"] + (["hamnN"] if nodelay else [])
 tools = hamns + (["rsyncL", "rsyncA"] if rsync else [])
 label = {"hamn": "hamn sync", "hamnN": "hamn sync, TCP_NODELAY shim (diagnostic)",
          "rsyncL": "rsync -Lprogtz --delete", "rsyncA": "rsync -aHAX --delete"}
-
-
-def f(k, default=None):
-    if k not in res and default is not None:
-        return default
-    return float(res[k])
-
-
-def mib(b):
-    if abs(b) < 2**20:
-        return f"{b / 2**10:,.1f} KiB"
-    return f"{b / 2**20:,.1f} MiB" if abs(b) < 2**30 else f"{b / 2**30:,.2f} GiB"
-
-
-def secs(s):
-    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
 
 
 def hamn_json(name):
@@ -391,8 +369,5 @@ disk = ["", f"Disk at the end: tree {mib(f('du_tree'))}; primary store {mib(f('d
         f"Differences from the primary at the end (`rsync -naHAX --delete -i` lines): hamn's live tree "
         f"{res['diff_hamn']}" + (f", TCP_NODELAY hamn's {res['diff_hamnN']}" if nodelay else "") + (f", rsync -aHAX copy {res['diff_rsyncA']}" if rsync else "") + "."]
 text = "\n".join(head + [""] + tbl + det + tg + disk) + "\n"
-sys.stdout.write(text)
-if out_file:
-    with open(out_file, "w") as fh:
-        fh.write(text)
+emit(text)
 PY

@@ -184,23 +184,13 @@ put dropped "$dropped"
 put restic "$RESTIC"
 
 # --- the table
-python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
-import json, os, sys
+PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
+import json, os
 
-res = {}
-for line in open(sys.argv[1]):
-    k, _, v = line.rstrip("\n").partition("\t")
-    res[k] = v
-work = sys.argv[2]
-out_file = sys.argv[3] if len(sys.argv) > 3 else None
-gen = json.loads(res["gen_json"])
+from report import emit, f, gen, mib, res, secs, work
 snaps = json.load(open(os.path.join(work, "hamn_snapshots.json")))["snapshots"]
 restic = res["restic"] == "1"
 nights = int(res["nights"])
-
-
-def f(k):
-    return float(res[k])
 
 
 def med(name):
@@ -217,14 +207,6 @@ def restic_summary(name):
             if d.get("message_type") == "summary":
                 return d
     return {}
-
-
-def mib(b):
-    return f"{b / 2**20:,.1f} MiB" if b < 2**30 else f"{b / 2**30:,.2f} GiB"
-
-
-def secs(s):
-    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
 
 
 def cpu(name):
@@ -332,8 +314,5 @@ table = ["| metric | hamn | restic | hamn vs restic | target |", "|---|---:|---:
 for r in rows:
     table.append("| " + " | ".join(r) + " |")
 text = "\n".join(head + table) + "\n"
-sys.stdout.write(text)
-if out_file:
-    with open(out_file, "w") as fh:
-        fh.write(text)
+emit(text)
 PY
