@@ -44,84 +44,33 @@
 # cache, since it was just generated).
 set -euo pipefail
 
-bench_name=snapshot.sh
-# say, die, as_root_install, put, drop_caches and measure come from here.
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-SMALL=${SMALL:-0}
-SEED=${SEED:-1}
 NIGHTS=${NIGHTS:-1}
 REPS=${REPS:-3}
 RESTIC=${RESTIC:-1}
-KEEP=${KEEP:-0}
-if [[ $SMALL == 1 ]]; then
-    files=${FILES:-5000}
-    bytes=${BYTES:-100M}
-else
-    files=${FILES:-30000}
-    if [[ -z ${BYTES:-} && $files -gt 30000 ]]; then
-        bytes=$((files * 1024))
-    else
-        bytes=${BYTES:-1G}
-    fi
+# More files than the default without BYTES: 1 KiB a file.
+if [[ $SMALL != 1 && -z ${BYTES:-} && $files -gt 30000 ]]; then
+    bytes=$((files * 1024))
 fi
 
-command -v python3 >/dev/null || die "python3 is needed (benches/gen_tree.py)"
-[[ -x /usr/bin/time ]] || as_root_install time || die "/usr/bin/time is needed: apt-get install time"
+# Temp dir, results, a private hamn binary, an empty config.
+bench_setup snapshot
 if [[ $RESTIC == 1 ]] && ! command -v restic >/dev/null; then
     as_root_install restic || {
         say "restic not found and not installable; its column stays empty"
         RESTIC=0
     }
 fi
-
-work=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/hamn-bench.XXXXXX")
-cleanup() {
-    if [[ $KEEP == 1 ]]; then
-        say "kept $work"
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
 tree=$work/install
 store=$work/store
 repo_dir=$work/restic-repo
-results=$work/results.txt
-: >"$results"
-
-# --- hamn binary: a private copy, so a rebuild elsewhere cannot change it mid-run.
-mkdir -p "$work/bin"
-if [[ -n ${HAMN_BIN:-} ]]; then
-    cp "$HAMN_BIN" "$work/bin/hamn"
-    put hamn_version "$("$work/bin/hamn" --version 2>/dev/null || echo "$HAMN_BIN")"
-else
-    say "building hamn (release)"
-    (cd "$repo" && cargo build --release --quiet --bin hamn) || die "cargo build --release failed"
-    cp "$repo/target/release/hamn" "$work/bin/hamn"
-    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
-    put hamn_version "$("$work/bin/hamn" --version) ($rev)"
-fi
-hamn=$work/bin/hamn
-# An empty config, so nothing from /etc/hamn applies.
-: >"$work/hamn.toml"
-export HAMN_CONFIG=$work/hamn.toml
 export RESTIC_PASSWORD=hamn-bench-only
 export RESTIC_CACHE_DIR=$work/restic-cache
 [[ $RESTIC == 1 ]] && put restic_version "$(restic version | head -1)"
-put cpus "$(nproc)"
-put cpu_model "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 
-# --- the tree
-say "generating the tree: --files $files --bytes $bytes --seed $SEED"
-t0=$(date +%s.%N)
-python3 "$here/gen_tree.py" "$tree" --files "$files" --bytes "$bytes" --seed "$SEED" >"$work/gen.json"
-t1=$(date +%s.%N)
-put gen_json "$(cat "$work/gen.json")"
-put gen_wall "$(awk "BEGIN { print $t1 - $t0 }")"
-put seed "$SEED"
+gen_tree "$tree"
 
-dropped=no
 # measure_reps NAME CMD...: REPS runs as NAME.1, NAME.2, ...; the table
 # shows the run with the median wall time (for the short, noise-prone runs).
 measure_reps() {
