@@ -84,27 +84,21 @@ fn config_check_names_each_problem_and_exits_2() {
     problem(&check(&cfg, &[]), "cannot connect");
     let empty = env.path("empty_known_hosts");
     fs::write(&empty, "").unwrap();
-    fs::write(
-        &cfg,
-        format!(
-            "{base}[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\n",
-            sshd.url(&env.store()),
-            sshd.path("client_key").display(),
-            empty.display()
-        ),
-    )
-    .unwrap();
+    let with_standby = |known_hosts: &std::path::Path| {
+        fs::write(
+            &cfg,
+            format!(
+                "{base}[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\n",
+                sshd.url(&env.store()),
+                sshd.path("client_key").display(),
+                known_hosts.display()
+            ),
+        )
+        .unwrap()
+    };
+    with_standby(&empty);
     problem(&check(&cfg, &[]), "host key unknown");
-    fs::write(
-        &cfg,
-        format!(
-            "{base}[standby]\nurl = '{}'\nidentity = '{}'\nknown_hosts = '{}'\nremote_bin = '{BIN}'\n",
-            sshd.url(&env.store()),
-            sshd.path("client_key").display(),
-            kh.display()
-        ),
-    )
-    .unwrap();
+    with_standby(&kh);
     let out = check(&cfg, &[]);
     assert_eq!(
         code(&out),
