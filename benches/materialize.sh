@@ -103,7 +103,7 @@ put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
 import json, os, re
 
-from report import emit, f, gen, mib, res, secs, work
+from report import emit, f, gen, mib, night_line, res, secs, work
 night = int(res["night"])
 dl = json.loads(res["diff_live"])
 dp = json.loads(res["diff_previous"])
@@ -170,11 +170,7 @@ head.append(f"* machine: {res['cpus']} CPUs ({res['cpu_model']}); load average a
             f"at end {res['load_end']}")
 head.append(f"* hamn: {res['hamn_version']}; {res['rsync_version']}")
 for n in range(1, night + 1):
-    mu = json.loads(res[f"mutate{n}"])
-    head.append(f"* night {n}: {mu['rewritten']} rewritten, {mu['patched']} patched in place, {mu['touched']} touched, "
-                f"{mu['deleted']} deleted, {mu['renamed']} renamed, {mu['new_files']} new, "
-                f"{mu['new_packages']} + {mu['updated_packages']} packages; rootimg.cpio.gz "
-                f"{'re-packed' if res['repack'] == '1' else 'left alone (--no-repack)'}")
+    head.append(night_line(n))
 head.append(f"* night {night}, live (S{night - 1}) -> new: {dl['new']:,} new files ({mib(dl['new_bytes'])}), "
             f"{dl['content']:,} with other content ({mib(dl['content_bytes'])}), {dl['meta_only']:,} touched only "
             f"({mib(dl['meta_bytes'])}), {dl['deleted']:,} deleted: **{mib(changed)} changed = "

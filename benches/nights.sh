@@ -184,7 +184,7 @@ put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 PYTHONPATH="$here" python3 - "$results" "$work" ${OUT:+"$OUT"} <<'PY'
 import json, os, re
 
-from report import emit, f, gen, mib, res, secs, work
+from report import emit, f, gen, mib, night_line, res, secs, work
 nights = int(res["nights"])
 reps = int(res["reps"])
 rsync = res["rsync"] == "1"
@@ -333,12 +333,7 @@ head.append(f"* machine: {res['cpus']} CPUs ({res['cpu_model']}); load average a
 head.append(f"* hamn: {res['hamn_version']}; {res.get('rsync_version', '')}; {res.get('ssh_version', '')}; "
             f"sshd: {res.get('sshd_version', '')}")
 for n in range(1, nights + 1):
-    m = json.loads(res[f"mutate{n}"])
-    head.append(f"* night {n}: {m['rewritten']} files rewritten, {m['patched']} patched in place, "
-                f"{m['touched']} touched (mtime only), {m['deleted']} deleted, {m['renamed']} renamed, "
-                f"{m['new_files']} new, {m['new_packages']} new + {m['updated_packages']} updated packages, "
-                f"rootimg.cpio.gz re-packed ({mib(m['cpio_bytes'])}); {mib(m['bytes_written'])} written "
-                f"({100 * m['bytes_written'] / gen['bytes']:.1f}% of the tree's bytes)")
+    head.append(night_line(n))
 head.append(f"* page cache dropped before each run: {res['dropped']} (except the warm no-change runs)")
 head.append("* hamn's deploy seconds (materialize.seconds of its JSON) leave out the deployment's planning (one lstat "
             "and llistxattr per entry on the standby), which is in the wall time")

@@ -8,6 +8,7 @@ materialize.sh, nights.sh, snapshot.sh). The script runs its report as
   f(k)      res[k] as a number (`default` when k is missing and given)
   mib, secs sizes and times as the tables print them
   emit(t)   print the report, and write it to OUT when given
+  night_line(n)  the line describing night n's change
 """
 import json
 import sys
@@ -42,3 +43,15 @@ def emit(text):
     if out_file:
         with open(out_file, "w") as fh:
             fh.write(text)
+
+
+def night_line(n):
+    """The line describing night n's change (gen_tree.py --mutate n)."""
+    m = json.loads(res[f"mutate{n}"])
+    image = (f"rootimg.cpio.gz re-packed ({mib(m['cpio_bytes'])})" if "cpio_bytes" in m
+             else "rootimg.cpio.gz left alone (--no-repack)")
+    return (f"* night {n}: {m['rewritten']} files rewritten, {m['patched']} patched in place, "
+            f"{m['touched']} touched (mtime only), {m['deleted']} deleted, {m['renamed']} renamed, "
+            f"{m['new_files']} new, {m['new_packages']} new + {m['updated_packages']} updated packages, "
+            f"{m['hosts_lines']} hosts lines, {image}; {mib(m['bytes_written'])} written "
+            f"({100 * m['bytes_written'] / gen['bytes']:.1f}% of the tree's bytes)")
