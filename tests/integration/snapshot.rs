@@ -8,6 +8,14 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// `hamn --config CFG snapshot`.
+fn snapshot_with_config(cfg: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
+        .output()
+        .unwrap()
+}
+
 fn stats(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["snapshot"];
     a.extend_from_slice(args);
@@ -138,10 +146,7 @@ fn pre_snapshot_hook_runs_first_and_its_failure_aborts() {
         )
         .as_bytes(),
     );
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
-        .output()
-        .unwrap();
+    let out = snapshot_with_config(&cfg);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let cat = env.run(&["cat", "latest", dump.to_str().unwrap()]);
     assert_eq!(cat.stdout, b"dump\n");
@@ -155,10 +160,7 @@ fn pre_snapshot_hook_runs_first_and_its_failure_aborts() {
         )
         .as_bytes(),
     );
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
-        .output()
-        .unwrap();
+    let out = snapshot_with_config(&cfg);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     assert!(
@@ -365,10 +367,7 @@ fn excludes_apply_to_managed_paths_below_the_top_level() {
         )
         .as_bytes(),
     );
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
-        .output()
-        .unwrap();
+    let out = snapshot_with_config(&cfg);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let ls = env.ok(&["ls", "latest", etc.to_str().unwrap()]);
     assert!(ls.contains(resolv.to_str().unwrap()), "{ls}");
