@@ -96,7 +96,6 @@ measure hamn_empty "$hamn" --store "$store" --json materialize --root "$work/emp
 put diff_hamn "$(rsync -naHAX --delete -i "$tree/" "$live/" | wc -l)"
 put diff_rsync "$(rsync -naHAX --delete -i "$tree/" "$work/copy/" | wc -l)"
 put night "$NIGHT"
-put repack "$REPACK"
 put dropped "$dropped"
 put load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
