@@ -11,7 +11,6 @@ use crate::error::Result;
 use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::remote::client::Remote;
 use crate::remote::protocol::{DeltaChunk, IDS_PER_REQUEST_MAX, StoredBlob};
-use crate::snapshot::Snapshot;
 use crate::store::pack::BlobLoc;
 use crate::store::{Store, StoreLock};
 use crate::tree::{FileContent, Kind, Tree};
@@ -282,23 +281,6 @@ impl Pusher<'_> {
         }
     }
 
-    /// The root of the newest snapshot older than `snap` that both sides
-    /// hold: its files are the old versions deltas refer to.
-    fn delta_base(&self, snap: &Snapshot, theirs: &HashSet<SnapshotId>) -> Result<Option<TreeId>> {
-        let mut best: Option<&(SnapshotId, Snapshot)> = None;
-        let ours = self.local.snapshots()?;
-        for o in &ours {
-            let shared = theirs.contains(&o.0) || self.stats.snapshots_sent.contains(&o.0);
-            if shared
-                && o.1.time_ns < snap.time_ns
-                && best.is_none_or(|b| o.1.time_ns > b.1.time_ns)
-            {
-                best = Some(o);
-            }
-        }
-        Ok(best.map(|b| b.1.root))
-    }
-
     /// Send everything below `root` the standby lacks. `base`: the root of
     /// a snapshot the standby holds, whose files at the same paths are the
     /// old versions new chunks are sent against.
@@ -409,10 +391,14 @@ pub fn push(
     };
     let ours = local.snapshots()?;
     let newest_local = ours.last().map(|(id, _)| *id);
+    // The root of the newest snapshot so far that both sides hold (the list
+    // is oldest first): the old versions deltas are made against.
+    let mut shared_root: Option<TreeId> = None;
     for (id, snap) in ours {
         if theirs.contains(&id) {
             p.stats.snapshots_present += 1;
             if !opts.verify {
+                shared_root = Some(snap.root);
                 continue;
             }
         } else if !opts.all
@@ -427,11 +413,7 @@ pub fn push(
         if let Some(pb) = &p.progress {
             pb.set_message(format!("snapshot {}", id.short()));
         }
-        let base = if opts.delta && !opts.verify {
-            p.delta_base(&snap, &theirs)?
-        } else {
-            None
-        };
+        let base = shared_root.filter(|_| opts.delta && !opts.verify);
         p.push_tree(snap.root, base)?;
         p.remote.flush()?;
         p.since_flush = 0;
@@ -449,6 +431,7 @@ pub fn push(
         if !theirs.contains(&id) {
             p.stats.snapshots_sent.push(id);
         }
+        shared_root = Some(snap.root);
     }
     if let Some(pb) = &p.progress {
         pb.finish_and_clear();
