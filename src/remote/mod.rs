@@ -2,6 +2,7 @@
 //! the client side of push, and the transports (a local store path served
 //! in-process over a socket pair, or SSH). Only `ssh` imports ssh2.
 
+pub mod bases;
 pub mod client;
 pub mod protocol;
 pub mod push;

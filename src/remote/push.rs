@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
+use crate::remote::bases::BaseCache;
 use crate::remote::client::Remote;
 use crate::remote::protocol::{DeltaChunk, IDS_PER_REQUEST_MAX, StoredBlob};
 use crate::store::pack::BlobLoc;
@@ -26,9 +27,6 @@ const READ_AHEAD_BLOBS: usize = 4;
 /// image, a reach of 256 KiB saves 20% of its bytes, 1 MiB 49%, 2 MiB
 /// 67%; docs/performance.md).
 const DELTA_REACH_BYTES: u64 = 2 * 1024 * 1024;
-/// Base chunks kept in memory for the next deltas (a file's next chunk
-/// mostly has the same bases).
-const BASE_CACHE_BYTES: usize = 12 * 1024 * 1024;
 /// Worth sending as a delta only below this share of the stored size.
 const DELTA_WORTH_PERCENT: usize = 90;
 
@@ -126,44 +124,13 @@ fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
     picked.into_iter().map(|p| p.1).collect()
 }
 
-/// Recently read base chunks, shared by the threads making deltas.
-#[derive(Default)]
-struct BaseCache {
-    chunks: std::collections::VecDeque<(ChunkId, std::sync::Arc<Vec<u8>>)>,
-    bytes: usize,
-}
-
-impl BaseCache {
-    fn get(
-        cache: &std::sync::Mutex<BaseCache>,
-        local: &Store,
-        id: ChunkId,
-    ) -> Result<std::sync::Arc<Vec<u8>>> {
-        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = lock().chunks.iter().find(|c| c.0 == id) {
-            return Ok(c.1.clone());
-        }
-        let plain = std::sync::Arc::new(local.read_chunk(id)?);
-        let mut c = lock();
-        c.bytes += plain.len();
-        c.chunks.push_back((id, plain.clone()));
-        while c.bytes > BASE_CACHE_BYTES {
-            match c.chunks.pop_front() {
-                Some(old) => c.bytes -= old.1.len(),
-                None => break,
-            }
-        }
-        Ok(plain)
-    }
-}
-
 /// Read what `loc` names for sending: as a delta when it has bases and
 /// that pays, else as stored.
 fn outgoing(
     local: &Store,
     loc: &BlobLoc,
     bases: Option<&Vec<ChunkId>>,
-    cache: &std::sync::Mutex<BaseCache>,
+    cache: &BaseCache,
 ) -> Result<Outgoing> {
     let stored = StoredBlob {
         id: loc.id,
@@ -175,10 +142,7 @@ fn outgoing(
         return Ok(Outgoing::Stored(stored));
     };
     let plain = local.verify_stored(loc, &stored.stored)?;
-    let mut base = Vec::new();
-    for b in bases {
-        base.extend_from_slice(&BaseCache::get(cache, local, *b)?);
-    }
+    let base = cache.prefix(local, bases)?;
     match crate::chunk::delta_encode(&plain, &base) {
         Some(delta) if delta.len() * 100 < stored.stored.len() * DELTA_WORTH_PERCENT => {
             let saved = (stored.stored.len() - delta.len()) as u64;
@@ -243,7 +207,7 @@ impl Pusher<'_> {
             s.spawn(move || {
                 // Deltas take CPU: make a few at once, in order.
                 use rayon::prelude::*;
-                let cache = std::sync::Mutex::new(BaseCache::default());
+                let cache = BaseCache::default();
                 for group in missing.chunks(READ_AHEAD_BLOBS) {
                     let out: Vec<Result<Outgoing>> = group
                         .par_iter()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::remote::bases::BaseCache;
 use crate::remote::protocol::*;
 use crate::snapshot::Snapshot;
 use crate::store::writer::BlobWriter;
@@ -75,6 +76,8 @@ struct Session<'s, W: Write> {
     out: FrameWriter<W>,
     blobs_added: u64,
     bytes_stored: u64,
+    /// Base chunks of recent deltas.
+    bases: BaseCache,
 }
 
 impl<'s, W: Write> Session<'s, W> {
@@ -117,26 +120,16 @@ impl<'s, W: Write> Session<'s, W> {
     /// here, each verified as it is read), check it against its id, and
     /// store it compressed as any other chunk.
     fn put_delta(&mut self, c: DeltaChunk) -> Result<()> {
-        let mut base = Vec::new();
-        for b in &c.bases {
-            let plain = self.store.read_chunk(*b).map_err(|e| match e {
-                Error::MissingObject { .. } => Error::malformed(
+        let base = self
+            .bases
+            .prefix(self.store, &c.bases)
+            .map_err(|e| match e {
+                Error::MissingObject { id, .. } => Error::malformed(
                     "pushed delta",
-                    format!(
-                        "its base chunk {} is not stored here; push again with --verify",
-                        b.to_hex()
-                    ),
+                    format!("its base chunk {id} is not stored here; push again with --verify"),
                 ),
                 e => e,
             })?;
-            if base.len() + plain.len() > crate::chunk::DELTA_BASE_MAX_BYTES {
-                return Err(Error::malformed(
-                    "pushed delta",
-                    "its bases are larger than the limit",
-                ));
-            }
-            base.extend_from_slice(&plain);
-        }
         self.lock()?;
         let plain = crate::chunk::delta_decode(&c.delta, &base, c.plain_len)?;
         check_id(c.id.into(), &plain)?;
@@ -416,6 +409,7 @@ pub fn serve<R: Read, W: Write>(
         out,
         blobs_added: 0,
         bytes_stored: 0,
+        bases: BaseCache::default(),
     };
     loop {
         let msg = match rd.read() {
