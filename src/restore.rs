@@ -103,34 +103,56 @@ fn is_data_problem(e: &Error) -> bool {
 }
 
 pub struct Restorer<'a> {
+    fill: Fill<'a>,
+    /// (dev, ino) of a hardlinked source file -> where this run put it.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Set inside [`Restorer::parallel`]: files are created here and
+    /// filled by worker threads.
+    filler: Option<Filler>,
+    pub stats: RestoreStats,
+}
+
+/// Files whose content is being written at once by the workers of
+/// [`Restorer::parallel`] (and so open): enough to keep them busy while
+/// the caller creates the next entries.
+const FILL_QUEUE: usize = 32;
+
+/// What fills a created file: its store, and the live tree to copy
+/// unchanged files from.
+#[derive(Clone)]
+struct Fill<'a> {
     store: &'a Store,
     /// (top being written, live tree it mirrors): a file whose live copy
     /// has the right size and mtime is copied (reflinked where possible)
     /// from it instead of being rebuilt from chunks.
     reuse: Option<(PathBuf, PathBuf)>,
-    /// (dev, ino) of a hardlinked source file -> where this run put it.
-    links: HashMap<(u64, u64), PathBuf>,
-    pub stats: RestoreStats,
 }
 
-impl<'a> Restorer<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Restorer {
-            store,
-            reuse: None,
-            links: HashMap::new(),
-            stats: RestoreStats::default(),
-        }
-    }
+/// One created file for a worker to fill and give its metadata.
+struct FillJob {
+    dir: Dir,
+    file: File,
+    entry: Entry,
+}
 
-    /// Copy unchanged files from `live` (the tree `top` is a new copy of).
-    pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
-        self.reuse = Some((top, live));
-    }
+/// The sending end of the workers' queue.
+struct Filler {
+    tx: std::sync::mpsc::SyncSender<FillJob>,
+    /// A worker met an error that stops the run (not a damaged chunk).
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
+impl Fill<'_> {
     /// Fill `file` from the live copy of `path` if that is the same
     /// version (regular file, same size and mtime, no holes to keep).
-    fn copy_from_live(&mut self, file: &File, path: &Path, e: &Entry, c: &FileContent) -> bool {
+    fn copy_from_live(
+        &self,
+        file: &File,
+        path: &Path,
+        e: &Entry,
+        c: &FileContent,
+        stats: &mut RestoreStats,
+    ) -> bool {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::MetadataExt;
         let Some((top, live)) = &self.reuse else {
@@ -152,11 +174,11 @@ impl<'a> Restorer<'a> {
                 && m.mtime_nsec() as u32 == e.meta.mtime_nsec
         });
         if same && let Ok(cloned) = crate::fs::write::clone_or_copy(&src, file, c.size) {
-            self.stats.files_copied += 1;
-            self.stats.bytes_copied += c.size;
+            stats.files_copied += 1;
+            stats.bytes_copied += c.size;
             if cloned {
-                self.stats.files_cloned += 1;
-                self.stats.bytes_cloned += c.size;
+                stats.files_cloned += 1;
+                stats.bytes_cloned += c.size;
             }
             return true;
         }
@@ -164,19 +186,183 @@ impl<'a> Restorer<'a> {
         false
     }
 
-    pub fn note(&mut self, path: &Path, failed: Vec<String>) {
-        for f in failed {
-            self.stats
-                .warnings
-                .push(format!("{}: xattr {f}", path.display()));
+    fn write_content(
+        &self,
+        file: &File,
+        path: &Path,
+        content: &FileContent,
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
+        let mut written = 0u64;
+        for_each_data(self.store, content, |off, bytes| {
+            file.write_all_at(bytes, off).at(path)?;
+            written += bytes.len() as u64;
+            Ok(())
+        })?;
+        file.set_len(content.size).at(path)?;
+        stats.bytes_written += written;
+        Ok(())
+    }
+
+    /// Give the new `file` (entry `e` in `dir`) its content and metadata.
+    /// A file whose data is damaged or missing is removed again and
+    /// recorded in `stats.errors` (`Ok(false)`); any other error removes
+    /// it and is returned.
+    fn file(
+        &self,
+        dir: &Dir,
+        file: File,
+        e: &Entry,
+        content: &FileContent,
+        stats: &mut RestoreStats,
+    ) -> Result<bool> {
+        let path = dir.child_path(&e.name);
+        let written = if self.copy_from_live(&file, &path, e, content, stats) {
+            Ok(())
+        } else {
+            self.write_content(&file, &path, content, stats)
+        };
+        if let Err(err) = written {
+            drop(file);
+            let _ = dir.remove(&e.name);
+            if is_data_problem(&err) {
+                stats.errors.push(format!("{}: {err}", path.display()));
+                return Ok(false);
+            }
+            return Err(err);
         }
+        let failed = set_meta_fd(&file, &e.meta).at(&path)?;
+        note(stats, &path, failed);
+        stats.files += 1;
+        Ok(true)
+    }
+
+    /// A worker: fill the queued files until the queue closes. After an
+    /// error that stops the run, the rest of the queue is only drained.
+    fn work(
+        &self,
+        rx: &std::sync::Mutex<std::sync::mpsc::Receiver<FillJob>>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> (RestoreStats, Option<Error>) {
+        use std::sync::atomic::Ordering;
+        let mut stats = RestoreStats::default();
+        let mut first = None;
+        loop {
+            let job = rx
+                .lock()
+                .map_err(|_| ())
+                .and_then(|r| r.recv().map_err(|_| ()));
+            let Ok(job) = job else { break };
+            if first.is_some() || stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Kind::File(content) = &job.entry.kind else {
+                continue;
+            };
+            if let Err(err) = self.file(&job.dir, job.file, &job.entry, content, &mut stats) {
+                stop.store(true, Ordering::Relaxed);
+                first = Some(err);
+            }
+        }
+        (stats, first)
+    }
+}
+
+fn note(stats: &mut RestoreStats, path: &Path, failed: Vec<String>) {
+    for f in failed {
+        stats
+            .warnings
+            .push(format!("{}: xattr {f}", path.display()));
+    }
+}
+
+impl RestoreStats {
+    fn add(&mut self, o: RestoreStats) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.other_entries += o.other_entries;
+        self.hardlinks += o.hardlinks;
+        self.bytes_written += o.bytes_written;
+        self.files_copied += o.files_copied;
+        self.bytes_copied += o.bytes_copied;
+        self.files_cloned += o.files_cloned;
+        self.bytes_cloned += o.bytes_cloned;
+        self.errors.extend(o.errors);
+        self.warnings.extend(o.warnings);
+    }
+}
+
+impl<'a> Restorer<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Restorer {
+            fill: Fill { store, reuse: None },
+            links: HashMap::new(),
+            filler: None,
+            stats: RestoreStats::default(),
+        }
+    }
+
+    /// Copy unchanged files from `live` (the tree `top` is a new copy of).
+    pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
+        self.fill.reuse = Some((top, live));
+    }
+
+    /// Run `body` with files filled by worker threads (one per core, at
+    /// most 4): the entries are still created in order by the caller's
+    /// thread, so directories, links and names come out as they would
+    /// sequentially; only the writing of each regular file's content and
+    /// its metadata moves to a worker. Every file is complete when this
+    /// returns. The first error that stops the run (a full disk, a
+    /// read-only file system) is returned; damaged data is recorded per
+    /// file as before. A file with hard links is filled in order, so that
+    /// one removed for damaged data never leaves a linked name behind.
+    pub fn parallel<T>(&mut self, body: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if workers < 2 || self.filler.is_some() {
+            return body(self);
+        }
+        let fill = self.fill.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(FILL_QUEUE);
+        let rx = Mutex::new(rx);
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| s.spawn(|| fill.work(&rx, &stop)))
+                .collect();
+            self.filler = Some(Filler {
+                tx,
+                stop: stop.clone(),
+            });
+            let out = body(self);
+            self.filler = None;
+            let mut first = None;
+            for h in handles {
+                let (stats, err) = h.join().unwrap_or_else(|_| {
+                    (
+                        RestoreStats::default(),
+                        Some(Error::Other("a file-writing thread panicked".into())),
+                    )
+                });
+                self.stats.add(stats);
+                first = first.or(err);
+            }
+            match first {
+                Some(err) => Err(err),
+                None => out,
+            }
+        })
+    }
+
+    pub fn note(&mut self, path: &Path, failed: Vec<String>) {
+        note(&mut self.stats, path, failed);
     }
 
     /// Restore `path` of the snapshot rooted at `root` to `to/path`.
     pub fn restore_path(&mut self, root: TreeId, label: &str, path: &str, to: &Path) -> Result<()> {
         let comps = path_components(path.as_bytes())?;
         let mut dir = Dir::open_root(to).at(to)?;
-        let mut tree = self.store.read_tree(root)?;
+        let mut tree = self.fill.store.read_tree(root)?;
         let missing = || Error::NoSuchPath {
             snapshot: label.to_string(),
             path: path.to_string(),
@@ -199,7 +385,7 @@ impl<'a> Restorer<'a> {
             if !existed {
                 made.push((dir.path().to_path_buf(), e.meta.clone()));
             }
-            tree = self.store.read_tree(id)?;
+            tree = self.fill.store.read_tree(id)?;
         }
         let e = tree.get(last).ok_or_else(missing)?.clone();
         self.entry(&dir, &e)?;
@@ -218,7 +404,7 @@ impl<'a> Restorer<'a> {
         let path = dir.child_path(&e.name);
         match &e.kind {
             Kind::Dir(id) => {
-                let tree = match self.store.read_tree(*id) {
+                let tree = match self.fill.store.read_tree(*id) {
                     Ok(t) => t,
                     Err(err) if is_data_problem(&err) => {
                         self.stats.errors.push(format!("{}: {err}", path.display()));
@@ -244,29 +430,17 @@ impl<'a> Restorer<'a> {
                     }
                 }
                 let file = dir.create_file(&e.name).at(&path)?;
-                let written = if self.copy_from_live(&file, &path, e, content) {
-                    Ok(())
-                } else {
-                    self.write_content(&file, &path, content)
-                };
-                match written {
-                    Ok(()) => {}
-                    Err(err) if is_data_problem(&err) => {
-                        drop(file);
-                        let _ = dir.remove(&e.name);
-                        self.stats.errors.push(format!("{}: {err}", path.display()));
-                        return Ok(());
-                    }
-                    Err(err) => {
-                        drop(file);
-                        let _ = dir.remove(&e.name);
-                        return Err(err);
-                    }
+                if let Some(f) = &self.filler
+                    && e.meta.nlink <= 1
+                {
+                    return f.send(FillJob {
+                        dir: dir.try_clone().at(dir.path())?,
+                        file,
+                        entry: e.clone(),
+                    });
                 }
-                let failed = set_meta_fd(&file, &e.meta).at(&path)?;
-                self.note(&path, failed);
-                self.stats.files += 1;
-                if e.meta.nlink > 1 {
+                let filled = self.fill.file(dir, file, e, content, &mut self.stats)?;
+                if filled && e.meta.nlink > 1 {
                     self.links.insert(key, path);
                 }
             }
@@ -304,16 +478,14 @@ impl<'a> Restorer<'a> {
         }
         Ok(())
     }
+}
 
-    fn write_content(&mut self, file: &File, path: &Path, content: &FileContent) -> Result<()> {
-        let mut written = 0u64;
-        for_each_data(self.store, content, |off, bytes| {
-            file.write_all_at(bytes, off).at(path)?;
-            written += bytes.len() as u64;
-            Ok(())
-        })?;
-        file.set_len(content.size).at(path)?;
-        self.stats.bytes_written += written;
-        Ok(())
+impl Filler {
+    fn send(&self, job: FillJob) -> Result<()> {
+        let stopped = || Error::Other("stopped: a file could not be written".into());
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        self.tx.send(job).map_err(|_| stopped())
     }
 }

@@ -25,9 +25,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Err(usage(format!("--to {}: not a directory", a.to.display())));
     }
     let mut r = Restorer::new(&store);
-    for p in &a.paths {
-        r.restore_path(snap.root, &a.snap, p, &a.to)?;
-    }
+    r.parallel(|r| {
+        for p in &a.paths {
+            r.restore_path(snap.root, &a.snap, p, &a.to)?;
+        }
+        Ok(())
+    })?;
     let s = &r.stats;
     for w in &s.warnings {
         hamn::log::warn(w);

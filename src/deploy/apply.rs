@@ -32,70 +32,74 @@ impl<'a> Applier<'a> {
         self.restorer.entry(parent, e)
     }
 
+    /// Carry out `actions` in `top`; the content of new files is written
+    /// by worker threads ([`Restorer::parallel`]).
     pub fn apply(&mut self, top: &Dir, actions: &[Action]) -> Result<()> {
-        // The directories from `top` down to the last action's parent,
-        // open: actions come in tree order, so the next one mostly shares
-        // all or most of them, and only the rest is opened.
-        let mut open: Vec<(Vec<u8>, Dir)> = Vec::new();
-        let progress = crate::log::progress_enabled().then(|| {
-            let p = indicatif::ProgressBar::new(actions.len() as u64);
-            p.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} changes in {msg} {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            p.set_message(top.path().display().to_string());
-            p
-        });
-        for a in actions {
-            if let Some(p) = &progress {
-                p.inc(1);
-            }
-            let (comps, name) = a.path().split();
-            let shared = open
-                .iter()
-                .zip(&comps)
-                .take_while(|((n, _), c)| n.as_slice() == **c)
-                .count();
-            open.truncate(shared);
-            for c in &comps[shared..] {
-                let up = open.last().map(|(_, d)| d).unwrap_or(top);
-                let d = up.open_dir(c).at(up.child_path(c))?;
-                open.push((c.to_vec(), d));
-            }
-            let parent = open.last().map(|(_, d)| d).unwrap_or(top);
-            let path = parent.child_path(name);
-            match a {
-                Action::Remove { .. } => parent.remove(name).at(&path)?,
-                Action::Create { entry, .. } => {
-                    let mut e = entry.clone();
-                    e.name = name.to_vec();
-                    self.restorer.entry(parent, &e)?;
-                }
-                Action::Link { target, .. } => {
-                    let target = resolve(top, target);
-                    parent.hard_link(name, &target).at(&path)?;
-                }
-                Action::Meta { entry, .. } => {
-                    parent
-                        .drop_other_xattrs(name, &entry.meta.xattrs)
-                        .at(&path)?;
-                    let is_link = matches!(entry.kind, Kind::Symlink(_));
-                    let failed = parent.set_meta_at(name, &entry.meta, is_link).at(&path)?;
-                    self.restorer.note(&path, failed);
-                }
-            }
-        }
-        if let Some(p) = progress {
-            p.finish_and_clear();
-        }
-        Ok(())
+        self.restorer.parallel(|r| apply_actions(r, top, actions))
     }
 
     pub fn finish(self) -> RestoreStats {
         self.restorer.stats
     }
+}
+
+fn apply_actions(restorer: &mut Restorer, top: &Dir, actions: &[Action]) -> Result<()> {
+    // The directories from `top` down to the last action's parent,
+    // open: actions come in tree order, so the next one mostly shares
+    // all or most of them, and only the rest is opened.
+    let mut open: Vec<(Vec<u8>, Dir)> = Vec::new();
+    let progress = crate::log::progress_enabled().then(|| {
+        let p = indicatif::ProgressBar::new(actions.len() as u64);
+        p.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} changes in {msg} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        p.set_message(top.path().display().to_string());
+        p
+    });
+    for a in actions {
+        if let Some(p) = &progress {
+            p.inc(1);
+        }
+        let (comps, name) = a.path().split();
+        let shared = open
+            .iter()
+            .zip(&comps)
+            .take_while(|((n, _), c)| n.as_slice() == **c)
+            .count();
+        open.truncate(shared);
+        for c in &comps[shared..] {
+            let up = open.last().map(|(_, d)| d).unwrap_or(top);
+            let d = up.open_dir(c).at(up.child_path(c))?;
+            open.push((c.to_vec(), d));
+        }
+        let parent = open.last().map(|(_, d)| d).unwrap_or(top);
+        let path = parent.child_path(name);
+        match a {
+            Action::Remove { .. } => parent.remove(name).at(&path)?,
+            Action::Create { entry, .. } => {
+                let mut e = entry.clone();
+                e.name = name.to_vec();
+                restorer.entry(parent, &e)?;
+            }
+            Action::Link { target, .. } => {
+                let target = resolve(top, target);
+                parent.hard_link(name, &target).at(&path)?;
+            }
+            Action::Meta { entry, .. } => {
+                parent
+                    .drop_other_xattrs(name, &entry.meta.xattrs)
+                    .at(&path)?;
+                let is_link = matches!(entry.kind, Kind::Symlink(_));
+                let failed = parent.set_meta_at(name, &entry.meta, is_link).at(&path)?;
+                restorer.note(&path, failed);
+            }
+        }
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    Ok(())
 }
 
 fn resolve(top: &Dir, rel: &RelPath) -> std::path::PathBuf {

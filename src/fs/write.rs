@@ -42,6 +42,14 @@ impl Dir {
         &self.path
     }
 
+    /// Another handle on the same open directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     pub fn child_path(&self, name: &[u8]) -> PathBuf {
         self.path.join(std::ffi::OsStr::from_bytes(name))
     }
