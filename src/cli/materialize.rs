@@ -14,6 +14,10 @@ pub struct Args {
     /// Print the plan (entries to write, remove, re-own) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Deploy even when the snapshot (or its content) is already deployed:
+    /// rebuild the managed paths from the store, undoing drift
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn print_stats(verb: &str, s: &deploy::MaterializeStats, root: &std::path::Path) {
@@ -40,7 +44,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let spec = a.snap.as_deref().unwrap_or("latest");
     let (id, snap) = snapshot::resolve(&store, spec)?;
     let lock = ctx.lock(&store)?;
-    let plan = deploy::plan(&store, id, &snap, &root)?;
+    let plan = deploy::plan(&store, id, &snap, &root, a.force)?;
     if a.dry_run {
         if ctx.json {
             ctx.print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));

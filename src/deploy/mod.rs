@@ -145,26 +145,63 @@ fn is_mount_point(live: &Path) -> bool {
 }
 
 /// Build the plan for deploying `snap` under `root` (nothing is changed).
-pub fn plan(store: &Store, id: SnapshotId, snap: &Snapshot, root: &Path) -> Result<Plan> {
+///
+/// A snapshot already deployed there, or with the deployed one's content,
+/// needs no work, unless `force` is set or one of its managed paths is
+/// missing from the live tree: then the managed paths are rebuilt from the
+/// store like any other deployment, which also undoes drift.
+pub fn plan(
+    store: &Store,
+    id: SnapshotId,
+    snap: &Snapshot,
+    root: &Path,
+    force: bool,
+) -> Result<Plan> {
     let st = state::read(store, root)?;
     let mut plan = Plan {
         snapshot: id,
         root: root.to_path_buf(),
         dirs: Vec::new(),
         files: Vec::new(),
-        already_deployed: st.deployed_id() == Some(id),
+        already_deployed: false,
         same_content_as: None,
     };
-    if plan.already_deployed {
-        return Ok(plan);
+    let Some(dep) = st.deployed_id() else {
+        return plan_paths(store, &st, snap, plan);
+    };
+    let missing = missing_live(snap, root)?;
+    if let Some(live) = &missing {
+        crate::log::info(&format!(
+            "{} is missing although snapshot {} is deployed under {}: deploying again",
+            live.display(),
+            dep.short(),
+            root.display()
+        ));
     }
-    if let Some(dep) = st.deployed_id()
-        && same_managed_content(store, snap, dep)
-    {
-        plan.same_content_as = Some(dep);
-        return Ok(plan);
+    if !force && missing.is_none() {
+        if dep == id {
+            plan.already_deployed = true;
+            return Ok(plan);
+        }
+        if same_managed_content(store, snap, dep) {
+            plan.same_content_as = Some(dep);
+            return Ok(plan);
+        }
     }
     plan_paths(store, &st, snap, plan)
+}
+
+/// The first managed path of `snap` that does not exist under `root`.
+fn missing_live(snap: &Snapshot, root: &Path) -> Result<Option<PathBuf>> {
+    for p in &snap.paths {
+        let live = live_path(root, p)?;
+        match live.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(live)),
+            Err(e) => return Err(Error::io(&live, e)),
+            Ok(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Plan every managed path of `snap` into `plan`.

@@ -204,7 +204,7 @@ impl<'s, W: Write> Session<'s, W> {
         }
         self.flush_writer()?;
         let snap = self.store.read_snapshot(id)?;
-        let plan = crate::deploy::plan(self.store, id, &snap, &self.opts.root)?;
+        let plan = crate::deploy::plan(self.store, id, &snap, &self.opts.root, false)?;
         let opts = crate::deploy::MaterializeOptions {
             root: self.opts.root.clone(),
             dry_run: false,

@@ -204,6 +204,62 @@ fn status_reports_drift_and_redeploying_changes_nothing() {
     );
     let text = env.ok(&["status", "--root", s.root.to_str().unwrap(), "-v"]);
     assert!(text.contains("d2/s2/f2.txt"), "{text}");
+
+    // The deployed snapshot again: still nothing to do, the drift stays.
+    assert_eq!(materialize(&env, &s.root, &[&id])["already_deployed"], true);
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().len() >= 2,
+        "{st}"
+    );
+    // --force rebuilds it from the store: the drift is gone, and the
+    // drifted tree is the previous generation.
+    let m = materialize(&env, &s.root, &[&id, "--force"]);
+    assert_eq!(m["already_deployed"], false, "{m}");
+    s.assert_deployed_equals_source();
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+    assert_eq!(st["deployment"]["deployed"], id.as_str(), "{st}");
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(s.live_install().join("d2/s2/f2.txt")).unwrap(),
+        b"edited by hand on the standby"
+    );
+}
+
+#[test]
+fn a_deployed_snapshot_whose_live_paths_were_removed_is_deployed_again() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("d1/s1/f1.txt"), b"night two");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+
+    // Someone wipes the live directory: the same snapshot is deployed
+    // again, from the store, not reported as already there.
+    fs::remove_dir_all(s.live_install()).unwrap();
+    let m = materialize(&env, &s.root, &[]);
+    assert_eq!(m["already_deployed"], false, "{m}");
+    assert!(m["files_written"].as_u64().unwrap() >= 1, "{m}");
+    s.assert_deployed_equals_source();
+
+    // A managed file removed by hand: likewise (and the snapshot taken
+    // since, with the same content, is not merely recorded).
+    fs::remove_file(s.live_hosts()).unwrap();
+    s.snapshot(&env);
+    let m = materialize(&env, &s.root, &[]);
+    assert!(m["same_content_as"].is_null(), "{m}");
+    s.assert_deployed_equals_source();
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
 }
 
 #[test]
