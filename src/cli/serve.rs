@@ -1,6 +1,10 @@
 use hamn::Result;
 use hamn::remote::server::{self, ServeOptions};
 
+use std::time::Duration;
+
+use hamn::remote::idle::Watch;
+
 use super::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -14,7 +18,15 @@ pub struct Args {
     /// Where this standby deploys snapshots it is asked to materialize
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: std::path::PathBuf,
+    /// End the session (freeing the store lock) when the primary has sent
+    /// nothing, or read nothing, for this long; 0 waits forever
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout: u64,
 }
+
+/// Twice the client's timeout on any blocking read or write: a live
+/// primary is never silent that long.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 2 * hamn::remote::ssh::DEFAULT_IO_TIMEOUT_SECS;
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = ServeOptions {
@@ -29,6 +41,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    server::serve(&ctx.store_path(), &opts, stdin, stdout)?;
+    if a.idle_timeout == 0 {
+        server::serve(&ctx.store_path(), &opts, stdin, stdout)?;
+        return Ok(0);
+    }
+    // Exiting is safe at any point: it is what a kill -9 of the session
+    // does, and the store keeps what was flushed (docs/protocol.md).
+    let watch = Watch::start(Duration::from_secs(a.idle_timeout), |blocked| {
+        eprintln!(
+            "hamn: error: serve: the primary has sent or read nothing for {} s: ending the \
+             session (what was flushed stays; the store lock is released)",
+            blocked.as_secs()
+        );
+        std::process::exit(1);
+    });
+    server::serve(
+        &ctx.store_path(),
+        &opts,
+        watch.wrap(stdin),
+        watch.wrap(stdout),
+    )?;
     Ok(0)
 }

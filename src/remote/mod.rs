@@ -4,6 +4,7 @@
 
 pub mod bases;
 pub mod client;
+pub mod idle;
 pub mod protocol;
 pub mod push;
 pub mod server;

@@ -309,3 +309,66 @@ fn another_protocol_version_is_refused_naming_both() {
     );
     unchanged(&env);
 }
+
+/// Wait for `child` to exit, at most `limit`; None if it is still running.
+fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st.code().expect("exited, not killed"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_primary_gone_silent_ends_the_session_and_frees_the_store_lock() {
+    let env = Env::new();
+    let data = env.path("data");
+    make_tree(&data, 5, 3);
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(env.store())
+        .args(["serve", "--idle-timeout", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut replies = FrameReader::new(child.stdout.take().unwrap());
+    stdin.write_all(&hello()).unwrap();
+    assert!(
+        matches!(replies.read(), Ok(Some(Msg::Welcome { .. }))),
+        "no welcome"
+    );
+    // A primary that is slow but alive keeps its session: requests 1 s
+    // apart for 4 s (twice the limit) are all answered.
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        stdin.write_all(&frame(&Msg::ListSnapshots)).unwrap();
+        assert!(
+            matches!(replies.read(), Ok(Some(Msg::SnapshotList(_)))),
+            "a request after 1 s was not answered"
+        );
+    }
+    // The session holds the store lock.
+    let out = env.run(&["snapshot", data.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+
+    // Then silence, with the connection still open (stdin is kept): the
+    // session ends by itself and the lock is free again.
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(30));
+    drop(stdin);
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("hamn serve still runs 30 s after its primary went silent");
+    };
+    assert_eq!(status, 1);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("sent or read nothing for 2 s"), "{err}");
+    env.snapshot(&[&data]);
+    env.ok(&["check", "--read-data"]);
+}
