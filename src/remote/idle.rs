@@ -120,7 +120,7 @@ mod tests {
         // Busy (not in a read) for longer than the limit: no expiry.
         go.send(()).unwrap();
         let mut b = [0u8; 1];
-        r.read(&mut b).unwrap();
+        r.read_exact(&mut b).unwrap();
         std::thread::sleep(Duration::from_millis(600));
         assert!(fired.try_recv().is_err(), "fired while not blocked");
         // Reads that return in time: no expiry either.
@@ -130,12 +130,12 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(100));
                 go.send(()).unwrap();
             });
-            r.read(&mut b).unwrap();
+            r.read_exact(&mut b).unwrap();
         }
         assert!(fired.try_recv().is_err(), "fired on reads that returned");
         // A read that never returns: expiry, after at least the limit.
         std::thread::spawn(move || {
-            let _ = r.read(&mut b);
+            let _ = r.read_exact(&mut b);
         });
         let d = fired
             .recv_timeout(Duration::from_secs(10))
