@@ -238,7 +238,8 @@ impl Fill<'_> {
     }
 
     /// A worker: fill the queued files until the queue closes. After an
-    /// error that stops the run, the rest of the queue is only drained.
+    /// error that stops the run (in any worker), the rest of the queue is
+    /// only drained.
     fn work(
         &self,
         rx: &std::sync::Mutex<std::sync::mpsc::Receiver<FillJob>>,
@@ -253,7 +254,7 @@ impl Fill<'_> {
                 .map_err(|_| ())
                 .and_then(|r| r.recv().map_err(|_| ()));
             let Ok(job) = job else { break };
-            if first.is_some() || stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) {
                 continue;
             }
             let Kind::File(content) = &job.entry.kind else {

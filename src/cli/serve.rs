@@ -1,9 +1,8 @@
-use hamn::Result;
-use hamn::remote::server::{self, ServeOptions};
-
 use std::time::Duration;
 
+use hamn::Result;
 use hamn::remote::idle::Watch;
+use hamn::remote::server::{self, ServeOptions};
 
 use super::Ctx;
 

@@ -29,17 +29,23 @@ fn hello() -> Vec<u8> {
     })
 }
 
-/// Feed raw bytes to `hamn serve`; returns (exit code, replies).
-fn serve(store: &Path, input: &[u8]) -> (i32, Vec<Msg>) {
-    let mut child = Command::new(BIN)
+/// `hamn serve` on `store` with `args`, all three stdio piped.
+fn spawn_serve(store: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(BIN)
         .arg("--store")
         .arg(store)
         .arg("serve")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Feed raw bytes to `hamn serve`; returns (exit code, replies).
+fn serve(store: &Path, input: &[u8]) -> (i32, Vec<Msg>) {
+    let mut child = spawn_serve(store, &[]);
     let mut stdin = child.stdin.take().unwrap();
     let data = input.to_vec();
     let writer = std::thread::spawn(move || {
@@ -327,15 +333,7 @@ fn a_primary_gone_silent_ends_the_session_and_frees_the_store_lock() {
     let env = Env::new();
     let data = env.path("data");
     make_tree(&data, 5, 3);
-    let mut child = Command::new(BIN)
-        .arg("--store")
-        .arg(env.store())
-        .args(["serve", "--idle-timeout", "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&env.store(), &["--idle-timeout", "2"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut replies = FrameReader::new(child.stdout.take().unwrap());
     stdin.write_all(&hello()).unwrap();
