@@ -133,10 +133,13 @@ def hamn_row(label, name, ratio=True):
     cloned = m.get("bytes_cloned", 0)
     written = m["bytes_written"] + m.get("bytes_copied", 0) - cloned
     copied = f"{mib(m.get('bytes_copied', 0))} copied" + (f" ({mib(cloned)} of it reflinked)" if cloned else "")
+    if m.get("files_linked", 0):
+        copied += f" ({m['files_linked']:,} files, {mib(m['bytes_linked'])} hard-linked, not counted)"
     rows.append([label, secs(f(name + ".wall")), cpu(name), mib(f(name + ".rss_kib") * 1024),
                  f"{mib(m['bytes_written'])} + {copied} = {mib(written)}",
                  mib(f(name + ".fs_out") * 512), f"{written / changed:.2f}x" if changed and ratio else "",
                  f"{m['files_written']:,} written ({m.get('files_copied', 0):,} copied), "
+                 f"{m.get('files_linked', 0):,} linked, "
                  f"{m['entries_removed']:,} removed, {m['entries_reowned']:,} re-owned", res.get(name + ".load", "")])
     return written
 

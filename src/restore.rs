@@ -34,6 +34,10 @@ pub struct RestoreStats {
     /// no data was written), and their bytes.
     pub files_cloned: u64,
     pub bytes_cloned: u64,
+    /// Files made hard links to their live copy (no data written, not
+    /// counted in `files`), and their bytes: see [`Restorer::share_with_live`].
+    pub files_linked: u64,
+    pub bytes_linked: u64,
     /// Entries that could not be restored, with the reason: damaged or
     /// missing data, or a device node without the privilege to make it.
     pub errors: Vec<String>,
@@ -126,6 +130,9 @@ struct Fill<'a> {
     /// has the right size and mtime is copied (reflinked where possible)
     /// from it instead of being rebuilt from chunks.
     reuse: Option<(PathBuf, PathBuf)>,
+    /// A file whose live copy is exactly the target is hard-linked to it
+    /// rather than copied.
+    share: bool,
 }
 
 /// One created file for a worker to fill and give its metadata.
@@ -143,6 +150,62 @@ struct Filler {
 }
 
 impl Fill<'_> {
+    /// With `share` set, make `e` in `dir` a hard link to its live copy
+    /// when that already is exactly the target: a regular file with no
+    /// other name, the same size, mtime, owner, mode and xattrs. Nothing
+    /// is written; the two trees share the inode until a deployment
+    /// replaces it in one of them (deployments never change a shared file
+    /// in place: [`crate::deploy::plan`]).
+    fn link_from_live(
+        &self,
+        dir: &Dir,
+        e: &Entry,
+        c: &FileContent,
+        stats: &mut RestoreStats,
+    ) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Some((top, live)) = self.reuse.as_ref().filter(|_| self.share) else {
+            return false;
+        };
+        let Ok(rel) = dir.path().strip_prefix(top) else {
+            return false;
+        };
+        if e.meta.nlink > 1 {
+            return false;
+        }
+        let Ok(src) = Dir::beneath(live, rel.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let Ok(st) = src.stat_of(&e.name) else {
+            return false;
+        };
+        let m = &e.meta;
+        let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_nlink == 1
+            && st.st_size as u64 == c.size
+            && st.st_mtime == m.mtime_sec
+            && st.st_mtime_nsec as u32 == m.mtime_nsec
+            && st.st_mode & 0o7777 == m.mode
+            && st.st_uid == m.uid
+            && st.st_gid == m.gid
+            && crate::fs::read::xattrs(&src.child_path(&e.name), false)
+                .is_ok_and(|x| x == m.xattrs);
+        if !same || dir.link_from(&e.name, &src, &e.name).is_err() {
+            return false;
+        }
+        // The live name may have been replaced since it was checked.
+        let linked = dir
+            .stat_of(&e.name)
+            .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino));
+        if !linked {
+            let _ = dir.remove(&e.name);
+            return false;
+        }
+        stats.files_linked += 1;
+        stats.bytes_linked += c.size;
+        true
+    }
+
     /// Fill `file` from the live copy of `path` if that is the same
     /// version (regular file, same size and mtime, no holes to keep).
     fn copy_from_live(
@@ -288,6 +351,8 @@ impl RestoreStats {
         self.bytes_copied += o.bytes_copied;
         self.files_cloned += o.files_cloned;
         self.bytes_cloned += o.bytes_cloned;
+        self.files_linked += o.files_linked;
+        self.bytes_linked += o.bytes_linked;
         self.errors.extend(o.errors);
         self.warnings.extend(o.warnings);
     }
@@ -296,7 +361,11 @@ impl RestoreStats {
 impl<'a> Restorer<'a> {
     pub fn new(store: &'a Store) -> Self {
         Restorer {
-            fill: Fill { store, reuse: None },
+            fill: Fill {
+                store,
+                reuse: None,
+                share: false,
+            },
             links: HashMap::new(),
             filler: None,
             stats: RestoreStats::default(),
@@ -306,6 +375,14 @@ impl<'a> Restorer<'a> {
     /// Copy unchanged files from `live` (the tree `top` is a new copy of).
     pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
         self.fill.reuse = Some((top, live));
+    }
+
+    /// Whether files whose live copy already is exactly the target (all
+    /// metadata included) are hard-linked to it instead of copied: for a
+    /// previous generation being brought forward, where the files to
+    /// create are mostly the ones the live tree got last time.
+    pub fn share_with_live(&mut self, share: bool) {
+        self.fill.share = share;
     }
 
     /// Run `body` with files filled by worker threads (one per core, at
@@ -429,6 +506,9 @@ impl<'a> Restorer<'a> {
                         self.stats.hardlinks += 1;
                         return Ok(());
                     }
+                }
+                if self.fill.link_from_live(dir, e, content, &mut self.stats) {
+                    return Ok(());
                 }
                 let file = dir.create_file(&e.name).at(&path)?;
                 if let Some(f) = &self.filler

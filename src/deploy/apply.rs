@@ -27,6 +27,11 @@ impl<'a> Applier<'a> {
         self.restorer.reuse_from(top, live);
     }
 
+    /// Files already exactly right in `live` are hard-linked, not copied.
+    pub fn share_with_live(&mut self, share: bool) {
+        self.restorer.share_with_live(share);
+    }
+
     /// Create one entry (with its subtree) in `parent`.
     pub fn create_entry(&mut self, parent: &Dir, e: &Entry) -> Result<()> {
         self.restorer.entry(parent, e)

@@ -106,6 +106,11 @@ pub struct MaterializeStats {
     /// bytes.
     pub files_cloned: u64,
     pub bytes_cloned: u64,
+    /// Files of the new generation that are hard links to their live copy
+    /// (exactly the target already; no data written, not in
+    /// `files_written`), and their bytes.
+    pub files_linked: u64,
+    pub bytes_linked: u64,
     pub entries_removed: u64,
     pub entries_reowned: u64,
     pub files_reused: u64,
@@ -421,6 +426,11 @@ pub fn execute(
         if d.live.is_dir() {
             applier.reuse_from(gen_path.join(STAGING), d.live.clone());
         }
+        // Bringing a generation forward creates mostly the files the live
+        // tree got last time: those are shared with it. A generation
+        // built from nothing gets its own copies, so that the two stay
+        // independent for the next nights' metadata-only changes.
+        applier.share_with_live(d.base != "empty");
         applier.apply(&staging, &d.actions)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);
@@ -471,6 +481,8 @@ pub fn execute(
     stats.bytes_copied = a.bytes_copied;
     stats.files_cloned = a.files_cloned;
     stats.bytes_cloned = a.bytes_cloned;
+    stats.files_linked = a.files_linked;
+    stats.bytes_linked = a.bytes_linked;
     stats.warnings.extend(a.warnings);
     if !a.errors.is_empty() {
         return Err(Error::Other(format!(
@@ -740,6 +752,8 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
     };
     let cur = store.read_snapshot(deployed)?;
     let prev = store.read_snapshot(previous)?;
+    let mut applier = apply::Applier::new(store);
+    let mut warnings = Vec::new();
     let mut dirs = Vec::new();
     let mut entries = Vec::new();
     for p in &cur.paths {
@@ -759,6 +773,16 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
                 live.display(),
                 generation.display()
             )));
+        }
+        if let Found::Entry(e) =
+            snapshot::lookup(store, prev.root, &previous.short(), p.as_bytes())?
+        {
+            warnings.extend(reconcile_shared(
+                store,
+                &mut applier,
+                &generation.join(PREVIOUS),
+                &e,
+            )?);
         }
         if is_mount_point(&live) {
             entries.extend(mount_entry_swaps(&live, &generation.join(PREVIOUS))?);
@@ -791,7 +815,6 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         },
     )?;
     file_plan.dirs.clear();
-    let mut applier = apply::Applier::new(store);
     let mut files = Vec::new();
     for f in &file_plan.files {
         if f.unchanged {
@@ -829,9 +852,43 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         files_written: a.files,
         bytes_written: a.bytes_written,
         seconds: started.elapsed().as_secs_f64(),
-        warnings: a.warnings,
+        warnings: warnings.into_iter().chain(a.warnings).collect(),
         ..MaterializeStats::default()
     })
+}
+
+/// Before a rollback: re-create from the store the files of the previous
+/// generation `prev_dir` (the snapshot's `entry`) that it shares with the
+/// live tree and that are no longer the snapshot's version, having been
+/// changed in place through the live tree. The live tree keeps its
+/// changed copies. Returns warnings (xattrs that could not be set).
+fn reconcile_shared(
+    store: &Store,
+    applier: &mut apply::Applier,
+    prev_dir: &Path,
+    entry: &Entry,
+) -> Result<Vec<String>> {
+    let Kind::Dir(tree) = entry.kind else {
+        return Ok(Vec::new());
+    };
+    let tree = store.read_tree(tree)?;
+    let mut planner = Planner::new(store);
+    planner.shared_only = true;
+    planner.dir(prev_dir, &plan::RelPath(Vec::new()), &tree, None)?;
+    if planner.actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::log::info(&format!(
+        "{}: {} files shared with the live tree were changed in place there; \
+         rewriting them from the store before the rollback",
+        prev_dir.display(),
+        planner.stats.to_create
+    ));
+    let top = Dir::open_root(prev_dir).at(prev_dir)?;
+    applier.apply(&top, &planner.actions)?;
+    let failed = top.set_meta(&entry.meta).at(prev_dir)?;
+    top.syncfs().at(prev_dir)?;
+    Ok(failed)
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -158,6 +158,14 @@ fn same_meta(path: &Path, md: &Metadata, e: &Entry) -> bool {
         && crate::fs::read::xattrs(path, false).is_ok_and(|x| x == m.xattrs)
 }
 
+/// A regular file whose inode has more names than the snapshot gives it:
+/// it is shared with another generation (see
+/// [`crate::restore::Restorer::share_with_live`]), so it must be replaced,
+/// never changed in place, or the other tree would change with it.
+fn shared(md: &Metadata, e: &Entry) -> bool {
+    md.is_file() && md.nlink() > u64::from(e.meta.nlink.max(1))
+}
+
 pub struct Planner<'a> {
     store: &'a Store,
     /// (source dev, source ino) of hardlinked files -> first path planned.
@@ -168,6 +176,11 @@ pub struct Planner<'a> {
     /// is listed only for its own differences. Otherwise (staging) every
     /// directory with changes below gets its metadata set again after them.
     pub drift_only: bool,
+    /// Only the files shared with another generation are checked (and
+    /// re-created where they differ from the snapshot), nothing else: a
+    /// previous generation before it is rolled back, whose shared files
+    /// may have been changed in place through the live tree.
+    pub shared_only: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -178,6 +191,7 @@ impl<'a> Planner<'a> {
             actions: Vec::new(),
             stats: PlanStats::default(),
             drift_only: false,
+            shared_only: false,
         }
     }
 
@@ -215,7 +229,7 @@ impl<'a> Planner<'a> {
             Err(e) => return Err(crate::Error::io(disk, e)),
         };
         present.sort();
-        for name in &present {
+        for name in present.iter().filter(|_| !self.shared_only) {
             if tree.get(name).is_none() {
                 self.stats.to_remove += 1;
                 self.actions.push(Action::Remove {
@@ -247,6 +261,9 @@ impl<'a> Planner<'a> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
             Err(err) => return Err(crate::Error::io(&path, err)),
         };
+        if self.shared_only {
+            return self.shared_entry(&path, r, e, md);
+        }
         // Hard links: the first of a group is planned as a file; the others
         // must be the same inode on disk.
         if let Kind::File(_) = &e.kind {
@@ -304,6 +321,9 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         if !same_meta(&path, &md, e) {
+            if !self.drift_only && shared(&md, e) {
+                return self.create(r, e);
+            }
             self.stats.to_reown += 1;
             self.actions.push(Action::Meta {
                 path: r,
@@ -311,6 +331,40 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(())
+    }
+
+    /// [`Planner::shared_only`]: re-create a shared file that is not the
+    /// snapshot's version; walk directories.
+    fn shared_entry(
+        &mut self,
+        path: &Path,
+        r: RelPath,
+        e: &Entry,
+        md: Option<Metadata>,
+    ) -> Result<()> {
+        let Some(md) = md else {
+            return Ok(());
+        };
+        match &e.kind {
+            Kind::Dir(id) if md.is_dir() => {
+                let sub = self.store.read_tree(*id)?;
+                self.dir(path, &r, &sub, None)?;
+                // A directory's times are set again after its contents change.
+                if self.actions.last().is_some_and(|a| a.path().is_below(&r)) {
+                    self.actions.push(Action::Meta {
+                        path: r,
+                        entry: e.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Kind::File(_)
+                if shared(&md, e) && !(same_content(path, &md, e) && same_meta(path, &md, e)) =>
+            {
+                self.create(r, e)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn remember_leader(&mut self, e: &Entry, rel: &RelPath, disk: Option<(u64, u64)>) {

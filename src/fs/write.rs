@@ -38,6 +38,27 @@ impl Dir {
         })
     }
 
+    /// Open the directory `rel` (a `/`-separated relative path, empty
+    /// for `top` itself) below `top`, refusing any symlink on the way and
+    /// any escape from `top`.
+    pub fn beneath(top: &Path, rel: &[u8]) -> io::Result<Dir> {
+        let root = Dir::open_root(top)?;
+        if rel.is_empty() {
+            return Ok(root);
+        }
+        let fd = rustix::fs::openat2(
+            &root.fd,
+            c_name(rel)?.as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+        )?;
+        Ok(Dir {
+            fd,
+            path: top.join(std::ffi::OsStr::from_bytes(rel)),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -316,6 +337,15 @@ impl Dir {
         }
     }
 
+    /// A child's status, without following it.
+    pub fn stat_of(&self, name: &[u8]) -> io::Result<rustix::fs::Stat> {
+        Ok(rustix::fs::statat(
+            &self.fd,
+            c_name(name)?.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+
     /// A child's access and modification times, without following it.
     pub fn times_of(&self, name: &[u8]) -> io::Result<Timestamps> {
         let st = rustix::fs::statat(
@@ -380,6 +410,21 @@ impl Dir {
             AtFlags::empty(),
         )?;
         Ok(())
+    }
+
+    /// Make `name` a hard link to `other`'s child `other_name`, replacing
+    /// whatever had the name.
+    pub fn link_from(&self, name: &[u8], other: &Dir, other_name: &[u8]) -> io::Result<()> {
+        let src = c_name(other_name)?;
+        self.replace_with(name, |c| {
+            rustix::fs::linkat(
+                &other.fd,
+                src.as_c_str(),
+                &self.fd,
+                c.as_c_str(),
+                AtFlags::empty(),
+            )
+        })
     }
 
     pub fn fsync(&self) -> io::Result<()> {

@@ -196,7 +196,9 @@ pub struct EntryFacts {
     pub target: Option<Vec<u8>>,
     pub rdev: u64,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Index of the hardlink group (by first path), if nlink > 1.
+    /// Index of the hardlink group (by first path), if the file has
+    /// another name in the same tree. (A deployed file may also share its
+    /// inode with the other generation, outside the tree.)
     pub link_group: Option<usize>,
     /// Allocated bytes are at most this share of the size (sparse kept).
     pub sparse: bool,
@@ -221,6 +223,21 @@ pub fn facts(root: &Path) -> BTreeMap<Vec<u8>, EntryFacts> {
     let mut out = BTreeMap::new();
     let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
     collect(root, root, &mut out, &mut groups);
+    // Only groups with two or more names here count, numbered afresh in
+    // path order.
+    let mut names = HashMap::new();
+    for f in out.values() {
+        if let Some(g) = f.link_group {
+            *names.entry(g).or_insert(0) += 1;
+        }
+    }
+    let mut renumbered = HashMap::new();
+    for f in out.values_mut() {
+        f.link_group = f.link_group.filter(|g| names[g] > 1).map(|g| {
+            let n = renumbered.len();
+            *renumbered.entry(g).or_insert(n)
+        });
+    }
     out
 }
 

@@ -668,6 +668,117 @@ fn a_file_only_touched_on_the_primary_is_not_rewritten() {
     assert!(written < 100_000, "a touched file was rewritten: {st}");
 }
 
+/// Three deployments (S0, S1 changing `d1/s1/f1.txt`, S2 changing
+/// `d2/s2/f2.txt`): the third brings the first generation forward, and
+/// `f1`, exactly right in the live tree, is linked from it. Returns the
+/// third deployment's summary and a copy of S1's tree.
+fn three_deployments(env: &Env, s: &Site) -> (serde_json::Value, PathBuf) {
+    s.snapshot(env);
+    materialize(env, &s.root, &[]);
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    s.snapshot(env);
+    let second = materialize(env, &s.root, &[]);
+    // A generation built from nothing has its own copy of every file.
+    assert_eq!(second["files_linked"], 0, "{second}");
+    let night1 = env.path("night1");
+    copy_tree(&s.install, &night1);
+    write(&s.install.join("d2/s2/f2.txt"), &bytes(200_000, 62));
+    s.snapshot(env);
+    (materialize(env, &s.root, &[]), night1)
+}
+
+fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+#[test]
+fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
+    let env = Env::new();
+    let s = site(&env);
+    let (third, _) = three_deployments(&env, &s);
+    s.assert_deployed_equals_source();
+    assert_eq!(third["files_linked"], 1, "{third}");
+    assert_eq!(third["bytes_linked"], 300_000, "{third}");
+    // Only tonight's file was written: last night's is not written again.
+    let written =
+        third["bytes_written"].as_u64().unwrap() + third["bytes_copied"].as_u64().unwrap();
+    assert!(written < 250_000, "{third}");
+    let f1 = "d1/s1/f1.txt";
+    let prev = gen_previous(&s.live_install());
+    assert_eq!(ino(&s.live_install().join(f1)), ino(&prev.join(f1)));
+    assert_ne!(
+        ino(&s.live_install().join("d2/s2/f2.txt")),
+        ino(&prev.join("d2/s2/f2.txt"))
+    );
+}
+
+#[test]
+fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() {
+    let env = Env::new();
+    let s = site(&env);
+    three_deployments(&env, &s);
+    let night2 = env.path("night2");
+    copy_tree(&s.install, &night2);
+    // Tonight f1 (shared by the live tree and the previous generation,
+    // which becomes staging) gets a new mtime and mode only.
+    let f1 = s.install.join("d1/s1/f1.txt");
+    set_mtime(&f1, 1_800_000_000, 7);
+    fs::set_permissions(&f1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    // The previous generation is S2's tree exactly: its f1 kept its own
+    // mtime and mode, and a rollback has nothing to repair.
+    assert_same_tree(&night2, &gen_previous(&s.live_install()));
+    let out = env.run(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("changed in place"),
+        "{}",
+        stderr(&out)
+    );
+    assert_same_tree(&night2, &s.live_install());
+}
+
+#[test]
+fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
+    let env = Env::new();
+    let s = site(&env);
+    let (_, night1) = three_deployments(&env, &s);
+    // On the standby, f1 is appended to in place: the previous
+    // generation's name for the inode sees the change too.
+    let live_f1 = s.live_install().join("d1/s1/f1.txt");
+    let mut f = fs::OpenOptions::new().append(true).open(&live_f1).unwrap();
+    std::io::Write::write_all(&mut f, b"appended on the standby").unwrap();
+    drop(f);
+    let prev = gen_previous(&s.live_install());
+    assert!(
+        fs::read(prev.join("d1/s1/f1.txt"))
+            .unwrap()
+            .ends_with(b"on the standby")
+    );
+    // Rollback restores S1 exactly, and keeps the edited copy in the
+    // generation that was live.
+    let out = env.run(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed in place"),
+        "{}",
+        stderr(&out)
+    );
+    assert_same_tree(&night1, &s.live_install());
+    assert!(
+        fs::read(prev.join("d1/s1/f1.txt"))
+            .unwrap()
+            .ends_with(b"on the standby")
+    );
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert!(
+        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+}
+
 #[test]
 fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
     let env = Env::new();
