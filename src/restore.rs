@@ -14,7 +14,7 @@ use rustix::fs::FileType;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write::{Dir, set_meta_fd};
-use crate::id::TreeId;
+use crate::id::{ChunkId, TreeId};
 use crate::snapshot::path_components;
 use crate::store::Store;
 use crate::tree::{Entry, FileContent, Kind, Meta};
@@ -73,6 +73,25 @@ pub fn for_each_data(
         }
     }
     Ok(())
+}
+
+/// Whether `file` holds `content`'s data: the bytes of each chunk, read
+/// from its place in the data extents, hash to the chunk's id. Holes are
+/// not read: a file with holes is never taken as holding its content.
+fn holds_content(file: &File, content: &FileContent) -> bool {
+    if !content.holes.is_empty() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut off = 0u64;
+    for c in &content.chunks {
+        buf.resize(c.len as usize, 0);
+        if file.read_exact_at(&mut buf, off).is_err() || ChunkId::of(&buf) != c.id {
+            return false;
+        }
+        off += u64::from(c.len);
+    }
+    off == content.size
 }
 
 /// Stream a file's bytes (holes as zeros) to `out`.
@@ -152,7 +171,8 @@ struct Filler {
 impl Fill<'_> {
     /// With `share` set, make `e` in `dir` a hard link to its live copy
     /// when that already is exactly the target: a regular file with no
-    /// other name, the same size, mtime, owner, mode and xattrs. Nothing
+    /// other name, the same size, mtime, owner, mode and xattrs, no holes,
+    /// and every chunk's bytes hashing to its id. Nothing
     /// is written; the two trees share the inode until a deployment
     /// replaces it in one of them (deployments never change a shared file
     /// in place: [`crate::deploy::plan`]).
@@ -163,40 +183,34 @@ impl Fill<'_> {
         c: &FileContent,
         stats: &mut RestoreStats,
     ) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let Some((top, live)) = self.reuse.as_ref().filter(|_| self.share) else {
-            return false;
-        };
-        let Ok(rel) = dir.path().strip_prefix(top) else {
-            return false;
-        };
-        if e.meta.nlink > 1 {
+        use std::os::unix::fs::MetadataExt;
+        if !self.share || e.meta.nlink > 1 {
             return false;
         }
-        let Ok(src) = Dir::beneath(live, rel.as_os_str().as_bytes()) else {
+        let Some((src, file)) = self.live_file(dir, &e.name) else {
             return false;
         };
-        let Ok(st) = src.stat_of(&e.name) else {
+        let Ok(md) = file.metadata() else {
             return false;
         };
         let m = &e.meta;
-        let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-            && st.st_nlink == 1
-            && st.st_size as u64 == c.size
-            && st.st_mtime == m.mtime_sec
-            && st.st_mtime_nsec as u32 == m.mtime_nsec
-            && st.st_mode & 0o7777 == m.mode
-            && st.st_uid == m.uid
-            && st.st_gid == m.gid
+        let same = md.nlink() == 1
+            && md.size() == c.size
+            && md.mtime() == m.mtime_sec
+            && md.mtime_nsec() as u32 == m.mtime_nsec
+            && md.mode() & 0o7777 == m.mode
+            && md.uid() == m.uid
+            && md.gid() == m.gid
             && crate::fs::read::xattrs(&src.child_path(&e.name), false)
-                .is_ok_and(|x| x == m.xattrs);
+                .is_ok_and(|x| x == m.xattrs)
+            && holds_content(&file, c);
         if !same || dir.link_from(&e.name, &src, &e.name).is_err() {
             return false;
         }
-        // The live name may have been replaced since it was checked.
+        // The live name may have been replaced since it was opened.
         let linked = dir
             .stat_of(&e.name)
-            .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino));
+            .is_ok_and(|now| (now.st_dev, now.st_ino) == (md.dev(), md.ino()));
         if !linked {
             let _ = dir.remove(&e.name);
             return false;
@@ -206,36 +220,41 @@ impl Fill<'_> {
         true
     }
 
-    /// Fill `file` from the live copy of `path` if that is the same
-    /// version (regular file, same size and mtime, no holes to keep).
+    /// The live copy of `dir`'s child `name` (a regular file), and the
+    /// live directory holding it, opened below the live tree without
+    /// following symlinks.
+    fn live_file(&self, dir: &Dir, name: &[u8]) -> Option<(Dir, File)> {
+        use std::os::unix::ffi::OsStrExt;
+        let (top, live) = self.reuse.as_ref()?;
+        let rel = dir.path().strip_prefix(top).ok()?;
+        let parent = Dir::beneath(live, rel.as_os_str().as_bytes()).ok()?;
+        let file = parent.open_file(name).ok()?;
+        Some((parent, file))
+    }
+
+    /// Fill `file` (`dir`'s child for `e`) from its live copy if that is
+    /// the same version: same size and mtime, no holes to keep, every
+    /// chunk's bytes hashing to its id.
     fn copy_from_live(
         &self,
         file: &File,
-        path: &Path,
+        dir: &Dir,
         e: &Entry,
         c: &FileContent,
         stats: &mut RestoreStats,
     ) -> bool {
-        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::MetadataExt;
-        let Some((top, live)) = &self.reuse else {
-            return false;
-        };
-        if !c.holes.is_empty() || c.size == 0 {
+        if c.size == 0 {
             return false;
         }
-        let Ok(rel) = path.strip_prefix(top) else {
-            return false;
-        };
-        let Ok(src) = crate::fs::write::open_beneath(live, rel.as_os_str().as_bytes()) else {
+        let Some((_, src)) = self.live_file(dir, &e.name) else {
             return false;
         };
         let same = src.metadata().is_ok_and(|m| {
-            m.is_file()
-                && m.size() == c.size
+            m.size() == c.size
                 && m.mtime() == e.meta.mtime_sec
                 && m.mtime_nsec() as u32 == e.meta.mtime_nsec
-        });
+        }) && holds_content(&src, c);
         if same && let Ok(cloned) = crate::fs::write::clone_or_copy(&src, file, c.size) {
             stats.files_copied += 1;
             stats.bytes_copied += c.size;
@@ -280,7 +299,7 @@ impl Fill<'_> {
         stats: &mut RestoreStats,
     ) -> Result<bool> {
         let path = dir.child_path(&e.name);
-        let written = if self.copy_from_live(&file, &path, e, content, stats) {
+        let written = if self.copy_from_live(&file, dir, e, content, stats) {
             Ok(())
         } else {
             self.write_content(&file, &path, content, stats)

@@ -491,6 +491,11 @@ pub fn execute(
             a.errors[0]
         )));
     }
+    // A managed directory with no live tree to swap out leaves no previous
+    // generation: there is then nothing to roll back to.
+    if dir_swaps.iter().any(|d| !d.had_live) {
+        stats.previous = None;
+    }
     let mut j = Journal {
         version: 1,
         phase: Phase::Prepared,
@@ -502,7 +507,7 @@ pub fn execute(
         state_after: DeployState {
             root: opts.root.clone(),
             deployed: Some(plan.snapshot.to_hex()),
-            previous: before.deployed.clone(),
+            previous: stats.previous.clone(),
             time: now_text(),
         },
     };

@@ -162,6 +162,33 @@ impl Dir {
         Ok(out)
     }
 
+    /// Open a child regular file for reading. Anything else (a symlink, a
+    /// device node, a fifo) is refused without being opened.
+    pub fn open_file(&self, name: &[u8]) -> io::Result<File> {
+        let c = c_name(name)?;
+        let regular = |st: &rustix::fs::Stat| {
+            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            }
+        };
+        regular(&rustix::fs::statat(
+            &self.fd,
+            c.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)?;
+        // Non-blocking, in case the name was replaced since the check.
+        let fd = rustix::fs::openat(
+            &self.fd,
+            c.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        regular(&rustix::fs::fstat(&fd)?)?;
+        Ok(File::from(fd))
+    }
+
     /// Create a new regular file (replacing whatever had the name).
     pub fn create_file(&self, name: &[u8]) -> io::Result<File> {
         let c = c_name(name)?;
@@ -499,24 +526,6 @@ impl PasswdLock {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-}
-
-/// Open `rel` (a `/`-separated relative path) below `top` for reading,
-/// refusing any symlink on the way and any escape from `top`.
-pub fn open_beneath(top: &Path, rel: &[u8]) -> io::Result<File> {
-    let dir = rustix::fs::open(
-        top,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        c_name(rel)?.as_c_str(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
-    )?;
-    Ok(File::from(fd))
 }
 
 /// Run `op`, which moves each `(from_dir, from, to_dir, to)` entry, and

@@ -247,6 +247,15 @@ fn a_deployed_snapshot_whose_live_paths_were_removed_is_deployed_again() {
     assert_eq!(m["already_deployed"], false, "{m}");
     assert!(m["files_written"].as_u64().unwrap() >= 1, "{m}");
     s.assert_deployed_equals_source();
+    // Nothing was swapped out, so there is nothing to roll back to.
+    assert!(m["previous"].is_null(), "{m}");
+    let out = env.run(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no previous generation"),
+        "{}",
+        stderr(&out)
+    );
 
     // A managed file removed by hand: likewise (and the snapshot taken
     // since, with the same content, is not merely recorded).
@@ -777,6 +786,56 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
         st["deployment"]["drifted"].as_array().unwrap().is_empty(),
         "{st}"
     );
+}
+
+/// Overwrite `p` in place with other bytes of the same length, keeping
+/// its mtime: a change that size and mtime cannot show.
+fn corrupt_in_place(p: &Path) {
+    let md = fs::metadata(p).unwrap();
+    let mut data = fs::read(p).unwrap();
+    data.iter_mut().for_each(|b| *b = !*b);
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::OpenOptions::new().write(true).open(p).unwrap(),
+        &data,
+        0,
+    )
+    .unwrap();
+    set_mtime(p, md.mtime(), md.mtime_nsec());
+}
+
+#[test]
+fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_copied() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // The second deployment copies unchanged files from the live tree:
+    // not this one.
+    corrupt_in_place(&s.live_install().join("d3/s0/f3.txt"));
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    s.snapshot(&env);
+    let second = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert!(second["files_copied"].as_u64().unwrap() >= 150, "{second}");
+}
+
+#[test]
+fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // The third deployment would link last night's file from the live
+    // tree: not once it holds other bytes.
+    corrupt_in_place(&s.live_install().join("d1/s1/f1.txt"));
+    write(&s.install.join("d2/s2/f2.txt"), &bytes(200_000, 62));
+    s.snapshot(&env);
+    let third = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert_eq!(third["files_linked"], 0, "{third}");
 }
 
 #[test]
