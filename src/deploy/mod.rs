@@ -427,10 +427,12 @@ pub fn execute(
             applier.reuse_from(gen_path.join(STAGING), d.live.clone());
         }
         // Bringing a generation forward creates mostly the files the live
-        // tree got last time: those are shared with it. A generation
-        // built from nothing gets its own copies, so that the two stay
-        // independent for the next nights' metadata-only changes.
-        applier.share_with_live(d.base != "empty");
+        // tree got last time: without reflinks, those are shared with it
+        // (hard links) rather than written again. A generation built from
+        // nothing gets its own copies, so that the two stay independent
+        // for the next nights' metadata-only changes; so does every file
+        // where reflinks make copies free.
+        applier.share_with_live(d.base != "empty" && !staging.supports_reflinks());
         applier.apply(&staging, &d.actions)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);

@@ -905,6 +905,21 @@ fn on_xfs_unchanged_files_are_reflinked_not_written() {
         fs::read(s.live_install().join("pool/kernel.rpm")).unwrap(),
         fs::read(gen_previous(&s.live_install()).join("pool/kernel.rpm")).unwrap()
     );
+    // The third deployment brings the first generation forward: last
+    // night's file is reflinked from the live tree, not hard-linked, so the
+    // generations share no inode.
+    write(&s.install.join("night2"), b"2");
+    s.snapshot(&env);
+    let third = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert_eq!(third["files_linked"], 0, "{third}");
+    assert!(third["files_cloned"].as_u64().unwrap() >= 1, "{third}");
+    assert_ne!(
+        fs::metadata(s.live_install().join("night1")).unwrap().ino(),
+        fs::metadata(gen_previous(&s.live_install()).join("night1"))
+            .unwrap()
+            .ino()
+    );
 }
 
 #[test]
