@@ -680,8 +680,13 @@ fn a_file_only_touched_on_the_primary_is_not_rewritten() {
 /// Three deployments (S0, S1 changing `d1/s1/f1.txt`, S2 changing
 /// `d2/s2/f2.txt`): the third brings the first generation forward, and
 /// `f1`, exactly right in the live tree, is linked from it. Returns the
-/// third deployment's summary and a copy of S1's tree.
-fn three_deployments(env: &Env, s: &Site) -> (serde_json::Value, PathBuf) {
+/// third deployment's summary and a copy of S1's tree. `before_third`
+/// runs before the third deployment.
+fn three_deployments(
+    env: &Env,
+    s: &Site,
+    before_third: impl FnOnce(),
+) -> (serde_json::Value, PathBuf) {
     s.snapshot(env);
     materialize(env, &s.root, &[]);
     write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
@@ -693,6 +698,7 @@ fn three_deployments(env: &Env, s: &Site) -> (serde_json::Value, PathBuf) {
     copy_tree(&s.install, &night1);
     write(&s.install.join("d2/s2/f2.txt"), &bytes(200_000, 62));
     s.snapshot(env);
+    before_third();
     (materialize(env, &s.root, &[]), night1)
 }
 
@@ -704,7 +710,7 @@ fn ino(p: &Path) -> u64 {
 fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
     let env = Env::new();
     let s = site(&env);
-    let (third, _) = three_deployments(&env, &s);
+    let (third, _) = three_deployments(&env, &s, || {});
     s.assert_deployed_equals_source();
     assert_eq!(third["files_linked"], 1, "{third}");
     assert_eq!(third["bytes_linked"], 300_000, "{third}");
@@ -725,7 +731,7 @@ fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
 fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() {
     let env = Env::new();
     let s = site(&env);
-    three_deployments(&env, &s);
+    three_deployments(&env, &s, || {});
     let night2 = env.path("night2");
     copy_tree(&s.install, &night2);
     // Tonight f1 (shared by the live tree and the previous generation,
@@ -753,7 +759,7 @@ fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() 
 fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     let env = Env::new();
     let s = site(&env);
-    let (_, night1) = three_deployments(&env, &s);
+    let (_, night1) = three_deployments(&env, &s, || {});
     // On the standby, f1 is appended to in place: the previous
     // generation's name for the inode sees the change too.
     let live_f1 = s.live_install().join("d1/s1/f1.txt");
@@ -823,17 +829,10 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_copied() {
 fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
     let env = Env::new();
     let s = site(&env);
-    s.snapshot(&env);
-    materialize(&env, &s.root, &[]);
-    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
-    s.snapshot(&env);
-    materialize(&env, &s.root, &[]);
     // The third deployment would link last night's file from the live
     // tree: not once it holds other bytes.
-    corrupt_in_place(&s.live_install().join("d1/s1/f1.txt"));
-    write(&s.install.join("d2/s2/f2.txt"), &bytes(200_000, 62));
-    s.snapshot(&env);
-    let third = materialize(&env, &s.root, &[]);
+    let live_f1 = s.live_install().join("d1/s1/f1.txt");
+    let (third, _) = three_deployments(&env, &s, || corrupt_in_place(&live_f1));
     s.assert_deployed_equals_source();
     assert_eq!(third["files_linked"], 0, "{third}");
 }
