@@ -75,9 +75,9 @@ pub fn for_each_data(
     Ok(())
 }
 
-/// Whether `file` holds `content`'s data: the bytes of each chunk, read
-/// from its place in the data extents, hash to the chunk's id. Holes are
-/// not read: a file with holes is never taken as holding its content.
+/// Whether `file` holds `content`'s data: read in order, the bytes of
+/// each chunk hash to the chunk's id, and nothing follows. A file whose
+/// content has holes is never taken as holding it (holes are not read).
 fn holds_content(file: &File, content: &FileContent) -> bool {
     if !content.holes.is_empty() {
         return false;
@@ -146,8 +146,8 @@ const FILL_QUEUE: usize = 32;
 struct Fill<'a> {
     store: &'a Store,
     /// (top being written, live tree it mirrors): a file whose live copy
-    /// has the right size and mtime is copied (reflinked where possible)
-    /// from it instead of being rebuilt from chunks.
+    /// has the right size, mtime and content is copied (reflinked where
+    /// possible) from it instead of being rebuilt from chunks.
     reuse: Option<(PathBuf, PathBuf)>,
     /// A file whose live copy is exactly the target is hard-linked to it
     /// rather than copied.
@@ -172,10 +172,10 @@ impl Fill<'_> {
     /// With `share` set, make `e` in `dir` a hard link to its live copy
     /// when that already is exactly the target: a regular file with no
     /// other name, the same size, mtime, owner, mode and xattrs, no holes,
-    /// and every chunk's bytes hashing to its id. Nothing
-    /// is written; the two trees share the inode until a deployment
-    /// replaces it in one of them (deployments never change a shared file
-    /// in place: [`crate::deploy::plan`]).
+    /// and every chunk's bytes hashing to its id. Nothing is written; the
+    /// two trees share the inode until a deployment replaces it in one of
+    /// them (deployments never change a shared file in place:
+    /// [`crate::deploy::plan`]).
     fn link_from_live(
         &self,
         dir: &Dir,
@@ -209,8 +209,8 @@ impl Fill<'_> {
         }
         // The live name may have been replaced since it was opened.
         let linked = dir
-            .stat_of(&e.name)
-            .is_ok_and(|now| (now.st_dev, now.st_ino) == (md.dev(), md.ino()));
+            .ident_of(&e.name)
+            .is_ok_and(|now| now.is_some_and(|(dev, ino, _)| (dev, ino) == (md.dev(), md.ino())));
         if !linked {
             let _ = dir.remove(&e.name);
             return false;

@@ -759,6 +759,25 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
     };
     let cur = store.read_snapshot(deployed)?;
     let prev = store.read_snapshot(previous)?;
+    if let Some(generation) = consumed_previous(&cur, root)? {
+        // A deployment that did not finish took GEN/previous as its
+        // staging base: the previous snapshot is rebuilt from that
+        // staging tree (and the live tree, and the store) and deployed,
+        // which leaves the same state as a rollback.
+        crate::log::info(&format!(
+            "{} was taken as the base of a deployment that did not finish: rebuilding \
+             snapshot {} from it and deploying that",
+            generation.display(),
+            previous.short()
+        ));
+        let plan = plan(store, previous, &prev, root, true)?;
+        let opts = MaterializeOptions {
+            root: root.to_path_buf(),
+            dry_run: false,
+            post_materialize: Vec::new(),
+        };
+        return execute(store, lock, &prev, plan, &opts);
+    }
     let mut applier = apply::Applier::new(store);
     let mut warnings = Vec::new();
     let mut dirs = Vec::new();
@@ -862,6 +881,20 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         warnings: warnings.into_iter().chain(a.warnings).collect(),
         ..MaterializeStats::default()
     })
+}
+
+/// The generation directory of the first managed directory of `snap`
+/// under `root` whose previous generation was consumed as the staging
+/// base of a deployment that did not finish (`GEN/staging` and no
+/// `GEN/previous`).
+fn consumed_previous(snap: &Snapshot, root: &Path) -> Result<Option<PathBuf>> {
+    for p in &snap.paths {
+        let generation = gen_dir(&live_path(root, p)?);
+        if !generation.join(PREVIOUS).is_dir() && generation.join(STAGING).is_dir() {
+            return Ok(Some(generation));
+        }
+    }
+    Ok(None)
 }
 
 /// Before a rollback: re-create from the store the files of the previous

@@ -364,15 +364,6 @@ impl Dir {
         }
     }
 
-    /// A child's status, without following it.
-    pub fn stat_of(&self, name: &[u8]) -> io::Result<rustix::fs::Stat> {
-        Ok(rustix::fs::statat(
-            &self.fd,
-            c_name(name)?.as_c_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
-    }
-
     /// A child's access and modification times, without following it.
     pub fn times_of(&self, name: &[u8]) -> io::Result<Timestamps> {
         let st = rustix::fs::statat(

@@ -794,6 +794,57 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     );
 }
 
+#[test]
+fn rollback_after_a_deployment_that_did_not_finish_rebuilds_the_previous_snapshot() {
+    let env = Env::new();
+    let s = site(&env);
+    let (_, night1) = three_deployments(&env, &s, || {});
+    let night2 = env.path("night2");
+    copy_tree(&s.install, &night2);
+    // Tonight's deployment is killed after staging was built from the
+    // previous generation (S1's tree), before the swap.
+    write(&s.install.join("d3/s0/f3.txt"), &bytes(100_000, 63));
+    s.snapshot(&env);
+    let out = env
+        .cmd()
+        .args(["materialize", "--root", s.root.to_str().unwrap()])
+        .env("HAMN_FAILPOINT", "deploy:prepared")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    let prev = gen_previous(&s.live_install());
+    // The next command undoes the swap's journal: S2 stays live, and the
+    // previous generation is the half-built staging tree.
+    let root = s.root.to_str().unwrap();
+    let st = env.json(&["status", "--root", root]);
+    assert_same_tree(&night2, &s.live_install());
+    assert!(!prev.exists());
+    // Rollback still goes back to S1, exactly.
+    let out = env.run(&["rollback", "--root", root]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
+    assert_same_tree(&night1, &s.live_install());
+    let after = env.json(&["status", "--root", root]);
+    assert_eq!(
+        after["deployment"]["deployed"],
+        st["deployment"]["previous"]
+    );
+    assert_eq!(
+        after["deployment"]["previous"],
+        st["deployment"]["deployed"]
+    );
+    assert!(
+        after["deployment"]["drifted"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{after}"
+    );
+    // And forward again, by the usual swap.
+    env.ok(&["rollback", "--root", root]);
+    assert_same_tree(&night2, &s.live_install());
+}
+
 /// Overwrite `p` in place with other bytes of the same length, keeping
 /// its mtime: a change that size and mtime cannot show.
 fn corrupt_in_place(p: &Path) {
