@@ -15,6 +15,12 @@ fn under(root: &Path, abs: &Path) -> PathBuf {
     root.join(abs.strip_prefix("/").unwrap())
 }
 
+/// `status --json` reports no drifted path.
+fn assert_no_drift(status: &serde_json::Value) {
+    let drifted = status["deployment"]["drifted"].as_array().unwrap();
+    assert!(drifted.is_empty(), "{status}");
+}
+
 fn materialize(env: &Env, root: &Path, extra: &[&str]) -> serde_json::Value {
     let mut a = vec!["materialize", "--root", root.to_str().unwrap()];
     a.extend_from_slice(extra);
@@ -159,10 +165,7 @@ fn rollback_is_one_swap_back_and_files_follow() {
         st["deployment"]["deployed"],
         env.json(&["snapshots"])["snapshots"][0]["id"]
     );
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
     // And forward again.
     env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
     s.assert_deployed_equals_source();
@@ -218,10 +221,7 @@ fn status_reports_drift_and_redeploying_changes_nothing() {
     assert_eq!(m["already_deployed"], false, "{m}");
     s.assert_deployed_equals_source();
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
     assert_eq!(st["deployment"]["deployed"], id.as_str(), "{st}");
     env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
     assert_eq!(
@@ -265,10 +265,7 @@ fn a_deployed_snapshot_whose_live_paths_were_removed_is_deployed_again() {
     assert!(m["same_content_as"].is_null(), "{m}");
     s.assert_deployed_equals_source();
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
 }
 
 #[test]
@@ -308,10 +305,7 @@ fn a_snapshot_with_the_deployed_content_is_recorded_without_a_swap() {
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
     assert_eq!(st["deployment"]["deployed"], third.as_str(), "{st}");
     assert_eq!(st["deployment"]["previous"], first.as_str(), "{st}");
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
     s.assert_deployed_equals_source();
 
     // Rollback still goes to the last different content.
@@ -649,10 +643,7 @@ fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
     materialize(&env, &s.root, &[]);
     assert_same_tree(&s.install, &visible(&live));
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
     env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
     assert_same_tree(&night1, &visible(&live));
     drop(mount);
@@ -788,10 +779,7 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
             .ends_with(b"on the standby")
     );
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
-    assert!(
-        st["deployment"]["drifted"].as_array().unwrap().is_empty(),
-        "{st}"
-    );
+    assert_no_drift(&st);
 }
 
 #[test]
@@ -833,13 +821,7 @@ fn rollback_after_a_deployment_that_did_not_finish_rebuilds_the_previous_snapsho
         after["deployment"]["previous"],
         st["deployment"]["deployed"]
     );
-    assert!(
-        after["deployment"]["drifted"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{after}"
-    );
+    assert_no_drift(&after);
     // And forward again, by the usual swap.
     env.ok(&["rollback", "--root", root]);
     assert_same_tree(&night2, &s.live_install());
