@@ -101,10 +101,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         dry_run: false,
         post_materialize: ctx.config.hooks.post_materialize.clone(),
     };
-    let mut stats = deploy::execute(&store, &lock, &snap, plan, &opts)?;
-    if stats.changed_tree() {
-        stats.hook_failures = deploy::run_hooks(&opts.post_materialize, &id, &root);
-    }
+    let stats = deploy::execute_with_hooks(&store, &lock, &snap, plan, &opts)?;
     for w in &stats.warnings {
         hamn::log::warn(w);
     }

@@ -391,6 +391,7 @@ pub fn execute(
                 deployed: Some(plan.snapshot.to_hex()),
                 previous: before.previous.clone(),
                 time: now_text(),
+                hooks_pending: before.hooks_pending,
             },
         )?;
         stats.same_content_as = Some(dep.to_hex());
@@ -511,6 +512,7 @@ pub fn execute(
             deployed: Some(plan.snapshot.to_hex()),
             previous: stats.previous.clone(),
             time: now_text(),
+            hooks_pending: !opts.post_materialize.is_empty(),
         },
     };
     commit(store, lock, &mut j)?;
@@ -729,7 +731,48 @@ fn swap_all(j: &Journal) -> Result<()> {
 }
 
 /// Run post_materialize hooks; failures are reported, the deployment stays.
-pub fn run_hooks(commands: &[String], id: &SnapshotId, root: &Path) -> Vec<String> {
+/// [`execute`], then the `post_materialize` hooks: after a deployment that
+/// changed something, and also when the state says the hooks of the
+/// deployed snapshot are still pending (a crash came between the commit
+/// and their end, so they may run twice). Returns the stats with the
+/// hooks' failures.
+pub fn execute_with_hooks(
+    store: &Store,
+    lock: &StoreLock,
+    snap: &Snapshot,
+    plan: Plan,
+    opts: &MaterializeOptions,
+) -> Result<MaterializeStats> {
+    let mut stats = execute(store, lock, snap, plan, opts)?;
+    let st = state::read(store, &opts.root)?;
+    let Some(deployed) = st.deployed_id() else {
+        return Ok(stats);
+    };
+    if !stats.changed_tree() && !st.hooks_pending {
+        return Ok(stats);
+    }
+    if !stats.changed_tree() {
+        crate::log::info(&format!(
+            "the post_materialize hooks of the deployment of {} under {} did not all run \
+             (interrupted): running them now",
+            deployed.short(),
+            opts.root.display()
+        ));
+    }
+    stats.hook_failures = run_hooks(&opts.post_materialize, &deployed, &opts.root);
+    if st.hooks_pending {
+        state::write(
+            store,
+            &DeployState {
+                hooks_pending: false,
+                ..st
+            },
+        )?;
+    }
+    Ok(stats)
+}
+
+fn run_hooks(commands: &[String], id: &SnapshotId, root: &Path) -> Vec<String> {
     let env = [
         ("HAMN_SNAPSHOT", id.to_hex()),
         ("HAMN_ROOT", root.display().to_string()),
@@ -869,6 +912,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
             deployed: Some(previous.to_hex()),
             previous: Some(deployed.to_hex()),
             time: now_text(),
+            hooks_pending: false,
         },
     };
     commit(store, lock, &mut j)?;

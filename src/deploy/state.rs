@@ -19,6 +19,11 @@ pub struct DeployState {
     /// was there before hamn, or there is none).
     pub previous: Option<String>,
     pub time: String,
+    /// The deployment committed but its `post_materialize` hooks have not
+    /// all run yet (set at the commit, cleared after them): after a crash
+    /// in between, the next materialize runs them.
+    #[serde(default)]
+    pub hooks_pending: bool,
 }
 
 impl DeployState {

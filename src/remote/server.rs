@@ -210,10 +210,7 @@ impl<'s, W: Write> Session<'s, W> {
             dry_run: false,
             post_materialize: self.opts.post_materialize.clone(),
         };
-        let mut stats = crate::deploy::execute(self.store, lock, &snap, plan, &opts)?;
-        if stats.changed_tree() {
-            stats.hook_failures = crate::deploy::run_hooks(&opts.post_materialize, &id, &opts.root);
-        }
+        let stats = crate::deploy::execute_with_hooks(self.store, lock, &snap, plan, &opts)?;
         serde_json::to_string(&stats).map_err(|e| Error::Other(e.to_string()))
     }
 

@@ -401,6 +401,67 @@ fn post_materialize_hooks_get_the_snapshot_and_a_failure_keeps_the_deployment() 
 }
 
 #[test]
+fn hooks_of_a_deployment_killed_before_they_ran_run_at_the_next_materialize() {
+    let env = Env::new();
+    let s = site(&env);
+    let out = env.path("hook.out");
+    let cfg = env.path("hamn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "store = '{}'\n[hooks]\npost_materialize = ['echo $HAMN_SNAPSHOT >> {}']\n",
+            env.store().display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let materialize_with = |failpoint: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["--config", cfg.to_str().unwrap(), "materialize", "--root"])
+            .arg(&s.root);
+        if let Some(p) = failpoint {
+            c.env("HAMN_FAILPOINT", p);
+        }
+        c.output().unwrap()
+    };
+    for (night, point) in ["deploy:committed", "deploy:state-written"]
+        .iter()
+        .enumerate()
+    {
+        write(&s.install.join("night"), format!("{night}").as_bytes());
+        let id = s.snapshot(&env);
+        let _ = fs::remove_file(&out);
+        // Killed after the commit: the deployment completes (now or at
+        // the next command's recovery), its hooks did not run.
+        let o = materialize_with(Some(point));
+        assert_eq!(o.status.code(), None, "{point}: not killed: {}", stderr(&o));
+        assert!(!out.exists(), "{point}: the hook ran before the kill");
+        // The next materialize finds the snapshot deployed and runs them.
+        let o = materialize_with(None);
+        assert_eq!(code(&o), 0, "{point}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("did not all run"),
+            "{point}: {}",
+            stderr(&o)
+        );
+        s.assert_deployed_equals_source();
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            format!("{id}\n"),
+            "{point}"
+        );
+        // Once.
+        let o = materialize_with(None);
+        assert_eq!(code(&o), 0, "{point}: {}", stderr(&o));
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            format!("{id}\n"),
+            "{point}"
+        );
+    }
+}
+
+#[test]
 fn killed_deployments_leave_the_old_set_or_the_new_set() {
     let env = Env::new();
     let s = site(&env);
