@@ -195,6 +195,7 @@ impl Fill<'_> {
         };
         let m = &e.meta;
         let same = md.nlink() == 1
+            && dir.dev().is_ok_and(|d| d == md.dev())
             && md.size() == c.size
             && md.mtime() == m.mtime_sec
             && md.mtime_nsec() as u32 == m.mtime_nsec
@@ -360,7 +361,7 @@ fn note(stats: &mut RestoreStats, path: &Path, failed: Vec<String>) {
 }
 
 impl RestoreStats {
-    fn add(&mut self, o: RestoreStats) {
+    pub fn add(&mut self, o: RestoreStats) {
         self.files += o.files;
         self.dirs += o.dirs;
         self.other_entries += o.other_entries;

@@ -24,6 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::failpoint::failpoint;
 use crate::fs::write::{Dir, PasswdLock, keeping_times};
 use crate::id::SnapshotId;
+use crate::restore::RestoreStats;
 use crate::snapshot::{self, Found, Snapshot, path_components};
 use crate::store::{Store, StoreLock};
 use crate::tree::{Entry, Kind, Tree};
@@ -433,7 +434,7 @@ pub fn execute(
         // nothing gets its own copies, so that the two stay independent
         // for the next nights' metadata-only changes; so does every file
         // where reflinks make copies free.
-        applier.share_with_live(d.base != "empty" && !staging.supports_reflinks());
+        applier.share_with_live(d.base != "empty" && !generation.supports_reflinks());
         applier.apply(&staging, &d.actions)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);
@@ -822,9 +823,9 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         return execute(store, lock, &prev, plan, &opts);
     }
     let mut applier = apply::Applier::new(store);
-    let mut warnings = Vec::new();
     let mut dirs = Vec::new();
     let mut entries = Vec::new();
+    let mut to_reconcile = Vec::new();
     for p in &cur.paths {
         let live = live_path(root, p)?;
         let generation = gen_dir(&live);
@@ -846,12 +847,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         if let Found::Entry(e) =
             snapshot::lookup(store, prev.root, &previous.short(), p.as_bytes())?
         {
-            warnings.extend(reconcile_shared(
-                store,
-                &mut applier,
-                &generation.join(PREVIOUS),
-                &e,
-            )?);
+            to_reconcile.push((generation.clone(), e));
         }
         if is_mount_point(&live) {
             entries.extend(mount_entry_swaps(&live, &generation.join(PREVIOUS))?);
@@ -891,7 +887,12 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         }
         files.push(stage_file(store, &prev, root, f, &mut applier)?);
     }
-    let a = applier.finish();
+    let mut a = applier.finish();
+    if a.errors.is_empty() {
+        for (generation, e) in &to_reconcile {
+            a.add(reconcile_shared(store, generation, e)?);
+        }
+    }
     if !a.errors.is_empty() {
         return Err(Error::Other(format!(
             "{} entries could not be written (first: {}); nothing was rolled back",
@@ -922,7 +923,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         files_written: a.files,
         bytes_written: a.bytes_written,
         seconds: started.elapsed().as_secs_f64(),
-        warnings: warnings.into_iter().chain(a.warnings).collect(),
+        warnings: a.warnings,
         ..MaterializeStats::default()
     })
 }
@@ -941,26 +942,30 @@ fn consumed_previous(snap: &Snapshot, root: &Path) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// Before a rollback: re-create from the store the files of the previous
-/// generation `prev_dir` (the snapshot's `entry`) that it shares with the
-/// live tree and that are no longer the snapshot's version, having been
-/// changed in place through the live tree. The live tree keeps its
-/// changed copies. Returns warnings (xattrs that could not be set).
-fn reconcile_shared(
-    store: &Store,
-    applier: &mut apply::Applier,
-    prev_dir: &Path,
-    entry: &Entry,
-) -> Result<Vec<String>> {
+/// The scratch file in GEN that a shared file of `GEN/previous` is
+/// rewritten into before it is renamed over its name.
+const REWRITE_TMP: &str = "rewrite.tmp";
+
+/// Before a rollback: rewrite from the store the files of `GEN/previous`
+/// (the snapshot's `entry`) that it shares with the live tree and that
+/// are no longer the snapshot's version, having been changed in place
+/// through the live tree; the live tree keeps its changed copies. Each is
+/// written whole beside the tree, then renamed over its name, so a crash
+/// or damaged data leaves the shared name as it was (and the next
+/// rollback finds it again); the directory keeps its times. Damaged data
+/// is in the returned stats' errors.
+fn reconcile_shared(store: &Store, generation: &Path, entry: &Entry) -> Result<RestoreStats> {
+    let mut applier = apply::Applier::new(store);
     let Kind::Dir(tree) = entry.kind else {
-        return Ok(Vec::new());
+        return Ok(applier.finish());
     };
     let tree = store.read_tree(tree)?;
+    let prev_dir = generation.join(PREVIOUS);
     let mut planner = Planner::new(store);
     planner.shared_only = true;
-    planner.dir(prev_dir, &plan::RelPath(Vec::new()), &tree, None)?;
+    planner.dir(&prev_dir, &plan::RelPath(Vec::new()), &tree, None)?;
     if planner.actions.is_empty() {
-        return Ok(Vec::new());
+        return Ok(applier.finish());
     }
     crate::log::info(&format!(
         "{}: {} files shared with the live tree were changed in place there; \
@@ -968,11 +973,40 @@ fn reconcile_shared(
         prev_dir.display(),
         planner.stats.to_create
     ));
-    let top = Dir::open_root(prev_dir).at(prev_dir)?;
-    applier.apply(&top, &planner.actions)?;
-    let failed = top.set_meta(&entry.meta).at(prev_dir)?;
-    top.syncfs().at(prev_dir)?;
-    Ok(failed)
+    let gen_dir = Dir::open_root(generation).at(generation)?;
+    let tmp = REWRITE_TMP.as_bytes();
+    for a in &planner.actions {
+        let plan::Action::Create { path, entry, .. } = a else {
+            continue;
+        };
+        let (comps, name) = path.split();
+        // GEN, then `previous` and the directories down to the file's.
+        let mut chain = vec![(
+            PREVIOUS.as_bytes(),
+            gen_dir.open_dir(PREVIOUS.as_bytes()).at(&prev_dir)?,
+        )];
+        for c in comps {
+            let up = &chain[chain.len() - 1].1;
+            let d = up.open_dir(c).at(up.child_path(c))?;
+            chain.push((c, d));
+        }
+        let (parent_name, parent) = &chain[chain.len() - 1];
+        let grand = chain.len().checked_sub(2).map_or(&gen_dir, |i| &chain[i].1);
+        let times = grand.times_of(parent_name).at(parent.path())?;
+        let mut e = entry.clone();
+        e.name = tmp.to_vec();
+        applier.create_entry(&gen_dir, &e)?;
+        if gen_dir.kind_of(tmp).at(gen_dir.child_path(tmp))?.is_some() {
+            let to = parent.child_path(name);
+            let written = gen_dir.open_file(tmp).at(&to)?;
+            written.sync_all().at(&to)?;
+            failpoint("rollback:rewrite-written");
+            gen_dir.rename(tmp, parent, name).at(&to)?;
+            grand.set_times_of(parent_name, &times).at(parent.path())?;
+        }
+    }
+    gen_dir.syncfs().at(generation)?;
+    Ok(applier.finish())
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -158,12 +158,12 @@ fn same_meta(path: &Path, md: &Metadata, e: &Entry) -> bool {
         && crate::fs::read::xattrs(path, false).is_ok_and(|x| x == m.xattrs)
 }
 
-/// A regular file whose inode has more names than the snapshot gives it:
-/// it is shared with another generation (see
-/// [`crate::restore::Restorer::share_with_live`]), so it must be replaced,
-/// never changed in place, or the other tree would change with it.
-fn shared(md: &Metadata, e: &Entry) -> bool {
-    md.is_file() && md.nlink() > u64::from(e.meta.nlink.max(1))
+/// A regular file with more than one name may be shared with the other
+/// generation (see [`crate::restore::Restorer::share_with_live`]), also
+/// when the snapshot gives it hard links of its own: it must be replaced,
+/// never changed in place, or the other tree could change with it.
+fn shared(md: &Metadata) -> bool {
+    md.is_file() && md.nlink() > 1
 }
 
 pub struct Planner<'a> {
@@ -288,7 +288,10 @@ impl<'a> Planner<'a> {
         };
         let content_ok = same_type(&md, e)
             && (same_content(&path, &md, e) || still_base_with_same_content(&md, e, base));
-        if !content_ok {
+        // Other metadata for a possibly shared file: a new inode, which the
+        // other members of its hard-link group are then linked to.
+        let replace = content_ok && !self.drift_only && shared(&md) && !same_meta(&path, &md, e);
+        if !content_ok || replace {
             self.remember_leader(e, &r, None);
             return self.create(r, e);
         }
@@ -321,9 +324,6 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         if !same_meta(&path, &md, e) {
-            if !self.drift_only && shared(&md, e) {
-                return self.create(r, e);
-            }
             self.stats.to_reown += 1;
             self.actions.push(Action::Meta {
                 path: r,
@@ -334,7 +334,9 @@ impl<'a> Planner<'a> {
     }
 
     /// [`Planner::shared_only`]: re-create a shared file that is not the
-    /// snapshot's version; walk directories.
+    /// snapshot's version (files with hard links in the snapshot are left
+    /// alone); walk directories. Only creates are planned: the caller
+    /// keeps the directories' own metadata as it is.
     fn shared_entry(
         &mut self,
         path: &Path,
@@ -348,18 +350,12 @@ impl<'a> Planner<'a> {
         match &e.kind {
             Kind::Dir(id) if md.is_dir() => {
                 let sub = self.store.read_tree(*id)?;
-                self.dir(path, &r, &sub, None)?;
-                // A directory's times are set again after its contents change.
-                if self.actions.last().is_some_and(|a| a.path().is_below(&r)) {
-                    self.actions.push(Action::Meta {
-                        path: r,
-                        entry: e.clone(),
-                    });
-                }
-                Ok(())
+                self.dir(path, &r, &sub, None)
             }
             Kind::File(_)
-                if shared(&md, e) && !(same_content(path, &md, e) && same_meta(path, &md, e)) =>
+                if e.meta.nlink <= 1
+                    && shared(&md)
+                    && !(same_content(path, &md, e) && same_meta(path, &md, e)) =>
             {
                 self.create(r, e)
             }

@@ -540,7 +540,8 @@ pub fn keeping_times(
 
 impl Dir {
     /// Whether the file system here shares blocks between files
-    /// (`FICLONE` works): tried on two scratch files, removed again.
+    /// (`FICLONE` works): tried on two scratch files, removed again (so
+    /// never call it on a directory whose names matter).
     pub fn supports_reflinks(&self) -> bool {
         let (a, b) = (b".hamn-reflink-probe-a", b".hamn-reflink-probe-b");
         let probe = || -> io::Result<bool> {

@@ -808,6 +808,25 @@ fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() 
 }
 
 #[test]
+fn a_shared_file_that_gains_a_hard_link_and_a_mode_is_replaced_not_changed_in_place() {
+    let env = Env::new();
+    let s = site(&env);
+    three_deployments(&env, &s, || {});
+    let night2 = env.path("night2");
+    copy_tree(&s.install, &night2);
+    // Tonight f1, shared by the live tree and the previous generation,
+    // gets a second name and another mode on the primary: its link count
+    // in the snapshot (2) is now that of the shared inode.
+    let f1 = s.install.join("d1/s1/f1.txt");
+    fs::hard_link(&f1, s.install.join("d1/s1/z-again.txt")).unwrap();
+    fs::set_permissions(&f1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert_same_tree(&night2, &gen_previous(&s.live_install()));
+}
+
+#[test]
 fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     let env = Env::new();
     let s = site(&env);
@@ -823,6 +842,20 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
         fs::read(prev.join("d1/s1/f1.txt"))
             .unwrap()
             .ends_with(b"on the standby")
+    );
+    // A rollback killed after the rewrite was written, before it was
+    // renamed in, leaves the shared name for the next one to find.
+    let killed = env
+        .cmd()
+        .args(["rollback", "--root", s.root.to_str().unwrap()])
+        .env("HAMN_FAILPOINT", "rollback:rewrite-written")
+        .output()
+        .unwrap();
+    assert_eq!(
+        killed.status.code(),
+        None,
+        "not killed: {}",
+        stderr(&killed)
     );
     // Rollback restores S1 exactly, and keeps the edited copy in the
     // generation that was live.
