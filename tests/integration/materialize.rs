@@ -729,6 +729,15 @@ fn a_file_only_touched_on_the_primary_is_not_rewritten() {
     assert!(written < 100_000, "a touched file was rewritten: {st}");
 }
 
+/// A site whose root is a tmpfs, which has no reflinks: there, files the
+/// live tree already has right are hard-linked between generations.
+fn site_without_reflinks(env: &Env) -> (Site, Mount) {
+    let mut s = site(env);
+    let m = Mount::tmpfs(&env.path("root-tmpfs"), "64m");
+    s.root = m.path.clone();
+    (s, m)
+}
+
 /// Three deployments (S0, S1 changing `d1/s1/f1.txt`, S2 changing
 /// `d2/s2/f2.txt`): the third brings the first generation forward, and
 /// `f1`, exactly right in the live tree, is linked from it. Returns the
@@ -761,7 +770,7 @@ fn ino(p: &Path) -> u64 {
 #[test]
 fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     let (third, _) = three_deployments(&env, &s, || {});
     s.assert_deployed_equals_source();
     assert_eq!(third["files_linked"], 1, "{third}");
@@ -782,7 +791,7 @@ fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
 #[test]
 fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     three_deployments(&env, &s, || {});
     let night2 = env.path("night2");
     copy_tree(&s.install, &night2);
@@ -810,7 +819,7 @@ fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() 
 #[test]
 fn a_shared_file_that_gains_a_hard_link_and_a_mode_is_replaced_not_changed_in_place() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     three_deployments(&env, &s, || {});
     let night2 = env.path("night2");
     copy_tree(&s.install, &night2);
@@ -829,7 +838,7 @@ fn a_shared_file_that_gains_a_hard_link_and_a_mode_is_replaced_not_changed_in_pl
 #[test]
 fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     let (_, night1) = three_deployments(&env, &s, || {});
     // On the standby, f1 is appended to in place: the previous
     // generation's name for the inode sees the change too.
@@ -879,7 +888,7 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
 #[test]
 fn rollback_after_a_deployment_that_did_not_finish_rebuilds_the_previous_snapshot() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     let (_, night1) = three_deployments(&env, &s, || {});
     let night2 = env.path("night2");
     copy_tree(&s.install, &night2);
@@ -955,7 +964,7 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_copied() {
 #[test]
 fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
     let env = Env::new();
-    let s = site(&env);
+    let (s, _root_fs) = site_without_reflinks(&env);
     // The third deployment would link last night's file from the live
     // tree: not once it holds other bytes.
     let live_f1 = s.live_install().join("d1/s1/f1.txt");
