@@ -397,6 +397,13 @@ impl<'a> Restorer<'a> {
         self.fill.reuse = Some((top, live));
     }
 
+    /// Hard-link groups already on disk, (source dev, source ino) -> path:
+    /// a member created from now on is linked to that path, and groups
+    /// met before are forgotten.
+    pub fn link_groups_to(&mut self, known: HashMap<(u64, u64), PathBuf>) {
+        self.links = known;
+    }
+
     /// Whether files whose live copy already is exactly the target (all
     /// metadata included) are hard-linked to it instead of copied: for a
     /// previous generation being brought forward, where the files to

@@ -32,14 +32,31 @@ impl<'a> Applier<'a> {
         self.restorer.share_with_live(share);
     }
 
+    /// Hard-link groups of the trees applied so far are not linked into.
+    pub fn forget_link_groups(&mut self) {
+        self.restorer.link_groups_to(Default::default());
+    }
+
     /// Create one entry (with its subtree) in `parent`.
     pub fn create_entry(&mut self, parent: &Dir, e: &Entry) -> Result<()> {
         self.restorer.entry(parent, e)
     }
 
     /// Carry out `actions` in `top`; the content of new files is written
-    /// by worker threads ([`Restorer::parallel`]).
-    pub fn apply(&mut self, top: &Dir, actions: &[Action]) -> Result<()> {
+    /// by worker threads ([`Restorer::parallel`]). A member of a hard-link
+    /// group in `kept` (kept on disk, relative to `top`) that a created
+    /// subtree holds is linked to it.
+    pub fn apply(
+        &mut self,
+        top: &Dir,
+        actions: &[Action],
+        kept: &std::collections::HashMap<(u64, u64), RelPath>,
+    ) -> Result<()> {
+        self.restorer.link_groups_to(
+            kept.iter()
+                .map(|(k, rel)| (*k, resolve(top, rel)))
+                .collect(),
+        );
         self.restorer.parallel(|r| apply_actions(r, top, actions))
     }
 

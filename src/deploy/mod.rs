@@ -66,6 +66,9 @@ pub struct DirPlan {
     pub mount_point: bool,
     pub stats: PlanStats,
     pub actions: Vec<Action>,
+    /// Hard-link groups with a member kept on disk: where it is.
+    #[serde(skip)]
+    kept_leaders: std::collections::HashMap<(u64, u64), plan::RelPath>,
     #[serde(skip)]
     entry: Entry,
 }
@@ -282,6 +285,7 @@ fn plan_paths(
                     mount_point: is_mount_point(&live),
                     live,
                     base,
+                    kept_leaders: planner.kept_leaders(),
                     stats: planner.stats,
                     actions: planner.actions,
                     entry,
@@ -435,7 +439,7 @@ pub fn execute(
         // for the next nights' metadata-only changes; so does every file
         // where reflinks make copies free.
         applier.share_with_live(d.base != "empty" && !generation.supports_reflinks());
-        applier.apply(&staging, &d.actions)?;
+        applier.apply(&staging, &d.actions, &d.kept_leaders)?;
         let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
         stats.warnings.extend(failed);
         // Everything staged is durable before it can become live.
@@ -471,6 +475,7 @@ pub fn execute(
         stats.entries_reowned += d.stats.to_reown;
         stats.files_reused += d.stats.entries_checked - d.stats.to_create;
     }
+    applier.forget_link_groups();
     for f in &plan.files {
         if f.unchanged {
             stats.files_reused += 1;

@@ -363,6 +363,17 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Hard-link groups whose first member is kept on disk as it is:
+    /// (source dev, source ino) -> its path. A member that a created
+    /// subtree holds, where the planner does not descend, is linked to it.
+    pub fn kept_leaders(&self) -> HashMap<(u64, u64), RelPath> {
+        self.leaders
+            .iter()
+            .filter(|(_, (_, disk))| disk.is_some())
+            .map(|(k, (rel, _))| (*k, rel.clone()))
+            .collect()
+    }
+
     fn remember_leader(&mut self, e: &Entry, rel: &RelPath, disk: Option<(u64, u64)>) {
         if matches!(e.kind, Kind::File(_)) && e.meta.nlink > 1 {
             self.leaders

@@ -836,6 +836,32 @@ fn a_shared_file_that_gains_a_hard_link_and_a_mode_is_replaced_not_changed_in_pl
 }
 
 #[test]
+fn a_hard_link_into_a_new_directory_joins_the_file_kept_on_disk() {
+    let env = Env::new();
+    let s = site(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // Night 1: a new directory holds a second name of an unchanged file.
+    fs::create_dir_all(s.install.join("new")).unwrap();
+    fs::hard_link(
+        s.install.join("d1/s1/f1.txt"),
+        s.install.join("new/f1-link"),
+    )
+    .unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    // Night 2 starts from the first generation, which has f1 and no
+    // `new`: the directory is created whole, and its member of the group
+    // must be linked to the f1 kept there.
+    write(&s.install.join("d2/s2/f2.txt"), b"night two");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert_no_drift(&env.json(&["status", "--root", s.root.to_str().unwrap()]));
+}
+
+#[test]
 fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     let env = Env::new();
     let (s, _root_fs) = site_without_reflinks(&env);
