@@ -21,8 +21,13 @@ pub struct Args {
 }
 
 pub fn print_stats(verb: &str, s: &deploy::MaterializeStats, root: &std::path::Path) {
+    let linked = if s.files_linked > 0 {
+        format!(", {} linked to the live tree", s.files_linked)
+    } else {
+        String::new()
+    };
     println!(
-        "{verb} snapshot {} under {}: {} files written ({}), {} removed, {} re-owned, {} unchanged in {:.1}s",
+        "{verb} snapshot {} under {}: {} files written ({}){linked}, {} removed, {} re-owned, {} unchanged in {:.1}s",
         &s.snapshot[..12],
         root.display(),
         s.files_written,

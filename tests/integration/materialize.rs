@@ -786,6 +786,12 @@ fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
         ino(&s.live_install().join("d2/s2/f2.txt")),
         ino(&prev.join("d2/s2/f2.txt"))
     );
+    // The next night links f2 in turn, and says so.
+    write(&s.install.join("d3/s0/f3.txt"), b"night three");
+    s.snapshot(&env);
+    let text = env.ok(&["materialize", "--root", s.root.to_str().unwrap()]);
+    assert!(text.contains(", 1 linked to the live tree,"), "{text}");
+    s.assert_deployed_equals_source();
 }
 
 #[test]
