@@ -61,6 +61,10 @@ pub struct Standby {
     /// gives up (default 120); the standby's long steps (checking a new
     /// snapshot, deploying, retention) are not limited.
     pub io_timeout: Option<u64>,
+    /// Seconds the standby's answer to one of its long steps (checking a
+    /// new snapshot, deploying, retention) may take before the primary
+    /// gives up (default 6 hours; 0: no limit).
+    pub step_timeout: Option<u64>,
     /// Chunks read back from the standby after each sync: absent means
     /// the built-in 16, 0 turns the read-back off.
     pub verify_sample: Option<u32>,
@@ -81,6 +85,7 @@ impl Default for Standby {
             materialize: false,
             root: None,
             io_timeout: None,
+            step_timeout: None,
             verify_sample: None,
             delta: true,
         }

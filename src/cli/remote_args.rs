@@ -53,6 +53,7 @@ impl RemoteArgs {
                 known_hosts: self.known_hosts.clone().or_else(|| sb.known_hosts.clone()),
                 remote_bin: self.remote_bin.clone().or_else(|| sb.remote_bin.clone()),
                 io_timeout: sb.io_timeout,
+                step_timeout: sb.step_timeout,
             },
             mode,
             lock_wait: ctx.lock_wait_duration(),

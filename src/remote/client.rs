@@ -224,7 +224,7 @@ impl Remote {
 
     pub fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
         // The standby checks everything new below the root first.
-        match self.long_request(&Msg::PutSnapshot(record))? {
+        match self.long_request(&Msg::PutSnapshot(record), "it checks the new snapshot")? {
             Msg::SnapshotStored(id) => Ok(id),
             other => Err(self.unexpected(&other)),
         }
@@ -241,16 +241,36 @@ impl Remote {
         Ok(out)
     }
 
-    /// A request whose work on the standby may take long: no read timeout.
-    fn long_request(&mut self, m: &Msg) -> Result<Msg> {
-        if let Some(s) = &self.ssh {
-            s.unlimited_wait(true);
-        }
+    /// A request whose work on the standby may take long: waited for up
+    /// to the step limit (`standby.step_timeout`) instead of the per-read
+    /// one.
+    fn long_request(&mut self, m: &Msg, what: &str) -> Result<Msg> {
+        let Some(s) = &self.ssh else {
+            return self.request(m);
+        };
+        s.long_wait(true);
+        let limit = s.step_timeout();
+        let started = std::time::Instant::now();
         let r = self.request(m);
         if let Some(s) = &self.ssh {
-            s.unlimited_wait(false);
+            s.long_wait(false);
         }
-        r
+        match (r, limit) {
+            (Err(_), Some(limit)) if !self.peer_spoke && started.elapsed() >= limit => {
+                if let Some(s) = &self.ssh {
+                    s.give_up();
+                }
+                Err(Error::Remote {
+                    peer: self.peer.clone(),
+                    message: format!(
+                        "no answer within {} s while {what} (standby.step_timeout): the \
+                         standby may still be working on it; see `hamn status` there",
+                        limit.as_secs()
+                    ),
+                })
+            }
+            (r, _) => r,
+        }
     }
 
     /// Have the standby deploy a snapshot it holds; returns its statistics.
@@ -259,7 +279,7 @@ impl Remote {
             snapshot,
             root: root.to_string(),
         };
-        match self.long_request(&m)? {
+        match self.long_request(&m, "it deploys the snapshot")? {
             Msg::Materialized(json) => serde_json::from_str(&json).map_err(|e| Error::Remote {
                 peer: self.peer.clone(),
                 message: format!("bad deployment report: {e}"),
@@ -271,7 +291,7 @@ impl Remote {
     /// Have the standby apply its own retention policy. `None` when it
     /// declines (append-only, or no policy): it then runs its own.
     pub fn apply_retention(&mut self) -> Result<Option<serde_json::Value>> {
-        match self.long_request(&Msg::ApplyRetention) {
+        match self.long_request(&Msg::ApplyRetention, "it applies its retention") {
             Ok(Msg::RetentionApplied(json)) => {
                 serde_json::from_str(&json)
                     .map(Some)

@@ -20,6 +20,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// whose `hamn serve` died while the client was writing is noticed only
 /// through this limit (libssh2 keeps waiting for window space).
 pub const DEFAULT_IO_TIMEOUT_SECS: u64 = 120;
+/// Longest wait for the answer to one of the standby's long steps
+/// (checking a new snapshot, deploying, retention) unless the config says
+/// otherwise (`standby.step_timeout`; 0: no limit). Far above any sane
+/// deployment, so that only a standby that hangs (a hung NFS mount under
+/// its root, a hook that never returns) runs into it.
+pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 6 * 3600;
 
 #[derive(Debug, Clone, Default)]
 pub struct SshOptions {
@@ -31,11 +37,16 @@ pub struct SshOptions {
     pub remote_bin: Option<String>,
     /// Seconds any one read or write may wait (None: the default).
     pub io_timeout: Option<u64>,
+    /// Seconds the answer to a long step may take (None: the default,
+    /// 0: no limit).
+    pub step_timeout: Option<u64>,
 }
 
 pub struct SshConnection {
     session: Session,
     io_timeout_ms: u32,
+    /// 0: no limit.
+    step_timeout_ms: u32,
     channel: ssh2::Channel,
     remote_bin: String,
     peer: String,
@@ -110,6 +121,8 @@ impl SshConnection {
         let io_timeout_ms = (o.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT_SECS).max(1) * 1000)
             .min(u32::MAX as u64) as u32;
         sess.set_timeout(io_timeout_ms);
+        let step_timeout_ms = (o.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT_SECS) * 1000)
+            .min(u32::MAX as u64) as u32;
         sess.handshake()
             .map_err(|e| ssh_err(&peer, "ssh handshake failed", e))?;
         crate::log::verbose(&format!(
@@ -221,18 +234,34 @@ impl SshConnection {
         Ok(SshConnection {
             session: sess,
             io_timeout_ms,
+            step_timeout_ms,
             channel,
             remote_bin,
             peer,
         })
     }
 
-    /// Wait without a limit (`true`) for requests whose work on the
+    /// Wait up to the step limit (`true`) for requests whose work on the
     /// standby may take long (a first full deployment), or with the usual
     /// per-read limit again (`false`).
-    pub fn unlimited_wait(&self, on: bool) {
-        self.session
-            .set_timeout(if on { 0 } else { self.io_timeout_ms });
+    pub fn long_wait(&self, on: bool) {
+        self.session.set_timeout(if on {
+            self.step_timeout_ms
+        } else {
+            self.io_timeout_ms
+        });
+    }
+
+    /// After a request was given up: closing the channel waits only a
+    /// second for a standby that is still busy with it.
+    pub fn give_up(&self) {
+        self.session.set_timeout(1000);
+    }
+
+    /// The step limit, if any.
+    pub fn step_timeout(&self) -> Option<std::time::Duration> {
+        (self.step_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.step_timeout_ms.into()))
     }
 
     pub fn streams(&self) -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {

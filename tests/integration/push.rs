@@ -600,6 +600,7 @@ fn sync_has_the_standby_materialize_over_the_same_session() {
                 known_hosts: Some(sshd.path("known_hosts")),
                 remote_bin: Some(BIN.into()),
                 io_timeout: None,
+                step_timeout: None,
             },
             mode: hamn::remote::protocol::MODE_WRITE,
             lock_wait: Duration::ZERO,
@@ -707,6 +708,50 @@ fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
     let m = parse_prometheus(&fs::read_to_string(&prom).unwrap());
     assert_eq!(m["hamn_sync_exit_status"], 1.0);
     assert_eq!(m["hamn_sync_last_success_timestamp_seconds"], last_ok);
+}
+
+#[test]
+fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let root = env.path("standby-root");
+    fs::create_dir_all(&root).unwrap();
+    // The standby's deployment hangs in a hook (as on a hung NFS mount).
+    let sb_cfg = env.path("standby.toml");
+    fs::write(&sb_cfg, "[hooks]\npost_materialize = ['sleep 20']\n").unwrap();
+    let sshd = Sshd::start(&format!(
+        "command=\"{BIN} --config {} serve --store {} --root {}\",restrict",
+        sb_cfg.display(),
+        sb.display(),
+        root.display()
+    ));
+    let src = env.path("install");
+    make_tree(&src, 20, 9);
+    let standby_lines = format!(
+        "{}materialize = true\nroot = '{}'\nstep_timeout = 2\n",
+        ssh_standby(&sshd, &sb),
+        root.display()
+    );
+    let cfg = write_config(&env, &[&src], &standby_lines, "");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no answer within 2 s while it deploys the snapshot (standby.step_timeout)"),
+        "{err}"
+    );
+    // The primary's lock is free again: the next run is not refused.
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The snapshot arrived whole before the deployment began.
+    assert_eq!(standby_snapshots(&sb), 1);
 }
 
 #[test]
