@@ -538,7 +538,8 @@ fn killed_deployments_leave_the_old_set_or_the_new_set() {
         // Any command recovers first.
         let st = env.run(&["status", "--root", s.root.to_str().unwrap()]);
         assert_eq!(code(&st), 0, "{}", stderr(&st));
-        if stderr(&st).contains("interrupted deployment was") {
+        let journaled = stderr(&st).contains("interrupted deployment was");
+        if journaled {
             recovered += 1;
         }
         let contents: Vec<String> = live_files
@@ -554,19 +555,26 @@ fn killed_deployments_leave_the_old_set_or_the_new_set() {
         let expect_tree = if all_a { &tree_a } else { &tree_b };
         assert_same_tree(expect_tree, &s.live_install());
         saw[all_b as usize] += 1;
-        // No temp or backup files are left beside the managed files.
-        for f in &live_files {
-            let names: Vec<String> = fs::read_dir(f.parent().unwrap())
-                .unwrap()
+        // No backup files are left beside the managed files, nor temp
+        // files once a journal was recovered; a kill before the journal
+        // may leave `.NAME.hamn-new` files, which the next materialize
+        // replaces (docs/deploy.md, known limits).
+        let leftovers = || -> Vec<String> {
+            live_files
+                .iter()
+                .flat_map(|f| fs::read_dir(f.parent().unwrap()).unwrap())
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            assert!(
-                !names.iter().any(|n| n.contains(".hamn-")),
-                "round {round}: {names:?}"
-            );
-        }
+                .filter(|n| n.contains(".hamn-"))
+                .collect()
+        };
+        let left = leftovers();
+        assert!(
+            left.iter().all(|n| !journaled && n.ends_with(".hamn-new")),
+            "round {round}: {left:?}"
+        );
         // Finish the deployment properly before the next round.
         env.ok(&["materialize", target, "--root", s.root.to_str().unwrap()]);
+        assert!(leftovers().is_empty(), "round {round}: {:?}", leftovers());
     }
     assert!(saw[0] > 0 && saw[1] > 0, "{saw:?}");
     assert!(
