@@ -106,7 +106,21 @@ fn apply_actions(restorer: &mut Restorer, top: &Dir, actions: &[Action]) -> Resu
             }
             Action::Link { target, .. } => {
                 let target = resolve(top, target);
-                parent.hard_link(name, &target).at(&path)?;
+                match parent.hard_link(name, &target) {
+                    // The group's first file was removed again for damaged
+                    // data (recorded): this name is lost with it.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && !restorer.stats.errors.is_empty() =>
+                    {
+                        restorer.stats.errors.push(format!(
+                            "{}: not linked: {} could not be written",
+                            path.display(),
+                            target.display()
+                        ));
+                    }
+                    r => r.at(&path)?,
+                }
             }
             Action::Meta { entry, .. } => {
                 parent

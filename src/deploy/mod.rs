@@ -200,6 +200,32 @@ pub fn plan(
     plan_paths(store, &st, snap, plan)
 }
 
+/// The trees the next deployment under `root` will plan against (each
+/// managed directory's staging base), to warm the inode cache ahead of
+/// it. Best effort: empty when nothing is deployed there.
+pub fn staging_bases(store: &Store, root: &Path) -> Vec<PathBuf> {
+    let Some(snap) = state::read(store, root)
+        .ok()
+        .and_then(|st| st.deployed_id())
+        .and_then(|id| store.read_snapshot(id).ok())
+    else {
+        return Vec::new();
+    };
+    snap.paths
+        .iter()
+        .filter_map(|p| live_path(root, p).ok())
+        .map(|live| {
+            let generation = gen_dir(&live);
+            if generation.join(STAGING).is_dir() {
+                generation.join(STAGING)
+            } else {
+                generation.join(PREVIOUS)
+            }
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
 /// The first managed path of `snap` that does not exist under `root`.
 fn missing_live(snap: &Snapshot, root: &Path) -> Result<Option<PathBuf>> {
     for p in &snap.paths {
@@ -421,6 +447,10 @@ pub fn execute(
         let gen_path = gen_dir(&d.live);
         crate::store::durable::create_private_dir(&gen_path)?;
         let generation = Dir::open_root(&gen_path).at(&gen_path)?;
+        // A rollback killed while rewriting a shared file left this.
+        generation
+            .remove(REWRITE_TMP.as_bytes())
+            .at(gen_path.join(REWRITE_TMP))?;
         if d.base == "previous" {
             generation
                 .rename(PREVIOUS.as_bytes(), &generation, STAGING.as_bytes())
@@ -736,7 +766,6 @@ fn swap_all(j: &Journal) -> Result<()> {
     Ok(())
 }
 
-/// Run post_materialize hooks; failures are reported, the deployment stays.
 /// [`execute`], then the `post_materialize` hooks: after a deployment that
 /// changed something, and also when the state says the hooks of the
 /// deployed snapshot are still pending (a crash came between the commit
@@ -757,7 +786,7 @@ pub fn execute_with_hooks(
     if !stats.changed_tree() && !st.hooks_pending {
         return Ok(stats);
     }
-    if !stats.changed_tree() {
+    if !stats.changed_tree() && !opts.post_materialize.is_empty() {
         crate::log::info(&format!(
             "the post_materialize hooks of the deployment of {} under {} did not all run \
              (interrupted): running them now",
@@ -767,17 +796,23 @@ pub fn execute_with_hooks(
     }
     stats.hook_failures = run_hooks(&opts.post_materialize, &deployed, &opts.root);
     if st.hooks_pending {
-        state::write(
-            store,
-            &DeployState {
-                hooks_pending: false,
-                ..st
-            },
-        )?;
+        // The deployment and its hooks are done either way; at worst the
+        // hooks run once more next time.
+        let cleared = DeployState {
+            hooks_pending: false,
+            ..st
+        };
+        if let Err(e) = state::write(store, &cleared) {
+            stats.warnings.push(format!(
+                "the post_materialize hooks ran but could not be recorded as done ({e}); \
+                 they will run again at the next materialize"
+            ));
+        }
     }
     Ok(stats)
 }
 
+/// Run post_materialize hooks; failures are reported, the deployment stays.
 fn run_hooks(commands: &[String], id: &SnapshotId, root: &Path) -> Vec<String> {
     let env = [
         ("HAMN_SNAPSHOT", id.to_hex()),

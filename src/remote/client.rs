@@ -251,6 +251,8 @@ impl Remote {
         s.long_wait(true);
         let limit = s.step_timeout();
         let started = std::time::Instant::now();
+        // Only an error the peer sends for this request explains it.
+        self.peer_spoke = false;
         let r = self.request(m);
         if let Some(s) = &self.ssh {
             s.long_wait(false);

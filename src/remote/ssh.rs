@@ -118,11 +118,11 @@ impl SshConnection {
         let _ = tcp.set_nodelay(true);
         let mut sess = Session::new().map_err(|e| ssh_err(&peer, "ssh session", e))?;
         sess.set_tcp_stream(tcp);
-        let io_timeout_ms = (o.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT_SECS).max(1) * 1000)
-            .min(u32::MAX as u64) as u32;
+        // libssh2 takes an int of milliseconds.
+        let millis = |secs: u64| secs.saturating_mul(1000).min(i32::MAX as u64) as u32;
+        let io_timeout_ms = millis(o.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT_SECS).max(1));
         sess.set_timeout(io_timeout_ms);
-        let step_timeout_ms = (o.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT_SECS) * 1000)
-            .min(u32::MAX as u64) as u32;
+        let step_timeout_ms = millis(o.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT_SECS));
         sess.handshake()
             .map_err(|e| ssh_err(&peer, "ssh handshake failed", e))?;
         crate::log::verbose(&format!(

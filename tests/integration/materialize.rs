@@ -876,6 +876,40 @@ fn a_hard_link_into_a_new_directory_joins_the_file_kept_on_disk() {
 }
 
 #[test]
+fn a_damaged_file_with_hard_links_is_reported_as_damaged_and_nothing_is_deployed() {
+    let env = Env::new();
+    let s = site(&env);
+    let (a, b) = (s.install.join("big/a.bin"), s.install.join("big/b.bin"));
+    write(&a, &bytes(400_000, 70));
+    fs::hard_link(&a, &b).unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    write(&s.install.join("night1"), b"1");
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let before = env.path("before");
+    copy_tree(&s.live_install(), &before);
+    // Tonight the linked file gets new bytes (both names), whose chunk is
+    // damaged in the store: the first name is written and removed again,
+    // the second was to be linked to it.
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::OpenOptions::new().write(true).open(&a).unwrap(),
+        &bytes(400_000, 71),
+        0,
+    )
+    .unwrap();
+    s.snapshot(&env);
+    damage_largest_chunk(packs(&env.store()).last().unwrap());
+    let out = env.run(&["materialize", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("entries could not be written"), "{err}");
+    assert!(err.contains("big/a.bin"), "{err}");
+    assert!(!err.contains("No such file"), "{err}");
+    assert_same_tree(&before, &s.live_install());
+}
+
+#[test]
 fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
     let env = Env::new();
     let (s, _root_fs) = site_without_reflinks(&env);
