@@ -398,7 +398,7 @@ pub fn serve<R: Read, W: Write>(
         server: env!("CARGO_PKG_VERSION").to_string(),
         store_format: FORMAT_VERSION,
     })?;
-    let mut session = Session {
+    let session = Session {
         store: &st,
         opts,
         lock: lock.as_ref(),
@@ -408,6 +408,35 @@ pub fn serve<R: Read, W: Write>(
         bytes_stored: 0,
         bases: BaseCache::default(),
     };
+    // A standby that deploys what it is sent reads its staging base's
+    // inodes while the push runs, so that the deployment's plan finds
+    // them cached (read-only, best effort; it stops with the session).
+    let warm_dirs = if mode == MODE_WRITE && !opts.no_deploy {
+        crate::deploy::staging_bases(&st, &opts.root)
+    } else {
+        Vec::new()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if !warm_dirs.is_empty() {
+            s.spawn(|| {
+                for d in &warm_dirs {
+                    crate::deploy::plan::warm(d, &stop);
+                }
+            });
+        }
+        let ended = session_loop(&mut rd, session, refuse);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ended
+    })
+}
+
+/// Answer requests until the client says Bye or goes away.
+fn session_loop<R: Read, W: Write>(
+    rd: &mut FrameReader<R>,
+    mut session: Session<'_, W>,
+    refuse: impl Fn(&mut FrameWriter<W>, u8, Error) -> Result<()>,
+) -> Result<()> {
     loop {
         let msg = match rd.read() {
             Ok(Some(m)) => m,
