@@ -802,16 +802,23 @@ fn a_file_changed_last_night_is_shared_with_the_live_tree_not_written_again() {
     s.assert_deployed_equals_source();
 }
 
+/// `three_deployments` on a tmpfs root, and a copy of S2's tree. Returns
+/// the site, its mount, the copy, and `f1` on the primary: the file the
+/// live tree shares with the previous generation (which becomes staging).
+fn f1_shared(env: &Env) -> (Site, Mount, PathBuf, PathBuf) {
+    let (s, root_fs) = site_without_reflinks(env);
+    three_deployments(env, &s, || {});
+    let night2 = env.path("night2");
+    copy_tree(&s.install, &night2);
+    let f1 = s.install.join("d1/s1/f1.txt");
+    (s, root_fs, night2, f1)
+}
+
 #[test]
 fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() {
     let env = Env::new();
-    let (s, _root_fs) = site_without_reflinks(&env);
-    three_deployments(&env, &s, || {});
-    let night2 = env.path("night2");
-    copy_tree(&s.install, &night2);
-    // Tonight f1 (shared by the live tree and the previous generation,
-    // which becomes staging) gets a new mtime and mode only.
-    let f1 = s.install.join("d1/s1/f1.txt");
+    let (s, _root_fs, night2, f1) = f1_shared(&env);
+    // Tonight f1 gets a new mtime and mode only.
     set_mtime(&f1, 1_800_000_000, 7);
     fs::set_permissions(&f1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     s.snapshot(&env);
@@ -833,14 +840,9 @@ fn a_shared_file_only_touched_on_the_primary_is_replaced_not_changed_in_place() 
 #[test]
 fn a_shared_file_that_gains_a_hard_link_and_a_mode_is_replaced_not_changed_in_place() {
     let env = Env::new();
-    let (s, _root_fs) = site_without_reflinks(&env);
-    three_deployments(&env, &s, || {});
-    let night2 = env.path("night2");
-    copy_tree(&s.install, &night2);
-    // Tonight f1, shared by the live tree and the previous generation,
-    // gets a second name and another mode on the primary: its link count
-    // in the snapshot (2) is now that of the shared inode.
-    let f1 = s.install.join("d1/s1/f1.txt");
+    let (s, _root_fs, night2, f1) = f1_shared(&env);
+    // Tonight f1 gets a second name and another mode on the primary: its
+    // link count in the snapshot (2) is now that of the shared inode.
     fs::hard_link(&f1, s.install.join("d1/s1/z-again.txt")).unwrap();
     fs::set_permissions(&f1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     s.snapshot(&env);
