@@ -193,17 +193,10 @@ impl Fill<'_> {
         let Ok(md) = file.metadata() else {
             return false;
         };
-        let m = &e.meta;
         let same = md.nlink() == 1
             && dir.dev().is_ok_and(|d| d == md.dev())
             && md.size() == c.size
-            && md.mtime() == m.mtime_sec
-            && md.mtime_nsec() as u32 == m.mtime_nsec
-            && md.mode() & 0o7777 == m.mode
-            && md.uid() == m.uid
-            && md.gid() == m.gid
-            && crate::fs::read::xattrs(&src.child_path(&e.name), false)
-                .is_ok_and(|x| x == m.xattrs)
+            && crate::fs::read::has_meta(&src.child_path(&e.name), &md, &e.meta)
             && holds_content(&file, c);
         if !same || dir.link_from(&e.name, &src, &e.name).is_err() {
             return false;

@@ -214,16 +214,23 @@ pub fn staging_bases(store: &Store, root: &Path) -> Vec<PathBuf> {
     snap.paths
         .iter()
         .filter_map(|p| live_path(root, p).ok())
-        .map(|live| {
-            let generation = gen_dir(&live);
-            if generation.join(STAGING).is_dir() {
-                generation.join(STAGING)
-            } else {
-                generation.join(PREVIOUS)
-            }
-        })
-        .filter(|d| d.is_dir())
+        .map(|live| staging_base(&gen_dir(&live)))
+        .filter(|(_, base)| *base != "empty")
+        .map(|(path, _)| path)
         .collect()
+}
+
+/// Where staging starts from in `generation`, and which base that is:
+/// a staging tree left by a deployment that did not finish, else the
+/// previous generation, else nothing ("empty": staging is made anew).
+fn staging_base(generation: &Path) -> (PathBuf, &'static str) {
+    if generation.join(STAGING).is_dir() {
+        (generation.join(STAGING), "staging")
+    } else if generation.join(PREVIOUS).is_dir() {
+        (generation.join(PREVIOUS), "previous")
+    } else {
+        (generation.join(STAGING), "empty")
+    }
 }
 
 /// The first managed path of `snap` that does not exist under `root`.
@@ -269,14 +276,7 @@ fn plan_paths(
                     )));
                 }
                 let tree = store.read_tree(*tree_id)?;
-                let generation = gen_dir(&live);
-                let (base_path, base) = if generation.join(STAGING).is_dir() {
-                    (generation.join(STAGING), "staging")
-                } else if generation.join(PREVIOUS).is_dir() {
-                    (generation.join(PREVIOUS), "previous")
-                } else {
-                    (generation.join(STAGING), "empty")
-                };
+                let (base_path, base) = staging_base(&gen_dir(&live));
                 // What the previous generation holds, when it is known.
                 let base_tree = match (base, st.previous_id()) {
                     ("previous", Some(prev)) => store

@@ -147,15 +147,7 @@ fn same_content(path: &Path, md: &Metadata, e: &Entry) -> bool {
 }
 
 fn same_meta(path: &Path, md: &Metadata, e: &Entry) -> bool {
-    let m = &e.meta;
-    let mode_ok = md.file_type().is_symlink() || md.mode() & 0o7777 == m.mode;
-    let time_ok = md.file_type().is_dir()
-        || (md.mtime() == m.mtime_sec && md.mtime_nsec() as u32 == m.mtime_nsec);
-    mode_ok
-        && time_ok
-        && md.uid() == m.uid
-        && md.gid() == m.gid
-        && crate::fs::read::xattrs(path, false).is_ok_and(|x| x == m.xattrs)
+    crate::fs::read::has_meta(path, md, &e.meta)
 }
 
 /// A regular file with more than one name may be shared with the other

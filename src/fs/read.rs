@@ -108,6 +108,19 @@ pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
     Ok(out)
 }
 
+/// Whether the entry at `path` (with `md`, its `lstat`) has `m`'s mode
+/// (not for symlinks), mtime (not for directories), owner and xattrs.
+pub fn has_meta(path: &Path, md: &Metadata, m: &Meta) -> bool {
+    let mode_ok = md.file_type().is_symlink() || md.mode() & 0o7777 == m.mode;
+    let time_ok = md.file_type().is_dir()
+        || (md.mtime() == m.mtime_sec && md.mtime_nsec() as u32 == m.mtime_nsec);
+    mode_ok
+        && time_ok
+        && md.uid() == m.uid
+        && md.gid() == m.gid
+        && xattrs(path, false).is_ok_and(|x| x == m.xattrs)
+}
+
 /// Tree metadata from a stat result and the entry's xattrs.
 pub fn meta_from(md: &Metadata, owners: &Owners, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
     Meta {

@@ -445,6 +445,23 @@ impl Dir {
         })
     }
 
+    /// Whether the file system here shares blocks between files
+    /// (`FICLONE` works): tried on two scratch files, removed again (so
+    /// never call it on a directory whose names matter).
+    pub fn supports_reflinks(&self) -> bool {
+        let (a, b) = (b".hamn-reflink-probe-a", b".hamn-reflink-probe-b");
+        let probe = || -> io::Result<bool> {
+            std::os::unix::fs::FileExt::write_all_at(&self.create_file(a)?, &[0u8; 4096], 0)?;
+            let src = self.open_file(a)?;
+            let dst = self.create_file(b)?;
+            Ok(rustix::fs::ioctl_ficlone(&dst, &src).is_ok())
+        };
+        let works = probe().unwrap_or(false);
+        let _ = self.remove(a);
+        let _ = self.remove(b);
+        works
+    }
+
     pub fn fsync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd)?;
         Ok(())
@@ -536,25 +553,6 @@ pub fn keeping_times(
         dir.set_times_of(name, t)?;
     }
     Ok(())
-}
-
-impl Dir {
-    /// Whether the file system here shares blocks between files
-    /// (`FICLONE` works): tried on two scratch files, removed again (so
-    /// never call it on a directory whose names matter).
-    pub fn supports_reflinks(&self) -> bool {
-        let (a, b) = (b".hamn-reflink-probe-a", b".hamn-reflink-probe-b");
-        let probe = || -> io::Result<bool> {
-            std::os::unix::fs::FileExt::write_all_at(&self.create_file(a)?, &[0u8; 4096], 0)?;
-            let src = self.open_file(a)?;
-            let dst = self.create_file(b)?;
-            Ok(rustix::fs::ioctl_ficlone(&dst, &src).is_ok())
-        };
-        let works = probe().unwrap_or(false);
-        let _ = self.remove(a);
-        let _ = self.remove(b);
-        works
-    }
 }
 
 /// Make `dst` a copy of the first `len` bytes of `src`: a reflink where the
