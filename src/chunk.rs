@@ -166,6 +166,74 @@ pub fn delta_decode(delta: &[u8], base: &[u8], plain_len: u32) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// One anchor in about this many bytes (a power of two).
+const ANCHOR_SPACING: u64 = 2048;
+/// Most anchors kept for one chunk (a chunk of repetitive bytes could
+/// otherwise yield one per byte).
+const ANCHORS_MAX: usize = 4096;
+
+/// 256 pseudo-random words for the anchors' rolling hash (splitmix64).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut i = 0;
+    while i < 256 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// Content-defined fingerprints of `data`, sorted: the rolling hash of the
+/// 64 bytes before each position where it has its low bits clear, about
+/// one per `ANCHOR_SPACING` bytes. Two byte strings sharing a stretch of a
+/// few KiB share an anchor wherever the stretch lies in each, so the
+/// anchors tell, at a fraction of a delta's cost, which old chunks a new
+/// chunk copies from (a delta's base then holds only those).
+pub fn anchors(data: &[u8]) -> Vec<u64> {
+    let mask = ANCHOR_SPACING - 1;
+    let mut h = 0u64;
+    let mut out = Vec::new();
+    // The hash covers 64 bytes once that many have been seen.
+    let (head, rest) = data.split_at(data.len().min(63));
+    for &b in head {
+        h = (h << 1).wrapping_add(GEAR[b as usize]);
+    }
+    for &b in rest {
+        h = (h << 1).wrapping_add(GEAR[b as usize]);
+        if h & mask == 0 && out.last() != Some(&h) {
+            out.push(h);
+            if out.len() == ANCHORS_MAX {
+                break;
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// How many of the sorted `a` also occur in the sorted `b`.
+pub fn shared_anchors(a: &[u64], b: &[u64]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Cut a byte stream into content-defined chunks, calling `each` with every
 /// chunk's plain bytes in order. Uses one buffer of `CHUNK_MAX_BYTES` per
 /// call, so memory does not depend on the stream's length.
@@ -268,6 +336,28 @@ mod tests {
                     .filter(|e| **e > 3_100_000 + CHUNK_MAX_BYTES)
                     .count()
         );
+    }
+
+    #[test]
+    fn anchors_find_a_shared_stretch_wherever_it_lies() {
+        let stretch = pseudo_random(16 * 1024, 3);
+        let mut old = pseudo_random(512 * 1024, 4);
+        let mut new = pseudo_random(512 * 1024, 5);
+        old.splice(100_000..100_000, stretch.iter().copied());
+        new.splice(400_123..400_123, stretch.iter().copied());
+        let (a, b) = (anchors(&old), anchors(&new));
+        // About one anchor per ANCHOR_SPACING bytes, sorted and distinct.
+        let expected = old.len() / ANCHOR_SPACING as usize;
+        assert!(a.len() > expected / 2 && a.len() < expected * 2, "{}", a.len());
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(shared_anchors(&a, &b) >= 2, "{}", shared_anchors(&a, &b));
+        let unrelated = anchors(&pseudo_random(512 * 1024, 6));
+        assert_eq!(shared_anchors(&b, &unrelated), 0);
+        // Repetitive bytes give few anchors, not one per byte.
+        assert!(anchors(&vec![0u8; CHUNK_MAX_BYTES]).len() <= 1);
+        let pattern: Vec<u8> = (0..CHUNK_MAX_BYTES).map(|i| (i % 251) as u8).collect();
+        assert!(anchors(&pattern).len() <= 251);
+        assert!(anchors(&old[..63]).is_empty());
     }
 
     #[test]

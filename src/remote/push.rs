@@ -57,6 +57,9 @@ pub struct PushStats {
     /// against sending them as stored.
     pub deltas_sent: u64,
     pub delta_bytes_saved: u64,
+    /// Plain bytes of the bases the deltas were made against (what their
+    /// CPU cost follows).
+    pub delta_base_bytes: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub seconds: f64,
@@ -81,7 +84,7 @@ struct Pusher<'a> {
 /// What the read-ahead thread hands over: a blob as stored, or a delta.
 enum Outgoing {
     Stored(StoredBlob),
-    Delta(DeltaChunk, u64),
+    Delta { chunk: DeltaChunk, saved: u64, base_bytes: u64 },
 }
 
 /// The old version's chunks to send `new`'s chunk at `offset` (of `len`
@@ -142,19 +145,24 @@ fn outgoing(
         return Ok(Outgoing::Stored(stored));
     };
     let plain = local.verify_stored(loc, &stored.stored)?;
-    let base = cache.prefix(local, bases)?;
+    let bases = cache.sharing(local, &plain, bases)?;
+    if bases.is_empty() {
+        return Ok(Outgoing::Stored(stored));
+    }
+    let base = cache.prefix(local, &bases)?;
     match crate::chunk::delta_encode(&plain, &base) {
         Some(delta) if delta.len() * 100 < stored.stored.len() * DELTA_WORTH_PERCENT => {
             let saved = (stored.stored.len() - delta.len()) as u64;
-            Ok(Outgoing::Delta(
-                DeltaChunk {
+            Ok(Outgoing::Delta {
+                chunk: DeltaChunk {
                     id: ChunkId(loc.id.hash),
                     plain_len: loc.plain_len,
-                    bases: bases.clone(),
+                    bases,
                     delta,
                 },
                 saved,
-            ))
+                base_bytes: base.len() as u64,
+            })
         }
         _ => Ok(Outgoing::Stored(stored)),
     }
@@ -165,10 +173,15 @@ impl Pusher<'_> {
         let before = self.remote.bytes_sent();
         match out {
             Outgoing::Stored(b) => self.remote.put_blob(b)?,
-            Outgoing::Delta(d, saved) => {
-                self.remote.put_delta(d)?;
+            Outgoing::Delta {
+                chunk,
+                saved,
+                base_bytes,
+            } => {
+                self.remote.put_delta(chunk)?;
                 self.stats.deltas_sent += 1;
                 self.stats.delta_bytes_saved += saved;
+                self.stats.delta_base_bytes += base_bytes;
             }
         }
         self.stats.blobs_sent += 1;

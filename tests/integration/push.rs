@@ -217,9 +217,16 @@ fn a_changed_image_travels_as_a_delta_against_its_old_version() {
     write(&img, &new);
     env.snapshot(&[&src]);
     let night = pushed(&push(&env, &sshd, &sb, &[]));
-    assert!(night["deltas_sent"].as_u64().unwrap() >= 3, "{night}");
+    let deltas = night["deltas_sent"].as_u64().unwrap();
+    assert!(deltas >= 3, "{night}");
     assert!(
         night["bytes_sent"].as_u64().unwrap() < new.len() as u64 / 10,
+        "{night}"
+    );
+    // Each new chunk was compressed against the old chunks at its own
+    // place, not against all within reach (2 MiB on each side).
+    assert!(
+        night["delta_base_bytes"].as_u64().unwrap() < deltas * 2 * 1024 * 1024,
         "{night}"
     );
     let out = standby(&sb, &["check", "--read-data"]);
