@@ -3,7 +3,8 @@
 //! have the standby deploy it and apply retention on both nodes. Writes
 //! the Prometheus textfile at the end, also when a step failed.
 
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use hamn::metrics::{self, Gauge};
 use hamn::remote::protocol::MODE_WRITE;
@@ -51,7 +52,9 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
     let lock = ctx.lock(&store)?;
     let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
-    let outcome = hamn::snapshot::create::create(&store, &lock, &opts)?;
+    let (outcome, remote) = snapshot_while_connecting(ctx, a, &store, &lock, &opts);
+    // A failed snapshot is the error to report, not the connection's.
+    let outcome = outcome?;
     let s = &outcome.snapshot.stats;
     (r.files_total, r.files_read, r.warnings) = (s.files, s.files_read, s.warnings);
     r.snapshot = Some(snapcmd::outcome_json(&outcome));
@@ -59,7 +62,10 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
         print_outcome(&outcome);
     }
     hamn::log::info(&format!("sync: push to {target}"));
-    let (_, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
+    let mut remote = match remote {
+        Some(r) => r,
+        None => a.remote.connect(ctx, MODE_WRITE)?.1,
+    };
     let sample = ctx
         .config
         .standby
@@ -150,6 +156,55 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
         r.retention_standby = remote.apply_retention()?;
     }
     finish(remote, &outcome, r)
+}
+
+/// How often a session opened during the snapshot asks the standby
+/// something, well inside `serve`'s idle limit (`--idle-timeout`).
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// Take the snapshot while a second thread opens the session with the
+/// standby (TCP, SSH key exchange, `hamn serve` started there), so the
+/// push starts as soon as the snapshot is committed and the standby warms
+/// its deployment's inodes meanwhile (docs/performance.md). The session is
+/// pinged every `KEEPALIVE` until the snapshot is done and once more
+/// then; the standby's lock
+/// is taken only by the push's first write, as before. The early session
+/// is only a head start: if it failed (the standby unreachable, the link
+/// dropped during a long snapshot), it is None and the caller connects
+/// after the snapshot, reporting that attempt's error.
+fn snapshot_while_connecting(
+    ctx: &Ctx,
+    a: &Args,
+    store: &hamn::store::Store,
+    lock: &hamn::store::StoreLock,
+    opts: &hamn::snapshot::create::SnapshotOptions,
+) -> (
+    Result<hamn::snapshot::create::SnapshotOutcome>,
+    Option<hamn::remote::client::Remote>,
+) {
+    let (done, wait) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let session = s.spawn(move || -> Result<_> {
+            let (_, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
+            while let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(KEEPALIVE) {
+                remote.ping()?;
+            }
+            // Still there now that the push can start?
+            remote.ping()?;
+            Ok(remote)
+        });
+        let outcome = hamn::snapshot::create::create(store, lock, opts);
+        drop(done);
+        let remote = match session.join() {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                hamn::log::verbose(&format!("sync: the session opened during the snapshot failed ({e}); connecting again"));
+                None
+            }
+            Err(_) => None,
+        };
+        (outcome, remote)
+    })
 }
 
 fn finish(

@@ -827,3 +827,72 @@ fn sync_verify_sample_defaults_to_16_and_0_turns_it_off() {
     assert!(v["push"]["blobs_sent"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["verified_chunks"], 0, "{v}");
 }
+
+/// An sshd whose key runs `hamn serve` on `sb` through a wrapper that
+/// appends its pid (the serve's, after `exec`) to the returned log, one
+/// line per session, with the given `serve` options.
+fn counting_sshd(env: &Env, sb: &Path, serve_opts: &str) -> (Sshd, std::path::PathBuf) {
+    let log = env.path("sessions.log");
+    let wrapper = env.path("serve-wrapper.sh");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ >> {}\nexec {BIN} serve --store {} {serve_opts}\n",
+            log.display(),
+            sb.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let sshd = Sshd::start(&format!("command=\"{}\",restrict", wrapper.display()));
+    (sshd, log)
+}
+
+#[test]
+fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    // The standby ends a session idle for 3 s; the snapshot takes 8.
+    let (sshd, log) = counting_sshd(&env, &sb, "--idle-timeout 3");
+    let src = env.path("install");
+    make_tree(&src, 20, 4);
+    let seen = env.path("sessions-during-snapshot");
+    let hook = format!(
+        "[hooks]\npre_snapshot = ['sleep 4 && cp {} {} && sleep 4']\n",
+        log.display(),
+        seen.display()
+    );
+    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let out = sync(&cfg);
+    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
+    // The session was open while the snapshot's hook ran, and it was the
+    // only one: kept alive past the standby's idle limit.
+    assert_eq!(fs::read_to_string(&seen).unwrap().lines().count(), 1);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
+    assert_eq!(standby_snapshots(&sb), 1);
+}
+
+#[test]
+fn a_session_lost_during_the_snapshot_is_opened_again() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let (sshd, log) = counting_sshd(&env, &sb, "");
+    let src = env.path("install");
+    make_tree(&src, 20, 5);
+    // The standby's end of the session opened early dies during the
+    // snapshot (kill -9 of its `hamn serve`).
+    let hook = format!(
+        "[hooks]\npre_snapshot = ['sleep 3 && kill -9 $(head -1 {}) && sleep 1']\n",
+        log.display()
+    );
+    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let out = sync(&cfg);
+    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(standby_snapshots(&sb), 1);
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
