@@ -1,7 +1,9 @@
 //! Throughput of the per-chunk work of a snapshot, on one core: FastCDC cut
 //! points (`hamn::chunk::chunk_stream`), BLAKE3 chunk ids
 //! (`hamn::id::ChunkId::of`), zstd-or-raw encoding (`hamn::chunk::encode`),
-//! and the three together as `BlobWriter::add` does them (no store I/O).
+//! and the three together as `BlobWriter::add` does them (no store I/O);
+//! also the anchors a push computes to choose a delta's base chunks
+//! (`hamn::chunk::anchors`).
 //!
 //! Input: 32 MiB of seeded, deterministic data, a mix of text-like (config
 //! and doc lines), code-like (skewed bytes with repeats) and random
@@ -180,6 +182,16 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             for r in &ranges {
                 black_box(ChunkId::of(black_box(&data[r.clone()])));
+            }
+        })
+    });
+
+    // The push's delta base choice: anchors of each chunk sent as a delta
+    // and of each old chunk it may be compressed against.
+    g.bench_function("anchors", |b| {
+        b.iter(|| {
+            for r in &ranges {
+                black_box(chunk::anchors(black_box(&data[r.clone()])));
             }
         })
     });
