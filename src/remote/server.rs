@@ -411,32 +411,44 @@ pub fn serve<R: Read, W: Write>(
     // A standby that deploys what it is sent reads its staging base's
     // inodes while the push runs, so that the deployment's plan finds
     // them cached (read-only, best effort; it stops with the session).
+    // It starts with the client's first request other than a keepalive:
+    // a session opened while the primary takes its snapshot waits idle
+    // until then.
     let warm_dirs = if mode == MODE_WRITE && !opts.no_deploy {
         crate::deploy::staging_bases(&st, &opts.root)
     } else {
         Vec::new()
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         if !warm_dirs.is_empty() {
-            s.spawn(|| {
-                for d in &warm_dirs {
-                    crate::deploy::plan::warm(d, &stop);
+            let (warm_dirs, stop) = (&warm_dirs, &stop);
+            s.spawn(move || {
+                // Err: the session ended first.
+                if wait.recv().is_ok() {
+                    for d in warm_dirs {
+                        crate::deploy::plan::warm(d, stop);
+                    }
                 }
             });
         }
-        let ended = session_loop(&mut rd, session, refuse);
+        let ended = session_loop(&mut rd, session, refuse, go);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         ended
     })
 }
 
 /// Answer requests until the client says Bye or goes away.
+/// `started` is told of the first request that is not a keepalive (an
+/// empty `HaveTrees`).
 fn session_loop<R: Read, W: Write>(
     rd: &mut FrameReader<R>,
     mut session: Session<'_, W>,
     refuse: impl Fn(&mut FrameWriter<W>, u8, Error) -> Result<()>,
+    started: std::sync::mpsc::Sender<()>,
 ) -> Result<()> {
+    let mut started = Some(started);
     loop {
         let msg = match rd.read() {
             Ok(Some(m)) => m,
@@ -444,6 +456,11 @@ fn session_loop<R: Read, W: Write>(
             Ok(None) => return Ok(()),
             Err(e) => return refuse(&mut session.out, E_BAD_REQUEST, e),
         };
+        if !matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty()) {
+            if let Some(tx) = started.take() {
+                let _ = tx.send(());
+            }
+        }
         match session.handle(msg) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
