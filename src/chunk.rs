@@ -168,8 +168,9 @@ pub fn delta_decode(delta: &[u8], base: &[u8], plain_len: u32) -> Result<Vec<u8>
 
 /// One anchor in about this many bytes (a power of two).
 const ANCHOR_SPACING: u64 = 2048;
-/// Most anchors kept for one chunk (a chunk of repetitive bytes could
-/// otherwise yield one per byte).
+/// Most anchors kept for one chunk: the smallest values, a sample that
+/// does not depend on where in the chunk they lie (a chunk of repetitive
+/// bytes could otherwise yield one per byte).
 const ANCHORS_MAX: usize = 4096;
 
 /// 256 pseudo-random words for the anchors' rolling hash (splitmix64).
@@ -188,14 +189,16 @@ const GEAR: [u64; 256] = {
     t
 };
 
-/// Content-defined fingerprints of `data`, sorted: the rolling hash of the
-/// 64 bytes before each position where it has its low bits clear, about
-/// one per `ANCHOR_SPACING` bytes. Two byte strings sharing a stretch of a
-/// few KiB share an anchor wherever the stretch lies in each, so the
+/// Content-defined fingerprints of `data`, sorted and distinct: the
+/// rolling hash of the 64 bytes before each position where its top bits
+/// are zero (bit k of this hash depends on the last k+1 bytes only, so
+/// the top bits are the ones that depend on all 64), about one per
+/// `ANCHOR_SPACING` bytes. Two byte strings sharing a stretch of a few KiB
+/// most likely share an anchor wherever the stretch lies in each, so the
 /// anchors tell, at a fraction of a delta's cost, which old chunks a new
 /// chunk copies from (a delta's base then holds only those).
 pub fn anchors(data: &[u8]) -> Vec<u64> {
-    let mask = ANCHOR_SPACING - 1;
+    let shift = 64 - ANCHOR_SPACING.trailing_zeros();
     let mut h = 0u64;
     let mut out = Vec::new();
     // The hash covers 64 bytes once that many have been seen.
@@ -205,16 +208,22 @@ pub fn anchors(data: &[u8]) -> Vec<u64> {
     }
     for &b in rest {
         h = (h << 1).wrapping_add(GEAR[b as usize]);
-        if h & mask == 0 && out.last() != Some(&h) {
+        if h >> shift == 0 && out.last() != Some(&h) {
             out.push(h);
-            if out.len() == ANCHORS_MAX {
-                break;
+            if out.len() == 4 * ANCHORS_MAX {
+                keep_smallest(&mut out);
             }
         }
     }
-    out.sort_unstable();
-    out.dedup();
+    keep_smallest(&mut out);
     out
+}
+
+/// Sort, drop repeats, keep the `ANCHORS_MAX` smallest.
+fn keep_smallest(v: &mut Vec<u64>) {
+    v.sort_unstable();
+    v.dedup();
+    v.truncate(ANCHORS_MAX);
 }
 
 /// How many of the sorted `a` also occur in the sorted `b`.
@@ -358,6 +367,13 @@ mod tests {
         let pattern: Vec<u8> = (0..CHUNK_MAX_BYTES).map(|i| (i % 251) as u8).collect();
         assert!(anchors(&pattern).len() <= 251);
         assert!(anchors(&old[..63]).is_empty());
+        // However many anchors a chunk has, at most ANCHORS_MAX are kept:
+        // the smallest values, wherever they lie.
+        let big = pseudo_random(CHUNK_MAX_BYTES * 8, 7);
+        let all = anchors(&big);
+        assert_eq!(all.len(), ANCHORS_MAX);
+        let tail = anchors(&big[CHUNK_MAX_BYTES * 4..]);
+        assert!(shared_anchors(&all, &tail) > ANCHORS_MAX / 4);
     }
 
     #[test]

@@ -45,6 +45,13 @@ impl RemoteArgs {
     }
 
     pub fn connect(&self, ctx: &Ctx, mode: u8) -> Result<(Target, Remote)> {
+        let (target, opts) = self.connect_options(ctx, mode)?;
+        let remote = Remote::connect(&target, &opts)?;
+        Ok((target, remote))
+    }
+
+    /// The standby and how to reach it, from these flags and the config.
+    pub fn connect_options(&self, ctx: &Ctx, mode: u8) -> Result<(Target, ConnectOptions)> {
         let target = self.target(ctx)?;
         let sb = &ctx.config.standby;
         let opts = ConnectOptions {
@@ -59,7 +66,6 @@ impl RemoteArgs {
             lock_wait: ctx.lock_wait_duration(),
             root: self.remote_root(ctx),
         };
-        let remote = Remote::connect(&target, &opts)?;
-        Ok((target, remote))
+        Ok((target, opts))
     }
 }

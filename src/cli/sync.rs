@@ -52,9 +52,7 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
     let lock = ctx.lock(&store)?;
     let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
-    let (outcome, remote) = snapshot_while_connecting(ctx, a, &store, &lock, &opts);
-    // A failed snapshot is the error to report, not the connection's.
-    let outcome = outcome?;
+    let (outcome, remote) = snapshot_while_connecting(ctx, a, &store, &lock, &opts)?;
     let s = &outcome.snapshot.stats;
     (r.files_total, r.files_read, r.warnings) = (s.files, s.files_read, s.warnings);
     r.snapshot = Some(snapcmd::outcome_json(&outcome));
@@ -159,52 +157,83 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
 }
 
 /// How often a session opened during the snapshot asks the standby
-/// something, well inside `serve`'s idle limit (`--idle-timeout`).
-const KEEPALIVE: Duration = Duration::from_secs(2);
+/// something, inside any `serve --idle-timeout` of 2 s or more.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// Longest a session opened during the snapshot waits for it. The
+/// standby's `serve` holds its store's lock from the start of a write
+/// session: a primary whose snapshot hangs (a `pre_snapshot` hook, a hung
+/// mount) must not keep the standby locked, which a failover needs free.
+/// A nightly snapshot takes seconds; a longer one gets a new session.
+const EARLY_SESSION_MAX: Duration = Duration::from_secs(10);
 
 /// Take the snapshot while a second thread opens the session with the
 /// standby (TCP, SSH key exchange, `hamn serve` started there), so the
-/// push starts as soon as the snapshot is committed and the standby warms
-/// its deployment's inodes meanwhile (docs/performance.md). The session is
-/// pinged every `KEEPALIVE` until the snapshot is done and once more
-/// then; the standby's lock
-/// is taken only by the push's first write, as before. The early session
-/// is only a head start: if it failed (the standby unreachable, the link
-/// dropped during a long snapshot), it is None and the caller connects
-/// after the snapshot, reporting that attempt's error.
+/// push starts as soon as the snapshot is committed. The session is
+/// pinged every `KEEPALIVE` until the snapshot is done, and once more then.
+/// The early session is only a head start: if it failed (the standby
+/// unreachable, the link dropped) or was given up after
+/// `EARLY_SESSION_MAX`, the returned session is None and the caller
+/// connects after the snapshot, reporting that attempt's error. A failed
+/// snapshot is returned at once, without waiting for the connection; the
+/// session, if any, is then dropped (the standby sees it end).
 fn snapshot_while_connecting(
     ctx: &Ctx,
     a: &Args,
     store: &hamn::store::Store,
     lock: &hamn::store::StoreLock,
     opts: &hamn::snapshot::create::SnapshotOptions,
-) -> (
-    Result<hamn::snapshot::create::SnapshotOutcome>,
+) -> Result<(
+    hamn::snapshot::create::SnapshotOutcome,
     Option<hamn::remote::client::Remote>,
-) {
+)> {
+    let (target, copts) = a.remote.connect_options(ctx, MODE_WRITE)?;
+    // Ok(()) on `done`: the snapshot is committed; the sender dropped: it failed.
     let (done, wait) = mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let session = s.spawn(move || -> Result<_> {
-            let (_, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
-            while let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(KEEPALIVE) {
-                remote.ping()?;
+    let (give, session) = mpsc::channel();
+    let early = move || -> Result<hamn::remote::client::Remote> {
+        let started = Instant::now();
+        let mut remote = hamn::remote::client::Remote::connect(&target, &copts)?;
+        loop {
+            match wait.recv_timeout(KEEPALIVE) {
+                Ok(()) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Other("the snapshot failed".into()));
+                }
+                Err(RecvTimeoutError::Timeout) if started.elapsed() >= EARLY_SESSION_MAX => {
+                    return Err(Error::Other(format!(
+                        "the snapshot took over {} s",
+                        EARLY_SESSION_MAX.as_secs()
+                    )));
+                }
+                Err(RecvTimeoutError::Timeout) => remote.ping()?,
             }
-            // Still there now that the push can start?
-            remote.ping()?;
-            Ok(remote)
-        });
-        let outcome = hamn::snapshot::create::create(store, lock, opts);
-        drop(done);
-        let remote = match session.join() {
-            Ok(Ok(r)) => Some(r),
-            Ok(Err(e)) => {
-                hamn::log::verbose(&format!("sync: the session opened during the snapshot failed ({e}); connecting again"));
-                None
-            }
-            Err(_) => None,
-        };
-        (outcome, remote)
-    })
+        }
+        // Still there now that the push can start?
+        remote.ping()?;
+        Ok(remote)
+    };
+    std::thread::Builder::new()
+        .name("hamn-session".into())
+        .spawn(move || {
+            let _ = give.send(early());
+        })
+        .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
+    let outcome = hamn::snapshot::create::create(store, lock, opts)?;
+    let _ = done.send(());
+    let remote = match session.recv() {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
+            hamn::log::verbose(&format!(
+                "sync: the session opened during the snapshot was not kept ({e}); connecting again"
+            ));
+            None
+        }
+        Err(_) => {
+            hamn::log::warn("sync: the thread opening the session during the snapshot panicked; connecting again");
+            None
+        }
+    };
+    Ok((outcome, remote))
 }
 
 fn finish(

@@ -56,41 +56,57 @@ impl BaseCache {
         Ok(plain)
     }
 
-    /// The anchors (`chunk::anchors`) of chunk `id`.
-    fn anchors(&self, store: &Store, id: ChunkId) -> Result<Arc<Vec<u64>>> {
+    /// The anchors (`chunk::anchors`) of chunk `id`, whose plain bytes
+    /// are `plain`.
+    fn anchors(&self, id: ChunkId, plain: &[u8]) -> Arc<Vec<u64>> {
         if let Some(a) = self.lock().anchors.get(&id) {
-            return Ok(a.clone());
+            return a.clone();
         }
-        let a = Arc::new(crate::chunk::anchors(&self.get(store, id)?));
+        let a = Arc::new(crate::chunk::anchors(plain));
         let mut c = self.lock();
         if c.anchors.len() >= ANCHORS_CACHED {
             c.anchors.clear();
         }
         c.anchors.insert(id, a.clone());
-        Ok(a)
+        a
     }
 
-    /// Of `candidates`, the chunks `plain` shares an anchor with, in the
-    /// candidates' order: the bases worth compressing `plain` against.
-    /// A delta's cost grows with its base, and most of a candidate range
-    /// of an edited or re-packed file holds none of a given new chunk's
-    /// bytes.
-    pub fn sharing(&self, store: &Store, plain: &[u8], candidates: &[ChunkId]) -> Result<Vec<ChunkId>> {
-        if plain.len() < SMALL_BYTES {
-            // A small chunk (a config file, a file's tail) may have no
-            // anchor; its delta is cheap whatever the base.
-            return Ok(candidates.to_vec());
-        }
-        let mine = crate::chunk::anchors(plain);
-        let mut out = Vec::new();
+    /// The base to compress chunk `plain` against, chosen among
+    /// `candidates` (in file order): those it shares an anchor with, and
+    /// any small one. A delta's cost grows with its base, and most of a
+    /// candidate range of an edited or re-packed file holds none of a given
+    /// new chunk's bytes. A chunk too small to have anchors for sure, or
+    /// that has none, takes them all. Returns the chosen ids, in order, and
+    /// their plain bytes concatenated (empty when none is chosen).
+    pub fn base_for(
+        &self,
+        store: &Store,
+        plain: &[u8],
+        candidates: &[ChunkId],
+    ) -> Result<(Vec<ChunkId>, Vec<u8>)> {
+        let mine = if plain.len() < SMALL_BYTES {
+            Vec::new()
+        } else {
+            crate::chunk::anchors(plain)
+        };
+        let (mut ids, mut base) = (Vec::new(), Vec::new());
         for id in candidates {
-            if crate::chunk::shared_anchors(&mine, &self.anchors(store, *id)?) > 0
-                || self.get(store, *id)?.len() < SMALL_BYTES
-            {
-                out.push(*id);
+            let old = self.get(store, *id)?;
+            let keep = mine.is_empty()
+                || old.len() < SMALL_BYTES
+                || crate::chunk::shared_anchors(&mine, &self.anchors(*id, &old)) > 0;
+            if keep {
+                if base.len() + old.len() > DELTA_BASE_MAX_BYTES {
+                    return Err(Error::malformed(
+                        "delta",
+                        "its bases are larger than the limit",
+                    ));
+                }
+                ids.push(*id);
+                base.extend_from_slice(&old);
             }
         }
-        Ok(out)
+        Ok((ids, base))
     }
 
     /// A delta's prefix: the plain bytes of `ids`, concatenated in order,

@@ -145,11 +145,10 @@ fn outgoing(
         return Ok(Outgoing::Stored(stored));
     };
     let plain = local.verify_stored(loc, &stored.stored)?;
-    let bases = cache.sharing(local, &plain, bases)?;
+    let (bases, base) = cache.base_for(local, &plain, bases)?;
     if bases.is_empty() {
         return Ok(Outgoing::Stored(stored));
     }
-    let base = cache.prefix(local, &bases)?;
     match crate::chunk::delta_encode(&plain, &base) {
         Some(delta) if delta.len() * 100 < stored.stored.len() * DELTA_WORTH_PERCENT => {
             let saved = (stored.stored.len() - delta.len()) as u64;
@@ -341,6 +340,8 @@ pub fn push(
     opts: &PushOptions,
 ) -> Result<PushStats> {
     let started = Instant::now();
+    // Counted from here: a session may have carried requests before.
+    let (sent_before, received_before) = (remote.bytes_sent(), remote.bytes_received());
     let listed = remote.snapshots()?;
     let their_newest = listed.iter().map(|(_, s)| s.time_ns).max();
     let theirs: HashSet<SnapshotId> = listed.into_iter().map(|(id, _)| id).collect();
@@ -414,8 +415,8 @@ pub fn push(
         pb.finish_and_clear();
     }
     let mut stats = p.stats;
-    stats.bytes_sent = remote.bytes_sent();
-    stats.bytes_received = remote.bytes_received();
+    stats.bytes_sent = remote.bytes_sent() - sent_before;
+    stats.bytes_received = remote.bytes_received() - received_before;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }

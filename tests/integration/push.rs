@@ -854,13 +854,15 @@ fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
     let env = Env::new();
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
-    // The standby ends a session idle for 3 s; the snapshot takes 8.
+    // The standby ends a session idle for 3 s; the snapshot takes 5 more
+    // once the session is open.
     let (sshd, log) = counting_sshd(&env, &sb, "--idle-timeout 3");
     let src = env.path("install");
     make_tree(&src, 20, 4);
     let seen = env.path("sessions-during-snapshot");
     let hook = format!(
-        "[hooks]\npre_snapshot = ['sleep 4 && cp {} {} && sleep 4']\n",
+        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {0} ] && break; sleep 0.1; done; \
+         cp {0} {1} && sleep 5']\n",
         log.display(),
         seen.display()
     );
@@ -883,9 +885,10 @@ fn a_session_lost_during_the_snapshot_is_opened_again() {
     let src = env.path("install");
     make_tree(&src, 20, 5);
     // The standby's end of the session opened early dies during the
-    // snapshot (kill -9 of its `hamn serve`).
+    // snapshot (kill -9 of its `hamn serve`, once it has started).
     let hook = format!(
-        "[hooks]\npre_snapshot = ['sleep 3 && kill -9 $(head -1 {}) && sleep 1']\n",
+        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {0} ] && break; sleep 0.1; done; \
+         kill -9 $(head -1 {0}) && sleep 1']\n",
         log.display()
     );
     let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
@@ -895,4 +898,60 @@ fn a_session_lost_during_the_snapshot_is_opened_again() {
     assert_eq!(standby_snapshots(&sb), 1);
     let out = standby(&sb, &["check", "--read-data"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn a_snapshot_that_outlasts_the_early_session_leaves_the_standby_unlocked() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let (sshd, log) = counting_sshd(&env, &sb, "");
+    let src = env.path("install");
+    make_tree(&src, 20, 6);
+    // 12 s into the snapshot, the standby's store can be locked by
+    // someone else (the session opened for the push was closed after
+    // 10 s); the hook fails, and with it the sync, if it cannot.
+    let hook = format!(
+        "[hooks]\npre_snapshot = ['sleep 12 && {BIN} --store {} --lock-wait 0 gc --dry-run']\n",
+        sb.display()
+    );
+    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let out = sync(&cfg);
+    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_failed_snapshot_is_reported_and_ends_the_early_session() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let (sshd, log) = counting_sshd(&env, &sb, "");
+    let src = env.path("install");
+    make_tree(&src, 20, 7);
+    // It fails once the session is open.
+    let hook = format!(
+        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {} ] && break; sleep 0.1; done; \
+         echo database dump failed >&2; exit 7']\n",
+        log.display()
+    );
+    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("database dump failed"), "{}", stderr(&out));
+    // The session had been opened, and its end freed the standby's lock.
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = standby(&sb, &["--lock-wait", "0", "gc", "--dry-run"]);
+        if code(&out) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(standby_snapshots(&sb), 0);
 }
