@@ -7,9 +7,10 @@ mod cli;
 use clap::Parser;
 
 /// glibc gives every thread its own malloc arena; with the walk's many
-/// short-lived allocations on a few rayon threads that fragments into tens
-/// of MiB of peak RSS on large trees. Two arenas are as fast here and keep
-/// the peak down (a cold snapshot of 300k small files: 65 -> 52 MiB).
+/// short-lived allocations on the snapshot's threads that fragments into
+/// tens of MiB of peak RSS on large trees. Two arenas are as fast here and
+/// keep the peak down (a cold snapshot of 300k small files on 2 threads:
+/// 65 -> 52 MiB).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator tunable; called before any
