@@ -456,10 +456,10 @@ fn session_loop<R: Read, W: Write>(
             Ok(None) => return Ok(()),
             Err(e) => return refuse(&mut session.out, E_BAD_REQUEST, e),
         };
-        if !matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty()) {
-            if let Some(tx) = started.take() {
-                let _ = tx.send(());
-            }
+        if !matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty())
+            && let Some(tx) = started.take()
+        {
+            let _ = tx.send(());
         }
         match session.handle(msg) {
             Ok(true) => {}

@@ -849,24 +849,47 @@ fn counting_sshd(env: &Env, sb: &Path, serve_opts: &str) -> (Sshd, std::path::Pa
     (sshd, log)
 }
 
+/// A standby behind `counting_sshd` (with `serve_opts`) and a primary
+/// whose `pre_snapshot` hook is `hook(session log)`: (sshd, session log,
+/// standby store, the primary's config).
+fn early_session_site(
+    env: &Env,
+    serve_opts: &str,
+    seed: u64,
+    hook: impl Fn(&Path) -> String,
+) -> (Sshd, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let (sshd, log) = counting_sshd(env, &sb, serve_opts);
+    let src = env.path("install");
+    make_tree(&src, 20, seed);
+    let rest = format!("[hooks]\npre_snapshot = ['{}']\n", hook(&log));
+    let cfg = write_config(env, &[&src], &ssh_standby(&sshd, &sb), &rest);
+    (sshd, log, sb, cfg)
+}
+
+/// Shell: wait (up to 20 s) until the session log names a session.
+fn until_a_session(log: &Path) -> String {
+    format!(
+        "for i in $(seq 200); do [ -s {} ] && break; sleep 0.1; done",
+        log.display()
+    )
+}
+
 #[test]
 fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
     let env = Env::new();
-    let sb = env.path("standby");
-    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let seen = env.path("sessions-during-snapshot");
     // The standby ends a session idle for 3 s; the snapshot takes 5 more
     // once the session is open.
-    let (sshd, log) = counting_sshd(&env, &sb, "--idle-timeout 3");
-    let src = env.path("install");
-    make_tree(&src, 20, 4);
-    let seen = env.path("sessions-during-snapshot");
-    let hook = format!(
-        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {0} ] && break; sleep 0.1; done; \
-         cp {0} {1} && sleep 5']\n",
-        log.display(),
-        seen.display()
-    );
-    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let (_sshd, log, sb, cfg) = early_session_site(&env, "--idle-timeout 3", 4, |log| {
+        format!(
+            "{}; cp {} {} && sleep 5",
+            until_a_session(log),
+            log.display(),
+            seen.display()
+        )
+    });
     let out = sync(&cfg);
     assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
     // The session was open while the snapshot's hook ran, and it was the
@@ -879,19 +902,15 @@ fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
 #[test]
 fn a_session_lost_during_the_snapshot_is_opened_again() {
     let env = Env::new();
-    let sb = env.path("standby");
-    assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let (sshd, log) = counting_sshd(&env, &sb, "");
-    let src = env.path("install");
-    make_tree(&src, 20, 5);
     // The standby's end of the session opened early dies during the
     // snapshot (kill -9 of its `hamn serve`, once it has started).
-    let hook = format!(
-        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {0} ] && break; sleep 0.1; done; \
-         kill -9 $(head -1 {0}) && sleep 1']\n",
-        log.display()
-    );
-    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let (_sshd, log, sb, cfg) = early_session_site(&env, "", 5, |log| {
+        format!(
+            "{}; kill -9 $(head -1 {}) && sleep 1",
+            until_a_session(log),
+            log.display()
+        )
+    });
     let out = sync(&cfg);
     assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
@@ -903,19 +922,16 @@ fn a_session_lost_during_the_snapshot_is_opened_again() {
 #[test]
 fn a_snapshot_that_outlasts_the_early_session_leaves_the_standby_unlocked() {
     let env = Env::new();
-    let sb = env.path("standby");
-    assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let (sshd, log) = counting_sshd(&env, &sb, "");
-    let src = env.path("install");
-    make_tree(&src, 20, 6);
     // 12 s into the snapshot, the standby's store can be locked by
     // someone else (the session opened for the push was closed after
     // 10 s); the hook fails, and with it the sync, if it cannot.
-    let hook = format!(
-        "[hooks]\npre_snapshot = ['sleep 12 && {BIN} --store {} --lock-wait 0 gc --dry-run']\n",
-        sb.display()
-    );
-    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let sb = env.path("standby");
+    let (_sshd, log, _, cfg) = early_session_site(&env, "", 6, |_| {
+        format!(
+            "sleep 12 && {BIN} --store {} --lock-wait 0 gc --dry-run",
+            sb.display()
+        )
+    });
     let out = sync(&cfg);
     assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
@@ -924,18 +940,13 @@ fn a_snapshot_that_outlasts_the_early_session_leaves_the_standby_unlocked() {
 #[test]
 fn a_failed_snapshot_is_reported_and_ends_the_early_session() {
     let env = Env::new();
-    let sb = env.path("standby");
-    assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let (sshd, log) = counting_sshd(&env, &sb, "");
-    let src = env.path("install");
-    make_tree(&src, 20, 7);
     // It fails once the session is open.
-    let hook = format!(
-        "[hooks]\npre_snapshot = ['for i in $(seq 200); do [ -s {} ] && break; sleep 0.1; done; \
-         echo database dump failed >&2; exit 7']\n",
-        log.display()
-    );
-    let cfg = write_config(&env, &[&src], &ssh_standby(&sshd, &sb), &hook);
+    let (_sshd, log, sb, cfg) = early_session_site(&env, "", 7, |log| {
+        format!(
+            "{}; echo database dump failed >&2; exit 7",
+            until_a_session(log)
+        )
+    });
     let out = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap(), "sync"])
         .output()
