@@ -60,7 +60,7 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
         print_outcome(&outcome);
     }
     hamn::log::info(&format!("sync: push to {target}"));
-    let mut remote = match remote {
+    let mut remote = match remote? {
         Some(r) => r,
         None => a.remote.connect(ctx, MODE_WRITE)?.1,
     };
@@ -170,12 +170,13 @@ const EARLY_SESSION_MAX: Duration = Duration::from_secs(10);
 /// standby (TCP, SSH key exchange, `hamn serve` started there), so the
 /// push starts as soon as the snapshot is committed. The session is
 /// pinged every `KEEPALIVE` until the snapshot is done, and once more then.
-/// The early session is only a head start: if it failed (the standby
-/// unreachable, the link dropped) or was given up after
-/// `EARLY_SESSION_MAX`, the returned session is None and the caller
-/// connects after the snapshot, reporting that attempt's error. A failed
-/// snapshot is returned at once, without waiting for the connection; the
-/// session, if any, is then dropped (the standby sees it end).
+/// A failed snapshot is returned at once, without waiting for the
+/// connection (the session, if any, is then closed). Otherwise the
+/// snapshot comes with: the session; or the connection's error, the run's
+/// error as it would have been after the snapshot; or None for a session
+/// lost during the snapshot (the link dropped, the standby's `serve`
+/// ended) or given up after `EARLY_SESSION_MAX`, and the caller connects
+/// again.
 fn snapshot_while_connecting(
     ctx: &Ctx,
     a: &Args,
@@ -184,32 +185,47 @@ fn snapshot_while_connecting(
     opts: &hamn::snapshot::create::SnapshotOptions,
 ) -> Result<(
     hamn::snapshot::create::SnapshotOutcome,
-    Option<hamn::remote::client::Remote>,
+    Result<Option<hamn::remote::client::Remote>>,
 )> {
+    use hamn::remote::client::Remote;
     let (target, copts) = a.remote.connect_options(ctx, MODE_WRITE)?;
     // Ok(()) on `done`: the snapshot is committed; the sender dropped: it failed.
     let (done, wait) = mpsc::channel::<()>();
     let (give, session) = mpsc::channel();
-    let early = move || -> Result<hamn::remote::client::Remote> {
+    // Err(Some(e)): the connection failed; Err(None): the session was not kept.
+    let early = move || -> std::result::Result<Remote, Option<Error>> {
         let started = Instant::now();
-        let mut remote = hamn::remote::client::Remote::connect(&target, &copts)?;
-        loop {
+        let mut remote = Remote::connect(&target, &copts).map_err(Some)?;
+        let kept = loop {
             match wait.recv_timeout(KEEPALIVE) {
-                Ok(()) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Other("the snapshot failed".into()));
-                }
+                Ok(()) => break true,
+                Err(RecvTimeoutError::Disconnected) => break false,
                 Err(RecvTimeoutError::Timeout) if started.elapsed() >= EARLY_SESSION_MAX => {
-                    return Err(Error::Other(format!(
-                        "the snapshot took over {} s",
+                    hamn::log::verbose(&format!(
+                        "sync: the snapshot takes over {} s: closing the session opened for the push",
                         EARLY_SESSION_MAX.as_secs()
-                    )));
+                    ));
+                    break false;
                 }
-                Err(RecvTimeoutError::Timeout) => remote.ping()?,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = remote.ping() {
+                        hamn::log::verbose(&format!("sync: the session opened for the push was lost: {e}"));
+                        return Err(None);
+                    }
+                }
             }
+        };
+        // Closed, not dropped, so the standby has released its lock
+        // before anyone connects again.
+        if !kept {
+            let _ = remote.close();
+            return Err(None);
         }
         // Still there now that the push can start?
-        remote.ping()?;
+        remote.ping().map_err(|e| {
+            hamn::log::verbose(&format!("sync: the session opened for the push was lost: {e}"));
+            None
+        })?;
         Ok(remote)
     };
     std::thread::Builder::new()
@@ -221,16 +237,12 @@ fn snapshot_while_connecting(
     let outcome = hamn::snapshot::create::create(store, lock, opts)?;
     let _ = done.send(());
     let remote = match session.recv() {
-        Ok(Ok(r)) => Some(r),
-        Ok(Err(e)) => {
-            hamn::log::verbose(&format!(
-                "sync: the session opened during the snapshot was not kept ({e}); connecting again"
-            ));
-            None
-        }
+        Ok(Ok(r)) => Ok(Some(r)),
+        Ok(Err(Some(e))) => Err(e),
+        Ok(Err(None)) => Ok(None),
         Err(_) => {
             hamn::log::warn("sync: the thread opening the session during the snapshot panicked; connecting again");
-            None
+            Ok(None)
         }
     };
     Ok((outcome, remote))

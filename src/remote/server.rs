@@ -441,7 +441,7 @@ pub fn serve<R: Read, W: Write>(
 
 /// Answer requests until the client says Bye or goes away.
 /// `started` is told of the first request that is not a keepalive (an
-/// empty `HaveTrees`).
+/// empty `HaveTrees`) or the end of the session.
 fn session_loop<R: Read, W: Write>(
     rd: &mut FrameReader<R>,
     mut session: Session<'_, W>,
@@ -456,7 +456,9 @@ fn session_loop<R: Read, W: Write>(
             Ok(None) => return Ok(()),
             Err(e) => return refuse(&mut session.out, E_BAD_REQUEST, e),
         };
-        if !matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty())
+        let keepalive = matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty());
+        if !keepalive
+            && !matches!(msg, Msg::Bye)
             && let Some(tx) = started.take()
         {
             let _ = tx.send(());

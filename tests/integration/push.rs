@@ -830,14 +830,15 @@ fn sync_verify_sample_defaults_to_16_and_0_turns_it_off() {
 
 /// An sshd whose key runs `hamn serve` on `sb` through a wrapper that
 /// appends its pid (the serve's, after `exec`) to the returned log, one
-/// line per session, with the given `serve` options.
-fn counting_sshd(env: &Env, sb: &Path, serve_opts: &str) -> (Sshd, std::path::PathBuf) {
+/// line per session, runs the shell command `first`, then starts `serve`
+/// with the given options.
+fn counting_sshd(env: &Env, sb: &Path, first: &str, serve_opts: &str) -> (Sshd, std::path::PathBuf) {
     let log = env.path("sessions.log");
     let wrapper = env.path("serve-wrapper.sh");
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho $$ >> {}\nexec {BIN} serve --store {} {serve_opts}\n",
+            "#!/bin/sh\necho $$ >> {}\n{first}\nexec {BIN} serve --store {} {serve_opts}\n",
             log.display(),
             sb.display()
         ),
@@ -860,7 +861,7 @@ fn early_session_site(
 ) -> (Sshd, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let (sshd, log) = counting_sshd(env, &sb, serve_opts);
+    let (sshd, log) = counting_sshd(env, &sb, ":", serve_opts);
     let src = env.path("install");
     make_tree(&src, 20, seed);
     let rest = format!("[hooks]\npre_snapshot = ['{}']\n", hook(&log));
@@ -923,12 +924,12 @@ fn a_session_lost_during_the_snapshot_is_opened_again() {
 fn a_snapshot_that_outlasts_the_early_session_leaves_the_standby_unlocked() {
     let env = Env::new();
     // 12 s into the snapshot, the standby's store can be locked by
-    // someone else (the session opened for the push was closed after
-    // 10 s); the hook fails, and with it the sync, if it cannot.
+    // someone else within 3 s (the session opened for the push was closed
+    // after 10 s); the hook fails, and with it the sync, if it cannot.
     let sb = env.path("standby");
     let (_sshd, log, _, cfg) = early_session_site(&env, "", 6, |_| {
         format!(
-            "sleep 12 && {BIN} --store {} --lock-wait 0 gc --dry-run",
+            "sleep 12 && {BIN} --store {} --lock-wait 3 gc --dry-run",
             sb.display()
         )
     });
@@ -965,4 +966,29 @@ fn a_failed_snapshot_is_reported_and_ends_the_early_session() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(standby_snapshots(&sb), 0);
+}
+
+#[test]
+fn a_failed_snapshot_does_not_wait_for_a_slow_standby() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    // The standby takes 30 s to answer; the snapshot fails at once.
+    let (sshd, _log) = counting_sshd(&env, &sb, "sleep 30", "");
+    let src = env.path("install");
+    make_tree(&src, 5, 8);
+    let cfg = write_config(
+        &env,
+        &[&src],
+        &ssh_standby(&sshd, &sb),
+        "[hooks]\npre_snapshot = ['echo database dump failed >&2; exit 7']\n",
+    );
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("database dump failed"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
