@@ -877,6 +877,14 @@ fn until_a_session(log: &Path) -> String {
     )
 }
 
+/// Run `sync`, which must send one snapshot; how many sessions the
+/// standby had.
+fn synced_in_sessions(cfg: &Path, log: &Path) -> usize {
+    let out = sync(cfg);
+    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
+    fs::read_to_string(log).unwrap().lines().count()
+}
+
 #[test]
 fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
     let env = Env::new();
@@ -891,12 +899,10 @@ fn sync_opens_its_session_during_the_snapshot_and_keeps_it_alive() {
             seen.display()
         )
     });
-    let out = sync(&cfg);
-    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
     // The session was open while the snapshot's hook ran, and it was the
     // only one: kept alive past the standby's idle limit.
+    assert_eq!(synced_in_sessions(&cfg, &log), 1);
     assert_eq!(fs::read_to_string(&seen).unwrap().lines().count(), 1);
-    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
     assert_eq!(standby_snapshots(&sb), 1);
 }
 
@@ -912,9 +918,7 @@ fn a_session_lost_during_the_snapshot_is_opened_again() {
             log.display()
         )
     });
-    let out = sync(&cfg);
-    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
-    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(synced_in_sessions(&cfg, &log), 2);
     assert_eq!(standby_snapshots(&sb), 1);
     let out = standby(&sb, &["check", "--read-data"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -933,9 +937,7 @@ fn a_snapshot_that_outlasts_the_early_session_leaves_the_standby_unlocked() {
             sb.display()
         )
     });
-    let out = sync(&cfg);
-    assert_eq!(out["push"]["snapshots_sent"].as_array().unwrap().len(), 1);
-    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(synced_in_sessions(&cfg, &log), 2);
 }
 
 #[test]
