@@ -165,13 +165,15 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 /// mount) must not keep the standby locked, which a failover needs free.
 /// A nightly snapshot takes seconds; a longer one gets a new session.
 const EARLY_SESSION_MAX: Duration = Duration::from_secs(10);
+/// How long a failed snapshot waits for the early session to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Take the snapshot while a second thread opens the session with the
 /// standby (TCP, SSH key exchange, `hamn serve` started there), so the
 /// push starts as soon as the snapshot is committed. The session is
 /// pinged every `KEEPALIVE` until the snapshot is done, and once more then.
-/// A failed snapshot is returned at once, without waiting for the
-/// connection (the session, if any, is then closed). Otherwise the
+/// A failed snapshot is returned without waiting for the connection (a
+/// session already open is closed first, within `CLOSE_WAIT`). Otherwise the
 /// snapshot comes with: the session; or the connection's error, the run's
 /// error as it would have been after the snapshot; or None for a session
 /// lost during the snapshot (the link dropped, the standby's `serve`
@@ -234,7 +236,17 @@ fn snapshot_while_connecting(
             let _ = give.send(early());
         })
         .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
-    let outcome = hamn::snapshot::create::create(store, lock, opts)?;
+    let outcome = match hamn::snapshot::create::create(store, lock, opts) {
+        Ok(o) => o,
+        Err(e) => {
+            drop(done);
+            // A session already open gets a moment to close, so the
+            // standby's lock is released before this process exits; a
+            // connection still being made is not waited for.
+            let _ = session.recv_timeout(CLOSE_WAIT);
+            return Err(e);
+        }
+    };
     let _ = done.send(());
     let remote = match session.recv() {
         Ok(Ok(r)) => Ok(Some(r)),
