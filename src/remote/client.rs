@@ -263,8 +263,15 @@ impl Remote {
         if let Some(s) = &self.ssh {
             s.long_wait(false);
         }
+        // libssh2 counts its time limit in whole seconds, so it may give
+        // up to a second early: its own "timed out" counts as well.
+        let timed_out = |e: &Error| {
+            matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
+        };
         match (r, limit) {
-            (Err(_), Some(limit)) if !self.peer_spoke && started.elapsed() >= limit => {
+            (Err(e), Some(limit))
+                if !self.peer_spoke && (timed_out(&e) || started.elapsed() >= limit) =>
+            {
                 if let Some(s) = &self.ssh {
                     s.give_up();
                 }

@@ -75,10 +75,68 @@ struct Pusher<'a> {
     since_flush: u64,
     seen_chunks: u64,
     rng: fastrand::Rng,
-    progress: Option<indicatif::ProgressBar>,
+    progress: Option<Progress>,
     /// New chunk -> the old version's chunks to send it against, for the
     /// chunks listed since the last `send_missing`.
     delta_bases: HashMap<ChunkId, Vec<ChunkId>>,
+    /// The session's bytes sent when the push began.
+    sent_before: u64,
+}
+
+/// The push's progress on a terminal: bytes sent, rate and, when the new
+/// snapshots' stored sizes tell how much is to come, a bar and an ETA.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    /// The snapshot being sent.
+    label: String,
+    /// Stored bytes of the blobs handled so far (sent as stored or as
+    /// deltas): the bar's position, against the new snapshots' stored
+    /// bytes, so that the ETA allows for what deltas save.
+    handled: u64,
+}
+
+impl Progress {
+    /// `expected`: stored bytes the snapshots to send added to the local
+    /// store (0: unknown, a spinner without ETA).
+    fn new(expected: u64) -> Progress {
+        let (bar, template) = if expected > 0 {
+            (
+                indicatif::ProgressBar::new(expected),
+                "{spinner} [{bar:16}] {percent:>3}% {elapsed} ETA {eta} {wide_msg}",
+            )
+        } else {
+            (indicatif::ProgressBar::new_spinner(), "{spinner} {elapsed} {wide_msg}")
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress {
+            bar,
+            started: Instant::now(),
+            label: String::new(),
+            handled: 0,
+        }
+    }
+
+    fn update(&mut self, stored: u64, sent: u64) {
+        self.handled += stored;
+        if self.bar.length().is_some_and(|l| self.handled > l) {
+            // More than the snapshots' own new data (the standby lacked
+            // older data too): the bar stays full until the end.
+            self.bar.set_length(self.handled);
+        }
+        self.bar.set_position(self.handled);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        self.bar.set_message(format!(
+            "{} sent at {}/s ({})",
+            indicatif::HumanBytes(sent),
+            indicatif::HumanBytes((sent as f64 / secs) as u64),
+            self.label
+        ));
+    }
 }
 
 /// What the read-ahead thread hands over: a blob as stored, or a delta.
@@ -170,6 +228,10 @@ fn outgoing(
 impl Pusher<'_> {
     fn send(&mut self, out: Outgoing) -> Result<()> {
         let before = self.remote.bytes_sent();
+        let stored = match &out {
+            Outgoing::Stored(b) => b.stored.len() as u64,
+            Outgoing::Delta { chunk, saved, .. } => chunk.delta.len() as u64 + saved,
+        };
         match out {
             Outgoing::Stored(b) => self.remote.put_blob(b)?,
             Outgoing::Delta {
@@ -185,8 +247,9 @@ impl Pusher<'_> {
         }
         self.stats.blobs_sent += 1;
         self.since_flush += self.remote.bytes_sent() - before;
-        if let Some(p) = &self.progress {
-            p.set_position(self.remote.bytes_sent());
+        let sent = self.remote.bytes_sent() - self.sent_before;
+        if let Some(p) = &mut self.progress {
+            p.update(stored, sent);
         }
         if self.since_flush >= FLUSH_EVERY_BYTES {
             self.remote.flush()?;
@@ -345,16 +408,20 @@ pub fn push(
     let listed = remote.snapshots()?;
     let their_newest = listed.iter().map(|(_, s)| s.time_ns).max();
     let theirs: HashSet<SnapshotId> = listed.into_iter().map(|(id, _)| id).collect();
+    let ours = local.snapshots()?;
+    let newest_local = ours.last().map(|(id, _)| *id);
+    // Older than what the standby has: it forgot it by its own retention,
+    // or never needed it. `--all` sends it anyway.
+    let skipped = |id: SnapshotId, snap: &crate::snapshot::Snapshot| {
+        !opts.all && Some(id) != newest_local && their_newest.is_some_and(|t| snap.time_ns <= t)
+    };
     let progress = crate::log::progress_enabled().then(|| {
-        let p = indicatif::ProgressBar::new_spinner();
-        p.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed} {bytes} sent ({bytes_per_sec}) {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        p.enable_steady_tick(std::time::Duration::from_millis(200));
-        p
+        Progress::new(
+            ours.iter()
+                .filter(|(id, snap)| !theirs.contains(id) && !skipped(*id, snap))
+                .map(|(_, snap)| snap.stats.bytes_added_stored)
+                .sum(),
+        )
     });
     let mut p = Pusher {
         local,
@@ -366,9 +433,8 @@ pub fn push(
         rng: fastrand::Rng::new(),
         progress,
         delta_bases: HashMap::new(),
+        sent_before,
     };
-    let ours = local.snapshots()?;
-    let newest_local = ours.last().map(|(id, _)| *id);
     // The root of the newest snapshot so far that both sides hold (the list
     // is oldest first): the old versions deltas are made against.
     let mut shared_root: Option<TreeId> = None;
@@ -379,17 +445,12 @@ pub fn push(
                 shared_root = Some(snap.root);
                 continue;
             }
-        } else if !opts.all
-            && Some(id) != newest_local
-            && their_newest.is_some_and(|t| snap.time_ns <= t)
-        {
-            // Older than what the standby has: it forgot it by its own
-            // retention, or never needed it. `--all` sends it anyway.
+        } else if skipped(id, &snap) {
             p.stats.snapshots_skipped += 1;
             continue;
         }
-        if let Some(pb) = &p.progress {
-            pb.set_message(format!("snapshot {}", id.short()));
+        if let Some(pb) = &mut p.progress {
+            pb.label = id.short();
         }
         let base = shared_root.filter(|_| opts.delta && !opts.verify);
         p.push_tree(snap.root, base)?;
@@ -412,7 +473,7 @@ pub fn push(
         shared_root = Some(snap.root);
     }
     if let Some(pb) = &p.progress {
-        pb.finish_and_clear();
+        pb.bar.finish_and_clear();
     }
     let mut stats = p.stats;
     stats.bytes_sent = remote.bytes_sent() - sent_before;

@@ -994,3 +994,44 @@ fn a_failed_snapshot_does_not_wait_for_a_slow_standby() {
     assert!(stderr(&out).contains("database dump failed"), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
+
+#[test]
+fn push_on_a_terminal_shows_bytes_sent_rate_and_eta() {
+    // `script` (util-linux) runs the push on a pseudo-terminal.
+    assert!(
+        Path::new("/usr/bin/script").exists(),
+        "/usr/bin/script is missing: install Debian's bsdutils"
+    );
+    let env = Env::new();
+    let (src, sb) = primary_and_standby(&env, 10);
+    // Enough to send for the progress line to be drawn a few times.
+    for i in 0..4 {
+        write(&src.join(format!("images/part{i}.img")), &bytes(16 << 20, 40 + i));
+    }
+    let newest = env.snapshot(&[&src]);
+    let cmd = format!(
+        "{BIN} --store {} push --to {}",
+        env.store().display(),
+        sb.display()
+    );
+    let out = Command::new("/usr/bin/script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{text}");
+    let line = text
+        .split(['\r', '\n'])
+        .rfind(|l| l.contains("ETA") && l.contains(" sent at ") && l.contains("/s ("))
+        .unwrap_or_else(|| panic!("no progress line with bytes, rate and ETA in: {text}"));
+    assert!(line.contains('%'), "{line}");
+    assert!(line.contains(&format!("({})", &newest[..8])), "{line}");
+    // Not on a terminal (cron): no progress line.
+    let out = Command::new(BIN)
+        .args(["--store", env.store().to_str().unwrap(), "push", "--to"])
+        .arg(&sb)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("ETA"), "{}", stderr(&out));
+}
