@@ -357,7 +357,11 @@ mod tests {
         let (a, b) = (anchors(&old), anchors(&new));
         // About one anchor per ANCHOR_SPACING bytes, sorted and distinct.
         let expected = old.len() / ANCHOR_SPACING as usize;
-        assert!(a.len() > expected / 2 && a.len() < expected * 2, "{}", a.len());
+        assert!(
+            a.len() > expected / 2 && a.len() < expected * 2,
+            "{}",
+            a.len()
+        );
         assert!(a.windows(2).all(|w| w[0] < w[1]));
         assert!(shared_anchors(&a, &b) >= 2, "{}", shared_anchors(&a, &b));
         let unrelated = anchors(&pseudo_random(512 * 1024, 6));

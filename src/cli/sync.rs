@@ -211,7 +211,9 @@ fn snapshot_while_connecting(
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = remote.ping() {
-                        hamn::log::verbose(&format!("sync: the session opened for the push was lost: {e}"));
+                        hamn::log::verbose(&format!(
+                            "sync: the session opened for the push was lost: {e}"
+                        ));
                         return Err(None);
                     }
                 }
@@ -225,7 +227,9 @@ fn snapshot_while_connecting(
         }
         // Still there now that the push can start?
         remote.ping().map_err(|e| {
-            hamn::log::verbose(&format!("sync: the session opened for the push was lost: {e}"));
+            hamn::log::verbose(&format!(
+                "sync: the session opened for the push was lost: {e}"
+            ));
             None
         })?;
         Ok(remote)
@@ -253,7 +257,9 @@ fn snapshot_while_connecting(
         Ok(Err(Some(e))) => Err(e),
         Ok(Err(None)) => Ok(None),
         Err(_) => {
-            hamn::log::warn("sync: the thread opening the session during the snapshot panicked; connecting again");
+            hamn::log::warn(
+                "sync: the thread opening the session during the snapshot panicked; connecting again",
+            );
             Ok(None)
         }
     };

@@ -265,9 +265,7 @@ impl Remote {
         }
         // libssh2 counts its time limit in whole seconds, so it may give
         // up to a second early: its own "timed out" counts as well.
-        let timed_out = |e: &Error| {
-            matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
-        };
+        let timed_out = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut);
         match (r, limit) {
             (Err(e), Some(limit))
                 if !self.peer_spoke && (timed_out(&e) || started.elapsed() >= limit) =>

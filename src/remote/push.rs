@@ -106,7 +106,10 @@ impl Progress {
                 "{spinner} [{bar:16}] {percent:>3}% {elapsed} ETA {eta} {wide_msg}",
             )
         } else {
-            (indicatif::ProgressBar::new_spinner(), "{spinner} {elapsed} {wide_msg}")
+            (
+                indicatif::ProgressBar::new_spinner(),
+                "{spinner} {elapsed} {wide_msg}",
+            )
         };
         bar.set_style(
             indicatif::ProgressStyle::with_template(template)
@@ -142,7 +145,11 @@ impl Progress {
 /// What the read-ahead thread hands over: a blob as stored, or a delta.
 enum Outgoing {
     Stored(StoredBlob),
-    Delta { chunk: DeltaChunk, saved: u64, base_bytes: u64 },
+    Delta {
+        chunk: DeltaChunk,
+        saved: u64,
+        base_bytes: u64,
+    },
 }
 
 /// The old version's chunks to send `new`'s chunk at `offset` (of `len`

@@ -832,7 +832,12 @@ fn sync_verify_sample_defaults_to_16_and_0_turns_it_off() {
 /// appends its pid (the serve's, after `exec`) to the returned log, one
 /// line per session, runs the shell command `first`, then starts `serve`
 /// with the given options.
-fn counting_sshd(env: &Env, sb: &Path, first: &str, serve_opts: &str) -> (Sshd, std::path::PathBuf) {
+fn counting_sshd(
+    env: &Env,
+    sb: &Path,
+    first: &str,
+    serve_opts: &str,
+) -> (Sshd, std::path::PathBuf) {
     let log = env.path("sessions.log");
     let wrapper = env.path("serve-wrapper.sh");
     fs::write(
@@ -858,7 +863,12 @@ fn early_session_site(
     serve_opts: &str,
     seed: u64,
     hook: impl Fn(&Path) -> String,
-) -> (Sshd, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+) -> (
+    Sshd,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
     let (sshd, log) = counting_sshd(env, &sb, ":", serve_opts);
@@ -955,7 +965,11 @@ fn a_failed_snapshot_is_reported_and_ends_the_early_session() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("database dump failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database dump failed"),
+        "{}",
+        stderr(&out)
+    );
     // The session had been opened, and its end freed the standby's lock.
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -991,8 +1005,16 @@ fn a_failed_snapshot_does_not_wait_for_a_slow_standby() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("database dump failed"), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        stderr(&out).contains("database dump failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -1006,7 +1028,10 @@ fn push_on_a_terminal_shows_bytes_sent_rate_and_eta() {
     let (src, sb) = primary_and_standby(&env, 10);
     // Enough to send for the progress line to be drawn a few times.
     for i in 0..4 {
-        write(&src.join(format!("images/part{i}.img")), &bytes(16 << 20, 40 + i));
+        write(
+            &src.join(format!("images/part{i}.img")),
+            &bytes(16 << 20, 40 + i),
+        );
     }
     let newest = env.snapshot(&[&src]);
     let cmd = format!(
