@@ -198,41 +198,34 @@ fn snapshot_while_connecting(
     let early = move || -> std::result::Result<Remote, Option<Error>> {
         let started = Instant::now();
         let mut remote = Remote::connect(&target, &copts).map_err(Some)?;
-        let kept = loop {
-            match wait.recv_timeout(KEEPALIVE) {
-                Ok(()) => break true,
-                Err(RecvTimeoutError::Disconnected) => break false,
-                Err(RecvTimeoutError::Timeout) if started.elapsed() >= EARLY_SESSION_MAX => {
-                    hamn::log::verbose(&format!(
-                        "sync: the snapshot takes over {} s: closing the session opened for the push",
-                        EARLY_SESSION_MAX.as_secs()
-                    ));
-                    break false;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = remote.ping() {
-                        hamn::log::verbose(&format!(
-                            "sync: the session opened for the push was lost: {e}"
-                        ));
-                        return Err(None);
-                    }
-                }
-            }
-        };
-        // Closed, not dropped, so the standby has released its lock
-        // before anyone connects again.
-        if !kept {
-            let _ = remote.close();
-            return Err(None);
-        }
-        // Still there now that the push can start?
-        remote.ping().map_err(|e| {
+        let lost = |e: Error| {
             hamn::log::verbose(&format!(
                 "sync: the session opened for the push was lost: {e}"
             ));
             None
-        })?;
-        Ok(remote)
+        };
+        loop {
+            match wait.recv_timeout(KEEPALIVE) {
+                // The snapshot is committed: still there for the push?
+                Ok(()) => return remote.ping().map(|()| remote).map_err(lost),
+                Err(RecvTimeoutError::Timeout) if started.elapsed() < EARLY_SESSION_MAX => {
+                    remote.ping().map_err(lost)?;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    hamn::log::verbose(&format!(
+                        "sync: the snapshot takes over {} s: closing the session opened for the push",
+                        EARLY_SESSION_MAX.as_secs()
+                    ));
+                    break;
+                }
+                // The snapshot failed.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Closed, not dropped, so the standby has released its lock
+        // before anyone connects again.
+        let _ = remote.close();
+        Err(None)
     };
     std::thread::Builder::new()
         .name("hamn-session".into())

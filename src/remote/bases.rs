@@ -39,12 +39,11 @@ impl BaseCache {
 
     /// One chunk's plain bytes, verified against its id when read.
     fn get(&self, store: &Store, id: ChunkId) -> Result<Arc<Vec<u8>>> {
-        let lock = || self.lock();
-        if let Some(c) = lock().chunks.iter().find(|c| c.0 == id) {
+        if let Some(c) = self.lock().chunks.iter().find(|c| c.0 == id) {
             return Ok(c.1.clone());
         }
         let plain = Arc::new(store.read_chunk(id)?);
-        let mut c = lock();
+        let mut c = self.lock();
         c.bytes += plain.len();
         c.chunks.push_back((id, plain.clone()));
         while c.bytes > CACHE_BYTES {
@@ -96,14 +95,8 @@ impl BaseCache {
                 || old.len() < SMALL_BYTES
                 || crate::chunk::shared_anchors(&mine, &self.anchors(*id, &old)) > 0;
             if keep {
-                if base.len() + old.len() > DELTA_BASE_MAX_BYTES {
-                    return Err(Error::malformed(
-                        "delta",
-                        "its bases are larger than the limit",
-                    ));
-                }
+                append_base(&mut base, &old)?;
                 ids.push(*id);
-                base.extend_from_slice(&old);
             }
         }
         Ok((ids, base))
@@ -114,15 +107,21 @@ impl BaseCache {
     pub fn prefix(&self, store: &Store, ids: &[ChunkId]) -> Result<Vec<u8>> {
         let mut base = Vec::new();
         for id in ids {
-            let plain = self.get(store, *id)?;
-            if base.len() + plain.len() > DELTA_BASE_MAX_BYTES {
-                return Err(Error::malformed(
-                    "delta",
-                    "its bases are larger than the limit",
-                ));
-            }
-            base.extend_from_slice(&plain);
+            append_base(&mut base, &self.get(store, *id)?)?;
         }
         Ok(base)
     }
+}
+
+/// Add one chunk's plain bytes to a delta's base, within
+/// `DELTA_BASE_MAX_BYTES`.
+fn append_base(base: &mut Vec<u8>, plain: &[u8]) -> Result<()> {
+    if base.len() + plain.len() > DELTA_BASE_MAX_BYTES {
+        return Err(Error::malformed(
+            "delta",
+            "its bases are larger than the limit",
+        ));
+    }
+    base.extend_from_slice(plain);
+    Ok(())
 }

@@ -214,10 +214,10 @@ impl Remote {
         Ok(out)
     }
 
-    /// A request that asks nothing (an empty `HaveTrees`): keeps a session
-    /// opened ahead of its work from looking idle to the standby.
+    /// Send the keepalive ([`Msg::keepalive`]): keeps a session opened
+    /// ahead of its work from looking idle to the standby.
     pub fn ping(&mut self) -> Result<()> {
-        self.have(Msg::HaveTrees(Vec::new()), 0).map(|_| ())
+        self.have(Msg::keepalive(), 0).map(|_| ())
     }
 
     /// Make everything sent so far durable on the standby.

@@ -176,6 +176,16 @@ fn text(d: &mut Decoder<'_>) -> Result<String> {
 }
 
 impl Msg {
+    /// The client's keepalive: a request that asks nothing (an empty
+    /// `HaveTrees`, answered by an empty `Have`).
+    pub fn keepalive() -> Msg {
+        Msg::HaveTrees(Vec::new())
+    }
+
+    pub fn is_keepalive(&self) -> bool {
+        matches!(self, Msg::HaveTrees(ids) if ids.is_empty())
+    }
+
     pub fn encode(&self) -> (u8, Vec<u8>) {
         let mut e = Encoder::new();
         let t = match self {

@@ -440,8 +440,8 @@ pub fn serve<R: Read, W: Write>(
 }
 
 /// Answer requests until the client says Bye or goes away.
-/// `started` is told of the first request that is not a keepalive (an
-/// empty `HaveTrees`) or the end of the session.
+/// `started` is told of the first request that is not a keepalive
+/// ([`Msg::is_keepalive`]) or the end of the session.
 fn session_loop<R: Read, W: Write>(
     rd: &mut FrameReader<R>,
     mut session: Session<'_, W>,
@@ -456,8 +456,7 @@ fn session_loop<R: Read, W: Write>(
             Ok(None) => return Ok(()),
             Err(e) => return refuse(&mut session.out, E_BAD_REQUEST, e),
         };
-        let keepalive = matches!(&msg, Msg::HaveTrees(ids) if ids.is_empty());
-        if !keepalive
+        if !msg.is_keepalive()
             && !matches!(msg, Msg::Bye)
             && let Some(tx) = started.take()
         {

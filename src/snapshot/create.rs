@@ -640,8 +640,8 @@ fn find_parent(
 /// count: with the page cache cold (the nightly case) each thread spends
 /// most of its time waiting on the disk for an inode or a file's first
 /// blocks, so more requests in flight finish the walk sooner. On 2 cores,
-/// 8 threads take a cold 1 GiB, 30k-file snapshot from 4.9 to 3.1 s and a
-/// cold no-change one from 0.48 to 0.31 s (docs/performance.md).
+/// 8 threads take a cold 1 GiB, 30k-file snapshot from 5.56 to 3.07 s
+/// (`benches/snapshot.sh`, docs/performance.md).
 pub const SNAPSHOT_THREADS_MIN: usize = 8;
 
 /// Take a snapshot of `opts.paths` into `store`, on a pool of at least
