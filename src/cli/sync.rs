@@ -174,11 +174,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// pinged every `KEEPALIVE` until the snapshot is done, and once more then.
 /// A failed snapshot is returned without waiting for the connection (a
 /// session already open is closed first, within `CLOSE_WAIT`). Otherwise the
-/// snapshot comes with: the session; or the connection's error, the run's
-/// error as it would have been after the snapshot; or None for a session
-/// lost during the snapshot (the link dropped, the standby's `serve`
-/// ended) or given up after `EARLY_SESSION_MAX`, and the caller connects
-/// again.
+/// snapshot comes with: the session; or, when the connection was still
+/// being made as the snapshot ended and then failed, its error, the run's
+/// error as it would have been after the snapshot; or None for a
+/// connection that failed or a session lost during the snapshot (the link
+/// dropped, the standby's `serve` ended) or given up after
+/// `EARLY_SESSION_MAX`, and the caller connects again.
 fn snapshot_while_connecting(
     ctx: &Ctx,
     a: &Args,
@@ -197,7 +198,21 @@ fn snapshot_while_connecting(
     // Err(Some(e)): the connection failed; Err(None): the session was not kept.
     let early = move || -> std::result::Result<Remote, Option<Error>> {
         let started = Instant::now();
-        let mut remote = Remote::connect(&target, &copts).map_err(Some)?;
+        let mut remote = Remote::connect(&target, &copts).map_err(|e| {
+            match wait.try_recv() {
+                // Still snapshotting: connecting again after it costs no
+                // more than connecting only then would have.
+                Err(mpsc::TryRecvError::Empty) => {
+                    hamn::log::verbose(&format!(
+                        "sync: connecting during the snapshot failed: {e}"
+                    ));
+                    None
+                }
+                // The snapshot is done and waited for this attempt: its
+                // error is the run's.
+                _ => Some(e),
+            }
+        })?;
         let lost = |e: Error| {
             hamn::log::verbose(&format!(
                 "sync: the session opened for the push was lost: {e}"
