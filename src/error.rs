@@ -97,10 +97,10 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
     /// The command has already printed its result (with `--json`, its one
-    /// JSON document) and only the failure status remains: `main` prints
-    /// this message on stderr but no JSON error document.
+    /// JSON document) and only the failure and its exit status remain:
+    /// `main` prints this message on stderr but no JSON error document.
     #[error("{0}")]
-    Reported(String),
+    Reported(String, i32),
     #[error("{0}")]
     Other(String),
 }
@@ -126,6 +126,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config { .. } => 2,
             Error::Locked { .. } | Error::StaleLock { .. } | Error::RemoteLocked { .. } => 4,
+            Error::Reported(_, code) => *code,
             _ => 1,
         }
     }

@@ -40,7 +40,7 @@ fn main() {
             let code = e.exit_code();
             eprintln!("hamn: error: {e}");
             // A result document already on stdout stays the only one.
-            if json && !matches!(e, hamn::Error::Reported(_)) {
+            if json && !matches!(e, hamn::Error::Reported(..)) {
                 println!(
                     "{}",
                     serde_json::json!({ "error": e.to_string(), "exit_code": code })

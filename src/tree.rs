@@ -211,7 +211,7 @@ impl Tree {
                 "tree version {version}, this hamn reads {TREE_VERSION}"
             )));
         }
-        let n = d.count(8)?;
+        let n = d.count(ENTRY_MIN_BYTES)?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
         for _ in 0..n {
             let ent = decode_entry(&mut d)?;
@@ -231,6 +231,11 @@ fn small_bytes(e: &mut Encoder, b: &[u8]) {
     e.u16(b.len() as u16);
     e.raw(b);
 }
+
+/// The fewest bytes an encoded entry takes (a one-byte name, no owner
+/// names, no xattrs, before its kind's own fields): a count of entries is
+/// checked against it before any memory is reserved for them.
+const ENTRY_MIN_BYTES: usize = 2 + 1 + 1 + 4 + 4 + 4 + 2 + 2 + 12 + 8 + 8 + 12 + 4 + 2;
 
 fn small_bytes_dec<'a>(d: &mut Decoder<'a>, max: usize) -> Result<&'a [u8]> {
     let n = d.u16()? as usize;
@@ -498,5 +503,37 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(Tree::decode(&bytes[..n]).is_err(), "{n}");
         }
+    }
+
+    #[test]
+    fn an_entry_count_is_checked_against_the_smallest_entry() {
+        let header = Tree::default().encode().len();
+        for kind in [
+            Kind::File(FileContent::default()),
+            Kind::Dir(TreeId([1; 32])),
+            Kind::Symlink(Vec::new()),
+            Kind::CharDev(0),
+            Kind::BlockDev(0),
+            Kind::Fifo,
+            Kind::Socket,
+        ] {
+            let t = Tree {
+                entries: vec![Entry {
+                    name: b"x".to_vec(),
+                    meta: Meta::default(),
+                    kind,
+                }],
+            };
+            assert!(t.encode().len() - header >= ENTRY_MIN_BYTES, "{t:?}");
+        }
+        // A count that the remaining bytes could not hold is refused
+        // before anything is reserved for it.
+        let mut forged = Tree::default().encode();
+        let at = forged.len() - 4;
+        forged.truncate(at);
+        forged.extend_from_slice(&1000u32.to_le_bytes());
+        forged.extend_from_slice(&vec![0u8; 1000 * ENTRY_MIN_BYTES - 1]);
+        let err = Tree::decode(&forged).unwrap_err().to_string();
+        assert!(err.contains("count 1000 exceeds"), "{err}");
     }
 }

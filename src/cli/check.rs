@@ -122,10 +122,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if report.problems.is_empty() {
         Ok(0)
     } else {
-        Err(hamn::Error::Reported(format!(
-            "check found {} problems in store {}; see above",
-            report.problems.len(),
-            store.root().display()
-        )))
+        Err(hamn::Error::Reported(
+            format!(
+                "check found {} problems in store {}; see above",
+                report.problems.len(),
+                store.root().display()
+            ),
+            1,
+        ))
     }
 }

@@ -107,14 +107,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         post_materialize: ctx.config.hooks.post_materialize.clone(),
     };
     let stats = deploy::execute_with_hooks(&store, &lock, &snap, plan, &opts)?;
-    for w in &stats.warnings {
-        hamn::log::warn(w);
-    }
-    for h in &stats.hook_failures {
-        hamn::log::warn(&format!(
-            "post_materialize {h}; the deployment stays in place"
-        ));
-    }
+    let warned = log_warnings("", &stats.warnings, &stats.hook_failures);
     if ctx.json {
         ctx.print_json(&serde_json::json!({ "root": root, "materialize": stats }));
     } else if stats.already_deployed {
@@ -134,11 +127,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         print_stats("deployed", &stats, &root);
     }
-    Ok(
-        if stats.hook_failures.is_empty() && stats.warnings.is_empty() {
-            0
-        } else {
-            EXIT_WARNINGS
-        },
-    )
+    Ok(if warned { EXIT_WARNINGS } else { 0 })
+}
+
+/// Log a deployment's warnings and failed `post_materialize` hooks, each
+/// after `from` (where it ran); whether there were any (exit 3).
+pub(super) fn log_warnings(
+    from: &str,
+    warnings: &[impl AsRef<str>],
+    hook_failures: &[impl AsRef<str>],
+) -> bool {
+    for w in warnings {
+        hamn::log::warn(&format!("{from}{}", w.as_ref()));
+    }
+    for h in hook_failures {
+        hamn::log::warn(&format!(
+            "{from}post_materialize {}; the deployment stays in place",
+            h.as_ref()
+        ));
+    }
+    !(warnings.is_empty() && hook_failures.is_empty())
 }

@@ -53,11 +53,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     if !s.errors.is_empty() {
-        return Err(hamn::Error::Reported(format!(
-            "{} entries could not be restored (first: {}); each is named above",
-            s.errors.len(),
-            s.errors[0]
-        )));
+        return Err(hamn::Error::Reported(
+            format!(
+                "{} entries could not be restored (first: {}); each is named above",
+                s.errors.len(),
+                s.errors[0]
+            ),
+            1,
+        ));
     }
     Ok(if s.warnings.is_empty() {
         0

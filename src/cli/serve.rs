@@ -23,6 +23,20 @@ pub struct Args {
     pub idle_timeout: u64,
 }
 
+/// sshd hands the session over pipes of 64 KiB: while this end verifies
+/// and stores a 2 MiB chunk, sshd could buffer only that much more of the
+/// stream, and the primary waited. 1 MiB each way (the unprivileged
+/// maximum, `/proc/sys/fs/pipe-max-size`) keeps it sending meanwhile.
+/// Best effort: not a pipe, or a smaller limit, leaves things as they are.
+fn widen_pipes() {
+    const PIPE_BYTES: libc::c_int = 1 << 20;
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+        // SAFETY: F_SETPIPE_SZ on a standard descriptor changes only its
+        // buffer size; it fails harmlessly on anything but a pipe.
+        unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    }
+}
+
 /// Twice the client's timeout on any blocking read or write: a live
 /// primary is never silent that long.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 2 * hamn::remote::ssh::DEFAULT_IO_TIMEOUT_SECS;
@@ -38,6 +52,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .filter(|p| !p.is_empty()),
         gc_grace: super::gc::grace(ctx),
     };
+    widen_pipes();
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     if a.idle_timeout == 0 {

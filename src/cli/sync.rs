@@ -45,12 +45,13 @@ struct Report {
 }
 
 fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
-    // Usage errors (an over-long tag) before the store is touched.
+    // Usage errors (an over-long tag, a bad standby URL) before the store
+    // is touched.
     let opts = snapcmd::options_from(ctx, a.tags.clone(), Vec::new(), false, false, Vec::new())?;
     opts.validate()?;
+    let target = a.remote.target(ctx)?;
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
-    let target = a.remote.target(ctx)?;
     hamn::log::info("sync: snapshot");
     let (outcome, remote) = snapshot_while_connecting(ctx, a, &store, &lock, &opts)?;
     let s = &outcome.snapshot.stats;
@@ -119,7 +120,20 @@ fn steps(ctx: &Ctx, a: &Args, r: &mut Report) -> Result<()> {
             }
             other => other?,
         };
-        if d["hook_failures"].as_array().is_some_and(|h| !h.is_empty()) {
+        // What the standby's deployment warned of is this run's warning
+        // too (its stderr does not reach the primary's log).
+        let texts = |k: &str| -> Vec<String> {
+            d[k].as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect()
+        };
+        if super::materialize::log_warnings(
+            "standby: ",
+            &texts("warnings"),
+            &texts("hook_failures"),
+        ) {
             r.code = EXIT_WARNINGS;
         }
         if !ctx.json {
@@ -374,17 +388,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if let Err(e) = write_metrics(ctx, &r, code, started, now) {
         hamn::log::warn(&format!("could not write the metrics textfile: {e}"));
     }
-    result?;
     if ctx.json {
-        ctx.print_json(&serde_json::json!({
+        // One document either way: a failed run still tells what its
+        // steps did before the failure (the snapshot taken, what was sent).
+        let mut doc = serde_json::json!({
             "snapshot": r.snapshot,
-            "standby": a.remote.target(ctx)?.to_string(),
+            "standby": a.remote.target(ctx).ok().map(|t| t.to_string()),
             "push": r.push,
             "verified_chunks": r.verified,
             "materialize": r.materialize,
             "retention": { "local": r.retention_local, "standby": r.retention_standby },
             "exit_code": code,
-        }));
+        });
+        if let Err(e) = &result {
+            doc["error"] = e.to_string().into();
+        }
+        ctx.print_json(&doc);
     }
-    Ok(code)
+    match result {
+        Ok(()) => Ok(code),
+        Err(e) if ctx.json => Err(Error::Reported(e.to_string(), code)),
+        Err(e) => Err(e),
+    }
 }

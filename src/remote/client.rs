@@ -23,6 +23,8 @@ pub struct Remote {
     ssh: Option<SshConnection>,
     /// The peer sent an error message (so its own words explain a failure).
     peer_spoke: bool,
+    /// The last failed read or write ran out of time.
+    timed_out: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,6 +80,7 @@ impl Remote {
             local,
             ssh,
             peer_spoke: false,
+            timed_out: false,
         };
         let hello = Msg::Hello {
             version: PROTOCOL_VERSION,
@@ -150,7 +153,31 @@ impl Remote {
                 peer: self.peer.clone(),
                 message: "connection closed by the standby".into(),
             }),
-            Err(e) => Err(e),
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// A read or write on the connection failed: say which standby, and
+    /// for a time-out which setting bounds it.
+    fn lost(&mut self, e: Error) -> Error {
+        let Error::Io { source, .. } = &e else {
+            return e;
+        };
+        let message = if source.kind() == std::io::ErrorKind::TimedOut {
+            self.timed_out = true;
+            match &self.ssh {
+                Some(s) => format!(
+                    "no answer within {} s (standby.io_timeout): the network or the standby stalled",
+                    s.io_timeout().as_secs()
+                ),
+                None => format!("no answer: {source}"),
+            }
+        } else {
+            format!("connection lost: {source}")
+        };
+        Error::Remote {
+            peer: self.peer.clone(),
+            message,
         }
     }
 
@@ -158,6 +185,7 @@ impl Remote {
     pub fn request(&mut self, m: &Msg) -> Result<Msg> {
         if let Err(e) = self.writer.send_now(m) {
             // The peer may have said why before it hung up.
+            let e = self.lost(e);
             return Err(self.read().err().unwrap_or(e));
         }
         self.read()
@@ -176,6 +204,7 @@ impl Remote {
 
     fn queue(&mut self, m: &Msg) -> Result<()> {
         if let Err(e) = self.writer.send(m) {
+            let e = self.lost(e);
             return Err(self.read().err().unwrap_or(e));
         }
         Ok(())
@@ -259,16 +288,16 @@ impl Remote {
         let started = std::time::Instant::now();
         // Only an error the peer sends for this request explains it.
         self.peer_spoke = false;
+        self.timed_out = false;
         let r = self.request(m);
         if let Some(s) = &self.ssh {
             s.long_wait(false);
         }
         // libssh2 counts its time limit in whole seconds, so it may give
         // up to a second early: its own "timed out" counts as well.
-        let timed_out = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut);
         match (r, limit) {
-            (Err(e), Some(limit))
-                if !self.peer_spoke && (timed_out(&e) || started.elapsed() >= limit) =>
+            (Err(_), Some(limit))
+                if !self.peer_spoke && (self.timed_out || started.elapsed() >= limit) =>
             {
                 if let Some(s) = &self.ssh {
                     s.give_up();

@@ -311,10 +311,23 @@ impl Msg {
             Ok(())
         };
         let m = match t {
+            // A peer of another protocol version may lay out the rest of
+            // its greeting differently: its version is all that is read,
+            // so that the refusal can name both versions.
             T_HELLO => {
                 magic(&mut d)?;
+                let version = d.u32()?;
+                if version != PROTOCOL_VERSION {
+                    d.take(d.remaining())?;
+                    return Ok(Msg::Hello {
+                        version,
+                        client: String::new(),
+                        store: String::new(),
+                        mode: 0,
+                    });
+                }
                 Msg::Hello {
-                    version: d.u32()?,
+                    version,
                     client: text(&mut d)?,
                     store: text(&mut d)?,
                     mode: d.u8()?,
@@ -322,8 +335,18 @@ impl Msg {
             }
             T_WELCOME => {
                 magic(&mut d)?;
+                let version = d.u32()?;
+                if version != PROTOCOL_VERSION {
+                    let server = text(&mut d).unwrap_or_else(|_| "of another version".into());
+                    d.take(d.remaining())?;
+                    return Ok(Msg::Welcome {
+                        version,
+                        server,
+                        store_format: 0,
+                    });
+                }
                 Msg::Welcome {
-                    version: d.u32()?,
+                    version,
                     server: text(&mut d)?,
                     store_format: d.u32()?,
                 }
@@ -531,7 +554,7 @@ mod tests {
         };
         for m in [
             Msg::Hello {
-                version: 1,
+                version: PROTOCOL_VERSION,
                 client: "x".into(),
                 store: "/s".into(),
                 mode: MODE_WRITE,

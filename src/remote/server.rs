@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::id::{BlobId, BlobKind, SnapshotId, TreeId};
 use crate::remote::bases::BaseCache;
 use crate::remote::protocol::*;
 use crate::snapshot::Snapshot;
@@ -17,7 +17,8 @@ use crate::store::writer::BlobWriter;
 use crate::store::{FORMAT_VERSION, Store, StoreLock};
 use crate::tree::Kind;
 
-/// Most blobs returned by one ReadBlobs request (bounds the reply frame).
+/// Most blobs returned by one ReadBlobs request (their stored bytes must
+/// also fit in one frame).
 pub const READ_BLOBS_MAX: usize = 16;
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +99,12 @@ impl<'s, W: Write> Session<'s, W> {
     fn put_blob(&mut self, b: StoredBlob) -> Result<()> {
         let plain = crate::chunk::decode(b.id.kind, b.encoding, &b.stored, b.plain_len)?;
         check_id(b.id, &plain)?;
+        // A tree that would not decode (a name with `/`, `..` or NUL,
+        // garbage) is refused before it is stored, not when a snapshot
+        // names it.
+        if b.id.kind == BlobKind::Tree {
+            crate::tree::Tree::decode(&plain)?;
+        }
         self.store_verified(b)
     }
 
@@ -144,12 +151,16 @@ impl<'s, W: Write> Session<'s, W> {
 
     /// Check that everything below `root` is stored; returns the trees
     /// walked (all now known complete). Trees already marked complete are
-    /// not descended, so the cost follows what was just pushed.
+    /// not descended, so the cost follows what was just pushed; each tree
+    /// is read once however often it is referenced (a peer can build a
+    /// tree that references one subtree twice at every level). A chunk
+    /// must be stored as a chunk of the length the tree gives it.
     fn verify_complete(&self, root: TreeId) -> Result<Vec<[u8; 32]>> {
         let mut walked = Vec::new();
+        let mut seen = std::collections::HashSet::<[u8; 32]>::new();
         let mut stack = vec![root];
         while let Some(t) = stack.pop() {
-            if self.store.index().is_complete(&t.0)? {
+            if !seen.insert(t.0) || self.store.index().is_complete(&t.0)? {
                 continue;
             }
             let tree = self.store.read_tree(t)?;
@@ -158,12 +169,7 @@ impl<'s, W: Write> Session<'s, W> {
                     Kind::Dir(id) => stack.push(*id),
                     Kind::File(c) => {
                         for ch in &c.chunks {
-                            if !self.store.has_blob(ch.id.into())? {
-                                return Err(Error::MissingObject {
-                                    what: "chunk",
-                                    id: ch.id.to_hex(),
-                                });
-                            }
+                            self.check_chunk(ch)?;
                         }
                     }
                     _ => {}
@@ -172,6 +178,29 @@ impl<'s, W: Write> Session<'s, W> {
             walked.push(t.0);
         }
         Ok(walked)
+    }
+
+    fn check_chunk(&self, ch: &crate::tree::ChunkRef) -> Result<()> {
+        let id: BlobId = ch.id.into();
+        let Some(loc) = self.store.index().get(&id.hash)? else {
+            return Err(Error::MissingObject {
+                what: "chunk",
+                id: ch.id.to_hex(),
+            });
+        };
+        if loc.id.kind != id.kind || loc.plain_len != ch.len {
+            return Err(Error::malformed(
+                "pushed tree",
+                format!(
+                    "chunk {} is listed as a chunk of {} bytes, but this store holds it as a {} of {} bytes",
+                    ch.id.to_hex(),
+                    ch.len,
+                    loc.id.kind.name(),
+                    loc.plain_len
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
@@ -288,9 +317,25 @@ impl<'s, W: Write> Session<'s, W> {
                         format!("{} blobs asked at once, limit {READ_BLOBS_MAX}", ids.len()),
                     ));
                 }
+                // Sized from the index before anything is read: blobs
+                // that could not travel in one frame are refused unread.
+                let locs = ids
+                    .iter()
+                    .map(|id| self.store.locate(*id))
+                    .collect::<Result<Vec<_>>>()?;
+                let bytes: usize = locs.iter().map(|l| l.stored_len as usize + 64).sum();
+                if bytes > FRAME_MAX_BYTES {
+                    return Err(Error::malformed(
+                        "request",
+                        format!(
+                            "the {} blobs asked hold {bytes} bytes, more than one frame \
+                             ({FRAME_MAX_BYTES}); ask for fewer at once",
+                            ids.len()
+                        ),
+                    ));
+                }
                 let mut out = Vec::new();
-                for id in ids {
-                    let loc = self.store.locate(id)?;
+                for (id, loc) in ids.into_iter().zip(locs) {
                     out.push(StoredBlob {
                         id: BlobId {
                             kind: id.kind,

@@ -9,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
+use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, MethodType, Session};
 
 use crate::error::{Error, Result};
 use crate::remote::SshTarget;
@@ -63,21 +63,52 @@ fn default_known_hosts() -> PathBuf {
     home.join(".ssh/known_hosts")
 }
 
-/// The known_hosts line naming this host, if written in plain text.
-fn known_hosts_line(file: &Path, host: &str, port: u16) -> Option<usize> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let pattern = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
+/// The lines of known_hosts `text` that name this host, plain or hashed
+/// (matched by libssh2 itself, one line at a time): their numbers and key
+/// types. Lines libssh2 cannot read (markers, unknown key types) are
+/// passed over, as it passes over them when it checks.
+fn known_host_lines(sess: &Session, text: &str, host: &str, port: u16) -> Vec<(usize, String)> {
     text.lines()
-        .position(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|hosts| hosts.split(',').any(|h| h == pattern))
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with('@') {
+                return None;
+            }
+            let key_type = l.split_whitespace().nth(1)?.to_string();
+            let mut kh = sess.known_hosts().ok()?;
+            kh.read_str(l, KnownHostFileKind::OpenSSH).ok()?;
+            // Any key: a line for this host answers Mismatch, another NotFound.
+            match kh.check_port(host, port, b"?") {
+                CheckResult::Match | CheckResult::Mismatch => Some((i + 1, key_type)),
+                _ => None,
+            }
         })
-        .map(|i| i + 1)
+        .collect()
+}
+
+/// The host key algorithms to offer: only those whose keys known_hosts
+/// holds for the host. libssh2 compares the server's key with every entry
+/// for the host whatever its type, so a known_hosts that lists only an
+/// ECDSA or RSA key of a server that also has an Ed25519 one would
+/// otherwise read as a changed key. None: known_hosts names no usable key.
+fn host_key_methods(lines: &[(usize, String)]) -> Option<String> {
+    const ORDER: [(&str, &str); 8] = [
+        ("ssh-ed25519", "ssh-ed25519"),
+        ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"),
+        ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
+        ("ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521"),
+        ("ssh-rsa", "rsa-sha2-512"),
+        ("ssh-rsa", "rsa-sha2-256"),
+        ("ssh-rsa", "ssh-rsa"),
+        ("ssh-dss", "ssh-dss"),
+    ];
+    let methods: Vec<&str> = ORDER
+        .iter()
+        .filter(|(key_type, _)| lines.iter().any(|(_, t)| t == key_type))
+        .map(|(_, method)| *method)
+        .collect();
+    (!methods.is_empty()).then(|| methods.join(","))
 }
 
 fn ssh_err(peer: &str, what: &str, e: impl std::fmt::Display) -> Error {
@@ -118,6 +149,14 @@ impl SshConnection {
         let _ = tcp.set_nodelay(true);
         let mut sess = Session::new().map_err(|e| ssh_err(&peer, "ssh session", e))?;
         sess.set_tcp_stream(tcp);
+        let kh_path = o.known_hosts.clone().unwrap_or_else(default_known_hosts);
+        // Unreadable: reported with its remedy after the handshake.
+        let kh_text = std::fs::read_to_string(&kh_path).unwrap_or_default();
+        let kh_lines = known_host_lines(&sess, &kh_text, &t.host, t.port);
+        if let Some(methods) = host_key_methods(&kh_lines) {
+            // Best effort: libssh2 refuses only a list it supports none of.
+            let _ = sess.method_pref(MethodType::HostKey, &methods);
+        }
         // libssh2 takes an int of milliseconds.
         let millis = |secs: u64| secs.saturating_mul(1000).min(i32::MAX as u64) as u32;
         let io_timeout_ms = millis(o.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT_SECS).max(1));
@@ -131,8 +170,7 @@ impl SshConnection {
             sess.methods(MethodType::CryptSc).unwrap_or("?")
         ));
 
-        let kh_path = o.known_hosts.clone().unwrap_or_else(default_known_hosts);
-        let (key, _) = sess
+        let (key, key_type) = sess
             .host_key()
             .ok_or_else(|| ssh_err(&peer, "host key", "the server sent none"))?;
         let mut kh = sess
@@ -165,18 +203,44 @@ impl SshConnection {
                 ));
             }
             CheckResult::Mismatch => {
-                let line = known_hosts_line(&kh_path, &t.host, t.port)
-                    .map(|l| format!(" line {l}"))
-                    .unwrap_or_default();
+                let type_name = match key_type {
+                    HostKeyType::Rsa => "ssh-rsa",
+                    HostKeyType::Dss => "ssh-dss",
+                    HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+                    HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+                    HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+                    HostKeyType::Ed25519 => "ssh-ed25519",
+                    HostKeyType::Unknown => "",
+                };
+                // The entries of the key type the standby showed, else all of the host's.
+                let of_type: Vec<usize> = kh_lines
+                    .iter()
+                    .filter(|(_, t)| t == type_name)
+                    .map(|(n, _)| *n)
+                    .collect();
+                let numbers: Vec<String> = if of_type.is_empty() {
+                    kh_lines.iter().map(|(n, _)| n.to_string()).collect()
+                } else {
+                    of_type.iter().map(|n| n.to_string()).collect()
+                };
+                let lines = match numbers.len() {
+                    0 => String::new(),
+                    1 => format!(" line {}", numbers[0]),
+                    _ => format!(" lines {}", numbers.join(", ")),
+                };
+                // ssh-keygen names a host on the default port without one.
+                let name = if t.port == 22 {
+                    t.host.clone()
+                } else {
+                    format!("[{}]:{}", t.host, t.port)
+                };
                 return Err(ssh_err(
                     &peer,
                     "HOST KEY CHANGED",
                     format!(
-                        "the key differs from {}{line}; if the standby was reinstalled, remove that entry \
-                         (ssh-keygen -R '[{}]:{}' -f {}) and add the new key after checking it",
+                        "the key differs from {}{lines}; if the standby was reinstalled, remove that entry \
+                         (ssh-keygen -R '{name}' -f {}) and add the new key after checking it",
                         kh_path.display(),
-                        t.host,
-                        t.port,
                         kh_path.display()
                     ),
                 ));
@@ -258,6 +322,11 @@ impl SshConnection {
         self.session.set_timeout(1000);
     }
 
+    /// The limit on any one read or write (`standby.io_timeout`).
+    pub fn io_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.io_timeout_ms.into())
+    }
+
     /// The step limit, if any.
     pub fn step_timeout(&self) -> Option<std::time::Duration> {
         (self.step_timeout_ms > 0)
@@ -273,12 +342,28 @@ impl SshConnection {
 
     /// Why the remote end did not answer: its exit status and stderr.
     pub fn diagnose(mut self) -> Option<Error> {
+        // A remote command that failed to start has said so already; one
+        // that hangs is not waited for again, for each step below.
+        self.session.set_timeout(5000);
         let _ = self.channel.wait_eof();
         let mut err = String::new();
         let _ = self.channel.stderr().read_to_string(&mut err);
         let _ = self.channel.wait_close();
         let status = self.channel.exit_status().ok()?;
-        let err = err.trim().lines().last().unwrap_or("").to_string();
+        // The line that says what went wrong, not a closing hint such as
+        // clap's "For more information, try '--help'.".
+        let lines: Vec<&str> = err
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let err = lines
+            .iter()
+            .find(|l| l.contains("error:"))
+            .or(lines.first())
+            .copied()
+            .unwrap_or("")
+            .to_string();
         let message = match status {
             127 => format!(
                 "`{}` was not found on the standby ({err}); install hamn there or pass --remote-bin PATH",

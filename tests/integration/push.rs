@@ -281,10 +281,68 @@ fn host_keys_are_checked_never_accepted() {
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     assert!(
+        err.contains("HOST KEY CHANGED")
+            && err.contains("line 1")
+            && err.contains(&format!("ssh-keygen -R '[127.0.0.1]:{}'", sshd.port)),
+        "{err}"
+    );
+    // The same, hashed (HashKnownHosts yes): the line is still named.
+    let hash = |file: &std::path::Path| {
+        let st = Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", stderr(&st));
+        assert!(fs::read_to_string(file).unwrap().starts_with("|1|"));
+    };
+    hash(&wrong);
+    let out = push(
+        &env,
+        &sshd,
+        &sb,
+        &["--known-hosts", wrong.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
         err.contains("HOST KEY CHANGED") && err.contains("line 1"),
         "{err}"
     );
     assert_eq!(standby_snapshots(&sb), 0);
+}
+
+#[test]
+fn a_known_hosts_with_only_another_key_type_of_the_standby_is_enough() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (_src, sb) = primary_and_standby(&env, 10);
+    // Only the standby's ECDSA key, hashed, after a comment and another
+    // host's line: the standby also has an Ed25519 key, which a client
+    // prefers, and which must then not be taken for a changed key.
+    let ecdsa = fs::read_to_string(sshd.path("host_key_ecdsa.pub")).unwrap();
+    let mut f = ecdsa.split_whitespace();
+    let (kt, kb) = (f.next().unwrap(), f.next().unwrap());
+    let kh = env.path("ecdsa_only_known_hosts");
+    fs::write(
+        &kh,
+        format!(
+            "# the standby\nother.example {kt} {kb}\n[127.0.0.1]:{} {kt} {kb}\n",
+            sshd.port
+        ),
+    )
+    .unwrap();
+    let st = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", stderr(&st));
+    let out = push(&env, &sshd, &sb, &["--known-hosts", kh.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(standby_snapshots(&sb), 1);
 }
 
 #[test]
@@ -419,6 +477,28 @@ fn killed_pushes_resume_with_only_the_rest() {
     );
     assert_eq!(standby_snapshots(&sb), 2);
     assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+}
+
+#[test]
+fn a_silent_standby_is_named_with_the_setting_that_gave_up_on_it() {
+    let env = Env::new();
+    // The standby's forced command says nothing, ever.
+    let sshd = Sshd::start("command=\"sleep 60\",restrict");
+    let (_src, sb) = primary_and_standby(&env, 5);
+    let cfg = env.path("short-timeout.toml");
+    fs::write(&cfg, "[standby]\nio_timeout = 2\n").unwrap();
+    let out = spawn_push_with(&env, &sshd, &sb, Stdio::piped(), Some(&cfg))
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("hamn: error: standby")
+            && err.contains("127.0.0.1")
+            && err.contains("no answer within 2 s (standby.io_timeout)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
@@ -762,6 +842,51 @@ fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
 }
 
 #[test]
+fn a_warning_of_the_standbys_deployment_is_the_syncs_warning() {
+    let env = Env::new();
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let root = env.path("standby-root");
+    fs::create_dir_all(&root).unwrap();
+    let sb_cfg = env.path("standby.toml");
+    fs::write(&sb_cfg, "[hooks]\npost_materialize = ['exit 7']\n").unwrap();
+    let sshd = Sshd::start(&format!(
+        "command=\"{BIN} --config {} serve --store {} --root {}\",restrict",
+        sb_cfg.display(),
+        sb.display(),
+        root.display()
+    ));
+    let src = env.path("install");
+    make_tree(&src, 20, 4);
+    let standby_lines = format!(
+        "{}materialize = true\nroot = '{}'\n",
+        ssh_standby(&sshd, &sb),
+        root.display()
+    );
+    let cfg = write_config(&env, &[&src], &standby_lines, "");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .output()
+        .unwrap();
+    // Deployed, and the failed hook on the standby is told on the primary.
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: standby: post_materialize")
+            && err.contains("the deployment stays in place"),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["exit_code"], 3, "{j}");
+    assert_eq!(
+        j["materialize"]["hook_failures"].as_array().unwrap().len(),
+        1,
+        "{j}"
+    );
+    assert!(fs::read_dir(&root).unwrap().next().is_some());
+}
+
+#[test]
 fn the_standby_applies_its_own_retention_unless_append_only() {
     for append_only in [false, true] {
         let env = Env::new();
@@ -1059,4 +1184,47 @@ fn push_on_a_terminal_shows_bytes_sent_rate_and_eta() {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stderr(&out).contains("ETA"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failed_sync_still_reports_its_steps_in_one_json_document() {
+    let env = Env::new();
+    let src = env.path("install");
+    make_tree(&src, 10, 6);
+    // A standby folder that is not a store: the push fails after the snapshot.
+    let sb = env.path("not-a-store");
+    fs::create_dir_all(&sb).unwrap();
+    let cfg = write_config(&env, &[&src], &format!("url = '{}'\n", sb.display()), "");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let j = one_json(&out);
+    assert_eq!(j["exit_code"], 1, "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("not a hamn store"),
+        "{j}"
+    );
+    let id = j["snapshot"]["id"]
+        .as_str()
+        .expect("the snapshot taken is reported");
+    assert_eq!(env.ok(&["--json", "snapshots"]).matches(id).count(), 1);
+    let err = stderr(&out);
+    assert_eq!(err.matches("hamn: error:").count(), 1, "{err}");
+}
+
+#[test]
+fn a_bad_standby_url_is_a_usage_error_before_the_store_is_opened() {
+    let env = Env::bare();
+    let src = env.path("install");
+    make_tree(&src, 3, 6);
+    // No primary store either: the URL is what is reported, with exit 2.
+    let cfg = write_config(&env, &[&src], "url = 'ftp://mn2/var/lib/hamn'\n", "");
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("ftp://"), "{}", stderr(&out));
 }

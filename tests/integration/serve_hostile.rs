@@ -257,6 +257,7 @@ fn trees_with_escaping_names_are_refused() {
         let mut input = hello();
         input.extend(frame(&Msg::PutBlob(chunk.clone())));
         input.extend(frame(&Msg::PutBlob(t.clone())));
+        input.extend(frame(&Msg::Flush));
         input.extend(frame(&Msg::PutSnapshot(record(TreeId(t.id.hash)))));
         let (c, replies) = serve(&env.store(), &input);
         assert_eq!(c, 1, "{name:?}");
@@ -264,8 +265,118 @@ fn trees_with_escaping_names_are_refused() {
             last_error(&replies).contains("entry name"),
             "{name:?}: {replies:?}"
         );
+        // Refused as it arrived: not stored, so never reported as held.
+        assert!(!holds_blob(&env.store(), t.id), "{name:?}");
     }
     assert_eq!(env.snapshot_count(), 0);
+}
+
+/// Whether the standby at `store` holds blob `id`.
+fn holds_blob(store: &Path, id: BlobId) -> bool {
+    let mut input = hello();
+    input.extend(frame(&Msg::HaveBlobs(vec![id])));
+    let (c, replies) = serve(store, &input);
+    assert_eq!(c, 0, "{replies:?}");
+    match replies.last() {
+        Some(Msg::Have(f)) => f[0],
+        other => panic!("expected Have, got {other:?}"),
+    }
+}
+
+fn dir(name: &[u8], id: TreeId) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        meta: Meta::default(),
+        kind: Kind::Dir(id),
+    }
+}
+
+fn file_of(name: &[u8], chunk: BlobId, len: u32) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        meta: Meta::default(),
+        kind: Kind::File(FileContent {
+            size: len as u64,
+            encoding: CONTENT_PLAIN,
+            holes: vec![],
+            chunks: vec![ChunkRef {
+                id: ChunkId(chunk.hash),
+                len,
+            }],
+        }),
+    }
+}
+
+#[test]
+fn a_tree_that_names_one_subtree_twice_at_every_level_is_checked_once() {
+    // 2^60 paths lead to the bottom tree; each tree is checked once.
+    let env = Env::new();
+    let content = b"shared";
+    let chunk = blob(BlobKind::Chunk, content);
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(chunk.clone())));
+    let mut below = Tree {
+        entries: vec![file_of(b"f", chunk.id, content.len() as u32)],
+    };
+    let mut top = blob(BlobKind::Tree, &below.encode());
+    input.extend(frame(&Msg::PutBlob(top.clone())));
+    for _ in 0..60 {
+        let id = TreeId(top.id.hash);
+        below = Tree {
+            entries: vec![dir(b"a", id), dir(b"b", id)],
+        };
+        top = blob(BlobKind::Tree, &below.encode());
+        input.extend(frame(&Msg::PutBlob(top.clone())));
+    }
+    input.extend(frame(&Msg::PutSnapshot(record(TreeId(top.id.hash)))));
+    input.extend(frame(&Msg::Bye));
+    let mut child = spawn_serve(&env.store(), &[]);
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let code = wait_exit(&mut child, std::time::Duration::from_secs(60));
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(
+        code,
+        Some(0),
+        "serve did not publish the snapshot within 60 s (walking every path?)"
+    );
+    assert_eq!(env.snapshot_count(), 1);
+    env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_file_must_name_a_stored_chunk_of_its_length() {
+    let env = Env::new();
+    let content = b"twelve bytes";
+    let chunk = blob(BlobKind::Chunk, content);
+    // A tree blob, listed as a file's chunk.
+    let other = blob(BlobKind::Tree, &Tree::default().encode());
+    for (what, target, len) in [
+        ("a tree", other.id, other.plain_len),
+        ("a wrong length", chunk.id, content.len() as u32 + 1),
+    ] {
+        let t = blob(
+            BlobKind::Tree,
+            &Tree {
+                entries: vec![file_of(b"f", target, len)],
+            }
+            .encode(),
+        );
+        let mut input = hello();
+        input.extend(frame(&Msg::PutBlob(chunk.clone())));
+        input.extend(frame(&Msg::PutBlob(other.clone())));
+        input.extend(frame(&Msg::PutBlob(t.clone())));
+        input.extend(frame(&Msg::PutSnapshot(record(TreeId(t.id.hash)))));
+        let (c, replies) = serve(&env.store(), &input);
+        assert_eq!(c, 1, "{what}");
+        assert!(
+            last_error(&replies).contains("is listed as a chunk of"),
+            "{what}: {replies:?}"
+        );
+    }
+    assert_eq!(env.snapshot_count(), 0);
+    env.ok(&["check", "--read-data"]);
 }
 
 #[test]
@@ -305,14 +416,23 @@ fn another_protocol_version_is_refused_naming_both() {
         store: String::new(),
         mode: MODE_WRITE,
     });
-    let (c, replies) = serve(&env.store(), &input);
-    assert_eq!(c, 1);
-    let e = last_error(&replies);
-    assert!(
-        e.contains(&(PROTOCOL_VERSION + 7).to_string())
-            && e.contains(&PROTOCOL_VERSION.to_string()),
-        "{e}"
-    );
+    // The same, from a version whose greeting has grown a field.
+    let mut future = PROTOCOL_MAGIC.to_vec();
+    future.extend((PROTOCOL_VERSION + 7).to_le_bytes());
+    future.extend(b"a field this version does not know");
+    let mut grown = ((future.len() + 1) as u32).to_le_bytes().to_vec();
+    grown.push(T_HELLO);
+    grown.extend(future);
+    for input in [input, grown] {
+        let (c, replies) = serve(&env.store(), &input);
+        assert_eq!(c, 1);
+        let e = last_error(&replies);
+        assert!(
+            e.contains(&(PROTOCOL_VERSION + 7).to_string())
+                && e.contains(&PROTOCOL_VERSION.to_string()),
+            "{e}"
+        );
+    }
     unchanged(&env);
 }
 

@@ -20,8 +20,12 @@ pub struct Sshd {
 }
 
 fn keygen(path: &Path) {
+    keygen_of_type(path, "ed25519");
+}
+
+fn keygen_of_type(path: &Path, key_type: &str) {
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hamn-test", "-f"])
+        .args(["-q", "-t", key_type, "-N", "", "-C", "hamn-test", "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen (Debian package openssh-client) is needed");
@@ -44,6 +48,9 @@ impl Sshd {
             .expect("tmp");
         let d = dir.path();
         keygen(&d.join("host_key"));
+        // A second host key, of a type a client prefers less
+        // (known_hosts below lists only the first).
+        keygen_of_type(&d.join("host_key_ecdsa"), "ecdsa");
         keygen(&d.join("client_key"));
         let pubkey = fs::read_to_string(d.join("client_key.pub")).unwrap();
         let line = if key_options.is_empty() {
@@ -59,7 +66,8 @@ impl Sshd {
         fs::write(
             d.join("sshd_config"),
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nHostKey {d}/host_key_ecdsa\n\
+                 PidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 50\n",
