@@ -97,6 +97,20 @@ impl<'s, W: Write> Session<'s, W> {
     }
 
     fn put_blob(&mut self, b: StoredBlob) -> Result<()> {
+        // Nothing hamn writes is longer than zstd's bound for its content:
+        // padding (skippable frames) would only take up the standby's disk.
+        if b.stored.len() > zstd::compress_bound(b.plain_len as usize) {
+            return Err(Error::malformed(
+                "pushed blob",
+                format!(
+                    "{} {} is stored in {} bytes for {} bytes of content",
+                    b.id.kind.name(),
+                    b.id.to_hex(),
+                    b.stored.len(),
+                    b.plain_len
+                ),
+            ));
+        }
         let plain = crate::chunk::decode(b.id.kind, b.encoding, &b.stored, b.plain_len)?;
         check_id(b.id, &plain)?;
         // A tree that would not decode (a name with `/`, `..` or NUL,

@@ -232,6 +232,32 @@ fn a_zstd_bomb_is_refused_before_it_inflates() {
 }
 
 #[test]
+fn a_chunk_padded_past_its_compressed_size_is_refused() {
+    let env = Env::new();
+    let content = b"a small chunk";
+    let mut b = blob(BlobKind::Chunk, content);
+    // A zstd skippable frame (magic 0x184D2A50, length, payload) decodes
+    // to nothing: 1 MiB of it after the real frame leaves the content as
+    // it is, and would only fill the standby's disk.
+    let mut stored = zstd::bulk::compress(content, 3).unwrap();
+    let pad = 1024 * 1024u32;
+    stored.extend(0x184D_2A50u32.to_le_bytes());
+    stored.extend(pad.to_le_bytes());
+    stored.extend(vec![0u8; pad as usize]);
+    assert_eq!(zstd::stream::decode_all(&stored[..]).unwrap(), content);
+    b.encoding = hamn::chunk::ENCODING_ZSTD;
+    b.stored = stored;
+    let mut input = hello();
+    input.extend(frame(&Msg::PutBlob(b.clone())));
+    input.extend(frame(&Msg::Flush));
+    let (c, replies) = serve(&env.store(), &input);
+    assert_eq!(c, 1, "{replies:?}");
+    assert!(last_error(&replies).contains("is stored in"), "{replies:?}");
+    assert!(!holds_blob(&env.store(), b.id));
+    unchanged(&env);
+}
+
+#[test]
 fn trees_with_escaping_names_are_refused() {
     let env = Env::new();
     let content = b"payload";
