@@ -69,6 +69,31 @@ fn check_id(id: BlobId, plain: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A chunk a pushed tree names must be stored, as a chunk of the length
+/// the tree gives it.
+fn check_chunk(blobs: &crate::store::index::BlobReader, ch: &crate::tree::ChunkRef) -> Result<()> {
+    let id: BlobId = ch.id.into();
+    let Some(loc) = blobs.get(&id.hash)? else {
+        return Err(Error::MissingObject {
+            what: "chunk",
+            id: ch.id.to_hex(),
+        });
+    };
+    if loc.id.kind != id.kind || loc.plain_len != ch.len {
+        return Err(Error::malformed(
+            "pushed tree",
+            format!(
+                "chunk {} is listed as a chunk of {} bytes, but this store holds it as a {} of {} bytes",
+                ch.id.to_hex(),
+                ch.len,
+                loc.id.kind.name(),
+                loc.plain_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
 struct Session<'s, W: Write> {
     store: &'s Store,
     opts: &'s ServeOptions,
@@ -173,6 +198,9 @@ impl<'s, W: Write> Session<'s, W> {
         let mut walked = Vec::new();
         let mut seen = std::collections::HashSet::<[u8; 32]>::new();
         let mut stack = vec![root];
+        // Everything is sealed and indexed by now; nothing is written
+        // while the walk runs, so one read transaction serves it.
+        let blobs = self.store.index().reader()?;
         while let Some(t) = stack.pop() {
             if !seen.insert(t.0) || self.store.index().is_complete(&t.0)? {
                 continue;
@@ -183,7 +211,7 @@ impl<'s, W: Write> Session<'s, W> {
                     Kind::Dir(id) => stack.push(*id),
                     Kind::File(c) => {
                         for ch in &c.chunks {
-                            self.check_chunk(ch)?;
+                            check_chunk(&blobs, ch)?;
                         }
                     }
                     _ => {}
@@ -192,29 +220,6 @@ impl<'s, W: Write> Session<'s, W> {
             walked.push(t.0);
         }
         Ok(walked)
-    }
-
-    fn check_chunk(&self, ch: &crate::tree::ChunkRef) -> Result<()> {
-        let id: BlobId = ch.id.into();
-        let Some(loc) = self.store.index().get(&id.hash)? else {
-            return Err(Error::MissingObject {
-                what: "chunk",
-                id: ch.id.to_hex(),
-            });
-        };
-        if loc.id.kind != id.kind || loc.plain_len != ch.len {
-            return Err(Error::malformed(
-                "pushed tree",
-                format!(
-                    "chunk {} is listed as a chunk of {} bytes, but this store holds it as a {} of {} bytes",
-                    ch.id.to_hex(),
-                    ch.len,
-                    loc.id.kind.name(),
-                    loc.plain_len
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
@@ -294,20 +299,22 @@ impl<'s, W: Write> Session<'s, W> {
                 self.out.send_now(&Msg::SnapshotList(list))?;
             }
             Msg::HaveTrees(ids) => {
-                let flags = ids
-                    .iter()
-                    .map(|t| self.store.index().is_complete(&t.0))
-                    .collect::<Result<Vec<_>>>()?;
+                let trees: Vec<[u8; 32]> = ids.iter().map(|t| t.0).collect();
+                let flags = self.store.index().are_complete(&trees)?;
                 self.out.send_now(&Msg::Have(flags))?;
             }
             Msg::HaveBlobs(ids) => {
-                let flags = ids
-                    .iter()
-                    .map(|b| match &self.writer {
-                        Some(w) => w.has(*b),
-                        None => self.store.has_blob(*b),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                // One read transaction for the batch (redb locks and
+                // unlocks a byte range of its file for each).
+                let flags = match &self.writer {
+                    Some(w) => ids.iter().map(|b| w.has(*b)).collect::<Result<Vec<_>>>()?,
+                    None => {
+                        let r = self.store.index().reader()?;
+                        ids.iter()
+                            .map(|b| r.contains(&b.hash))
+                            .collect::<Result<Vec<_>>>()?
+                    }
+                };
                 self.out.send_now(&Msg::Have(flags))?;
             }
             Msg::PutBlob(b) => self.put_blob(b)?,

@@ -86,14 +86,15 @@ pub struct BlobReader {
 
 impl BlobReader {
     pub fn contains(&self, hash: &[u8; ID_LEN]) -> Result<bool> {
-        Ok(self
-            .table
-            .get(hash)
-            .map_err(|e| Error::Index {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })?
-            .is_some())
+        Ok(self.get(hash)?.is_some())
+    }
+
+    pub fn get(&self, hash: &[u8; ID_LEN]) -> Result<Option<BlobLoc>> {
+        let v = self.table.get(hash).map_err(|e| Error::Index {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        v.map(|v| decode_loc(*hash, v.value())).transpose()
     }
 }
 
@@ -384,9 +385,17 @@ impl Index {
 
 impl Index {
     pub fn is_complete(&self, tree: &[u8; ID_LEN]) -> Result<bool> {
+        Ok(self.are_complete(std::slice::from_ref(tree))?[0])
+    }
+
+    /// [`Index::is_complete`] for many trees, in one read transaction.
+    pub fn are_complete(&self, trees: &[[u8; ID_LEN]]) -> Result<Vec<bool>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
-        Ok(t.get(tree).map_err(|e| self.err(e))?.is_some())
+        trees
+            .iter()
+            .map(|tree| Ok(t.get(tree).map_err(|e| self.err(e))?.is_some()))
+            .collect()
     }
 
     pub fn mark_complete(&self, trees: &[[u8; ID_LEN]]) -> Result<()> {
