@@ -63,11 +63,27 @@ fn default_known_hosts() -> PathBuf {
     home.join(".ssh/known_hosts")
 }
 
+/// A known_hosts line that names the standby.
+struct KnownLine {
+    number: usize,
+    key_type: String,
+    /// The line names the host without a port (which libssh2, like
+    /// OpenSSH, also takes for a host on another port).
+    bare: bool,
+}
+
 /// The lines of known_hosts `text` that name this host, plain or hashed
-/// (matched by libssh2 itself, one line at a time): their numbers and key
-/// types. Lines libssh2 cannot read (markers, unknown key types) are
-/// passed over, as it passes over them when it checks.
-fn known_host_lines(sess: &Session, text: &str, host: &str, port: u16) -> Vec<(usize, String)> {
+/// (matched by libssh2 itself, one line at a time). Lines libssh2 cannot
+/// read (markers, unknown key types) are passed over, as it passes over
+/// them when it checks.
+fn known_host_lines(sess: &Session, text: &str, host: &str, port: u16) -> Vec<KnownLine> {
+    // Any key: a line for the host answers Mismatch, another NotFound.
+    let names = |kh: &ssh2::KnownHosts, port: u16| {
+        matches!(
+            kh.check_port(host, port, b"?"),
+            CheckResult::Match | CheckResult::Mismatch
+        )
+    };
     text.lines()
         .enumerate()
         .filter_map(|(i, line)| {
@@ -78,21 +94,22 @@ fn known_host_lines(sess: &Session, text: &str, host: &str, port: u16) -> Vec<(u
             let key_type = l.split_whitespace().nth(1)?.to_string();
             let mut kh = sess.known_hosts().ok()?;
             kh.read_str(l, KnownHostFileKind::OpenSSH).ok()?;
-            // Any key: a line for this host answers Mismatch, another NotFound.
-            match kh.check_port(host, port, b"?") {
-                CheckResult::Match | CheckResult::Mismatch => Some((i + 1, key_type)),
-                _ => None,
-            }
+            names(&kh, port).then(|| KnownLine {
+                number: i + 1,
+                key_type,
+                bare: port == 22 || names(&kh, 22),
+            })
         })
         .collect()
 }
 
-/// The host key algorithms to offer: only those whose keys known_hosts
-/// holds for the host. libssh2 compares the server's key with every entry
-/// for the host whatever its type, so a known_hosts that lists only an
-/// ECDSA or RSA key of a server that also has an Ed25519 one would
+/// The host key algorithms to offer, those whose keys known_hosts holds
+/// for the host first, then the rest of what libssh2 supports (as
+/// OpenSSH orders them). libssh2 compares the server's key with every
+/// entry for the host whatever its type, so a known_hosts that lists only
+/// an ECDSA or RSA key of a server that also has an Ed25519 one would
 /// otherwise read as a changed key. None: known_hosts names no usable key.
-fn host_key_methods(lines: &[(usize, String)]) -> Option<String> {
+fn host_key_methods(lines: &[KnownLine], supported: &[&str]) -> Option<String> {
     const ORDER: [(&str, &str); 8] = [
         ("ssh-ed25519", "ssh-ed25519"),
         ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"),
@@ -103,12 +120,22 @@ fn host_key_methods(lines: &[(usize, String)]) -> Option<String> {
         ("ssh-rsa", "ssh-rsa"),
         ("ssh-dss", "ssh-dss"),
     ];
-    let methods: Vec<&str> = ORDER
+    let mut methods: Vec<&str> = ORDER
         .iter()
-        .filter(|(key_type, _)| lines.iter().any(|(_, t)| t == key_type))
+        .filter(|(key_type, method)| {
+            supported.contains(method) && lines.iter().any(|l| l.key_type == *key_type)
+        })
         .map(|(_, method)| *method)
         .collect();
-    (!methods.is_empty()).then(|| methods.join(","))
+    if methods.is_empty() {
+        return None;
+    }
+    for m in supported {
+        if !methods.contains(m) {
+            methods.push(m);
+        }
+    }
+    Some(methods.join(","))
 }
 
 fn ssh_err(peer: &str, what: &str, e: impl std::fmt::Display) -> Error {
@@ -153,7 +180,8 @@ impl SshConnection {
         // Unreadable: reported with its remedy after the handshake.
         let kh_text = std::fs::read_to_string(&kh_path).unwrap_or_default();
         let kh_lines = known_host_lines(&sess, &kh_text, &t.host, t.port);
-        if let Some(methods) = host_key_methods(&kh_lines) {
+        let supported = sess.supported_algs(MethodType::HostKey).unwrap_or_default();
+        if let Some(methods) = host_key_methods(&kh_lines, &supported) {
             // Best effort: libssh2 refuses only a list it supports none of.
             let _ = sess.method_pref(MethodType::HostKey, &methods);
         }
@@ -213,23 +241,24 @@ impl SshConnection {
                     HostKeyType::Unknown => "",
                 };
                 // The entries of the key type the standby showed, else all of the host's.
-                let of_type: Vec<usize> = kh_lines
+                let of_type: Vec<&KnownLine> = kh_lines
                     .iter()
-                    .filter(|(_, t)| t == type_name)
-                    .map(|(n, _)| *n)
+                    .filter(|l| l.key_type == type_name)
                     .collect();
-                let numbers: Vec<String> = if of_type.is_empty() {
-                    kh_lines.iter().map(|(n, _)| n.to_string()).collect()
+                let named: Vec<&KnownLine> = if of_type.is_empty() {
+                    kh_lines.iter().collect()
                 } else {
-                    of_type.iter().map(|n| n.to_string()).collect()
+                    of_type
                 };
+                let numbers: Vec<String> = named.iter().map(|l| l.number.to_string()).collect();
                 let lines = match numbers.len() {
                     0 => String::new(),
                     1 => format!(" line {}", numbers[0]),
                     _ => format!(" lines {}", numbers.join(", ")),
                 };
-                // ssh-keygen names a host on the default port without one.
-                let name = if t.port == 22 {
+                // As ssh-keygen names the host in the entry: bare for port
+                // 22 or when the entry gives no port, else [host]:port.
+                let name = if t.port == 22 || named.first().is_some_and(|l| l.bare) {
                     t.host.clone()
                 } else {
                     format!("[{}]:{}", t.host, t.port)

@@ -286,6 +286,54 @@ fn host_keys_are_checked_never_accepted() {
             && err.contains(&format!("ssh-keygen -R '[127.0.0.1]:{}'", sshd.port)),
         "{err}"
     );
+    // An entry without a port is taken for any port: the hint names it so.
+    let bare = env.path("bare_known_hosts");
+    fs::write(
+        &bare,
+        kh.replace(&format!("[127.0.0.1]:{}", other.port), "127.0.0.1"),
+    )
+    .unwrap();
+    let out = push(&env, &sshd, &sb, &["--known-hosts", bare.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("HOST KEY CHANGED") && err.contains("ssh-keygen -R '127.0.0.1'"),
+        "{err}"
+    );
+    // Only a key of a type the standby does not have (RSA): the standby
+    // shows one of its own, which is a changed key, not a failed handshake.
+    let rsa = env.path("rsa_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rsa_pub = fs::read_to_string(rsa.with_extension("pub")).unwrap();
+    let mut f = rsa_pub.split_whitespace();
+    let rsa_only = env.path("rsa_only_known_hosts");
+    fs::write(
+        &rsa_only,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            f.next().unwrap(),
+            f.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = push(
+        &env,
+        &sshd,
+        &sb,
+        &["--known-hosts", rsa_only.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("HOST KEY CHANGED") && err.contains("line 1"),
+        "{err}"
+    );
     // The same, hashed (HashKnownHosts yes): the line is still named.
     let hash = |file: &std::path::Path| {
         let st = Command::new("ssh-keygen")
@@ -486,7 +534,8 @@ fn a_silent_standby_is_named_with_the_setting_that_gave_up_on_it() {
     let sshd = Sshd::start("command=\"sleep 60\",restrict");
     let (_src, sb) = primary_and_standby(&env, 5);
     let cfg = env.path("short-timeout.toml");
-    fs::write(&cfg, "[standby]\nio_timeout = 2\n").unwrap();
+    // Long enough for the handshake on a busy machine, which it also bounds.
+    fs::write(&cfg, "[standby]\nio_timeout = 4\n").unwrap();
     let out = spawn_push_with(&env, &sshd, &sb, Stdio::piped(), Some(&cfg))
         .wait_with_output()
         .unwrap();
@@ -495,7 +544,7 @@ fn a_silent_standby_is_named_with_the_setting_that_gave_up_on_it() {
     assert!(
         err.starts_with("hamn: error: standby")
             && err.contains("127.0.0.1")
-            && err.contains("no answer within 2 s (standby.io_timeout)"),
+            && err.contains("no answer within 4 s (standby.io_timeout)"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -1227,4 +1276,25 @@ fn a_bad_standby_url_is_a_usage_error_before_the_store_is_opened() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("ftp://"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_file_holding_the_bytes_of_a_tree_travels_and_deploys() {
+    // Blobs are stored once per content: this file's only chunk is the
+    // blob of the empty directory's tree.
+    let env = Env::new();
+    let src = env.path("install");
+    fs::create_dir_all(src.join("empty")).unwrap();
+    write(
+        &src.join("looks-like-a-tree"),
+        &hamn::tree::Tree::default().encode(),
+    );
+    write(&src.join("other"), b"other content");
+    env.snapshot(&[&src]);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let out = env.run(&["push", "--to", sb.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(standby_snapshots(&sb), 1);
+    assert_standby_restores(&env, &sb, &src, "from-standby");
 }

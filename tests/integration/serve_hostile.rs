@@ -376,11 +376,10 @@ fn a_file_must_name_a_stored_chunk_of_its_length() {
     let env = Env::new();
     let content = b"twelve bytes";
     let chunk = blob(BlobKind::Chunk, content);
-    // A tree blob, listed as a file's chunk.
     let other = blob(BlobKind::Tree, &Tree::default().encode());
     for (what, target, len) in [
-        ("a tree", other.id, other.plain_len),
-        ("a wrong length", chunk.id, content.len() as u32 + 1),
+        ("a longer length", chunk.id, content.len() as u32 + 1),
+        ("a shorter length", chunk.id, content.len() as u32 - 1),
     ] {
         let t = blob(
             BlobKind::Tree,
@@ -397,7 +396,7 @@ fn a_file_must_name_a_stored_chunk_of_its_length() {
         let (c, replies) = serve(&env.store(), &input);
         assert_eq!(c, 1, "{what}");
         assert!(
-            last_error(&replies).contains("is listed as a chunk of"),
+            last_error(&replies).contains("is listed with"),
             "{what}: {replies:?}"
         );
     }
