@@ -846,16 +846,27 @@ fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
     assert_eq!(m["hamn_sync_last_success_timestamp_seconds"], last_ok);
 }
 
-#[test]
-fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
-    let env = Env::new();
+/// A primary with a small tree and a standby, behind a real sshd, that
+/// deploys what `sync` sends into its own root and then runs the
+/// `post_materialize` hook `hook`; `standby_extra` adds lines to the
+/// primary's [standby] table. Returns (standby store, standby root, sshd,
+/// primary config).
+fn deploying_standby(
+    env: &Env,
+    hook: &str,
+    standby_extra: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Sshd,
+    std::path::PathBuf,
+) {
     let sb = env.path("standby");
     assert_eq!(code(&standby(&sb, &["init"])), 0);
     let root = env.path("standby-root");
     fs::create_dir_all(&root).unwrap();
-    // The standby's deployment hangs in a hook (as on a hung NFS mount).
     let sb_cfg = env.path("standby.toml");
-    fs::write(&sb_cfg, "[hooks]\npost_materialize = ['sleep 20']\n").unwrap();
+    fs::write(&sb_cfg, format!("[hooks]\npost_materialize = ['{hook}']\n")).unwrap();
     let sshd = Sshd::start(&format!(
         "command=\"{BIN} --config {} serve --store {} --root {}\",restrict",
         sb_cfg.display(),
@@ -865,11 +876,19 @@ fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
     let src = env.path("install");
     make_tree(&src, 20, 9);
     let standby_lines = format!(
-        "{}materialize = true\nroot = '{}'\nstep_timeout = 2\n",
+        "{}materialize = true\nroot = '{}'\n{standby_extra}",
         ssh_standby(&sshd, &sb),
         root.display()
     );
-    let cfg = write_config(&env, &[&src], &standby_lines, "");
+    let cfg = write_config(env, &[&src], &standby_lines, "");
+    (sb, root, sshd, cfg)
+}
+
+#[test]
+fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
+    let env = Env::new();
+    // The standby's deployment hangs in a hook (as on a hung NFS mount).
+    let (sb, _root, _sshd, cfg) = deploying_standby(&env, "sleep 20", "step_timeout = 2\n");
     let out = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap(), "sync"])
         .output()
@@ -893,26 +912,7 @@ fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
 #[test]
 fn a_warning_of_the_standbys_deployment_is_the_syncs_warning() {
     let env = Env::new();
-    let sb = env.path("standby");
-    assert_eq!(code(&standby(&sb, &["init"])), 0);
-    let root = env.path("standby-root");
-    fs::create_dir_all(&root).unwrap();
-    let sb_cfg = env.path("standby.toml");
-    fs::write(&sb_cfg, "[hooks]\npost_materialize = ['exit 7']\n").unwrap();
-    let sshd = Sshd::start(&format!(
-        "command=\"{BIN} --config {} serve --store {} --root {}\",restrict",
-        sb_cfg.display(),
-        sb.display(),
-        root.display()
-    ));
-    let src = env.path("install");
-    make_tree(&src, 20, 4);
-    let standby_lines = format!(
-        "{}materialize = true\nroot = '{}'\n",
-        ssh_standby(&sshd, &sb),
-        root.display()
-    );
-    let cfg = write_config(&env, &[&src], &standby_lines, "");
+    let (_sb, root, _sshd, cfg) = deploying_standby(&env, "exit 7", "");
     let out = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
         .output()
