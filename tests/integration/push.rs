@@ -248,17 +248,19 @@ fn host_keys_are_checked_never_accepted() {
     let env = Env::new();
     let sshd = Sshd::start("");
     let (_src, sb) = primary_and_standby(&env, 10);
+    // A push with known_hosts `text` must be refused; its message.
+    let refused = |name: &str, text: &str, hashed: bool| -> String {
+        let kh = env.path(name);
+        fs::write(&kh, text).unwrap();
+        if hashed {
+            hash_known_hosts(&kh);
+        }
+        let out = push(&env, &sshd, &sb, &["--known-hosts", kh.to_str().unwrap()]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        stderr(&out)
+    };
     // Unknown: an empty known_hosts.
-    let empty = env.path("empty_known_hosts");
-    fs::write(&empty, "").unwrap();
-    let out = push(
-        &env,
-        &sshd,
-        &sb,
-        &["--known-hosts", empty.to_str().unwrap()],
-    );
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
+    let err = refused("empty_known_hosts", "", false);
     assert!(
         err.contains("host key unknown") && err.contains("ssh-keyscan"),
         "{err}"
@@ -266,36 +268,23 @@ fn host_keys_are_checked_never_accepted() {
     // Changed: another key under the same name.
     let other = Sshd::start("");
     let kh = fs::read_to_string(other.path("known_hosts")).unwrap();
-    let wrong = env.path("wrong_known_hosts");
-    fs::write(
-        &wrong,
-        kh.replace(&other.port.to_string(), &sshd.port.to_string()),
-    )
-    .unwrap();
-    let out = push(
-        &env,
-        &sshd,
-        &sb,
-        &["--known-hosts", wrong.to_str().unwrap()],
-    );
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
+    let wrong = kh.replace(&other.port.to_string(), &sshd.port.to_string());
+    let err = refused("wrong_known_hosts", &wrong, false);
     assert!(
         err.contains("HOST KEY CHANGED")
             && err.contains("line 1")
             && err.contains(&format!("ssh-keygen -R '[127.0.0.1]:{}'", sshd.port)),
         "{err}"
     );
+    // The same, hashed (HashKnownHosts yes): the line is still named.
+    let err = refused("hashed_known_hosts", &wrong, true);
+    assert!(
+        err.contains("HOST KEY CHANGED") && err.contains("line 1"),
+        "{err}"
+    );
     // An entry without a port is taken for any port: the hint names it so.
-    let bare = env.path("bare_known_hosts");
-    fs::write(
-        &bare,
-        kh.replace(&format!("[127.0.0.1]:{}", other.port), "127.0.0.1"),
-    )
-    .unwrap();
-    let out = push(&env, &sshd, &sb, &["--known-hosts", bare.to_str().unwrap()]);
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
+    let bare = kh.replace(&format!("[127.0.0.1]:{}", other.port), "127.0.0.1");
+    let err = refused("bare_known_hosts", &bare, false);
     assert!(
         err.contains("HOST KEY CHANGED") && err.contains("ssh-keygen -R '127.0.0.1'"),
         "{err}"
@@ -311,54 +300,29 @@ fn host_keys_are_checked_never_accepted() {
     assert!(st.success());
     let rsa_pub = fs::read_to_string(rsa.with_extension("pub")).unwrap();
     let mut f = rsa_pub.split_whitespace();
-    let rsa_only = env.path("rsa_only_known_hosts");
-    fs::write(
-        &rsa_only,
-        format!(
-            "[127.0.0.1]:{} {} {}\n",
-            sshd.port,
-            f.next().unwrap(),
-            f.next().unwrap()
-        ),
-    )
-    .unwrap();
-    let out = push(
-        &env,
-        &sshd,
-        &sb,
-        &["--known-hosts", rsa_only.to_str().unwrap()],
+    let (kt, kb) = (f.next().unwrap(), f.next().unwrap());
+    let err = refused(
+        "rsa_only_known_hosts",
+        &format!("[127.0.0.1]:{} {kt} {kb}\n", sshd.port),
+        false,
     );
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
-    assert!(
-        err.contains("HOST KEY CHANGED") && err.contains("line 1"),
-        "{err}"
-    );
-    // The same, hashed (HashKnownHosts yes): the line is still named.
-    let hash = |file: &std::path::Path| {
-        let st = Command::new("ssh-keygen")
-            .arg("-H")
-            .arg("-f")
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "{}", stderr(&st));
-        assert!(fs::read_to_string(file).unwrap().starts_with("|1|"));
-    };
-    hash(&wrong);
-    let out = push(
-        &env,
-        &sshd,
-        &sb,
-        &["--known-hosts", wrong.to_str().unwrap()],
-    );
-    assert_eq!(code(&out), 1);
-    let err = stderr(&out);
     assert!(
         err.contains("HOST KEY CHANGED") && err.contains("line 1"),
         "{err}"
     );
     assert_eq!(standby_snapshots(&sb), 0);
+}
+
+/// Hash a known_hosts file in place, as `HashKnownHosts yes` writes it.
+fn hash_known_hosts(file: &Path) {
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::read_to_string(file).unwrap().contains("|1|"));
 }
 
 #[test]
@@ -381,13 +345,7 @@ fn a_known_hosts_with_only_another_key_type_of_the_standby_is_enough() {
         ),
     )
     .unwrap();
-    let st = Command::new("ssh-keygen")
-        .arg("-H")
-        .arg("-f")
-        .arg(&kh)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", stderr(&st));
+    hash_known_hosts(&kh);
     let out = push(&env, &sshd, &sb, &["--known-hosts", kh.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(standby_snapshots(&sb), 1);
