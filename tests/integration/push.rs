@@ -1256,3 +1256,50 @@ fn a_file_holding_the_bytes_of_a_tree_travels_and_deploys() {
     assert_eq!(standby_snapshots(&sb), 1);
     assert_standby_restores(&env, &sb, &src, "from-standby");
 }
+
+#[test]
+fn a_sync_that_finds_the_store_locked_says_so_in_one_json_document() {
+    let env = Env::new();
+    let src = env.path("install");
+    make_tree(&src, 5, 2);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    // Another run holds the primary's lock until told to go on.
+    let (mark, go) = (env.path("holding"), env.path("go"));
+    let hook = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.1; done",
+        mark.display(),
+        go.display()
+    );
+    let cfg = write_config(
+        &env,
+        &[&src],
+        &format!("url = '{}'\n", sb.display()),
+        &format!("[hooks]\npre_snapshot = ['{hook}']\n"),
+    );
+    let mut holder = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "snapshot"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !mark.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the holder never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .output()
+        .unwrap();
+    write(&go, b"");
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let j = one_json(&out);
+    assert_eq!(j["exit_code"], 4, "{j}");
+    assert!(j["snapshot"].is_null(), "{j}");
+    assert!(j["error"].as_str().unwrap().contains("locked"), "{j}");
+}
