@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, MethodType, Session};
@@ -47,9 +48,70 @@ pub struct SshConnection {
     io_timeout_ms: u32,
     /// 0: no limit.
     step_timeout_ms: u32,
-    channel: ssh2::Channel,
+    /// Shared with the writing stream, which looks at it when a write
+    /// stalls ([`StallAwareWriter`]).
+    channel: Arc<Mutex<ssh2::Channel>>,
     remote_bin: String,
     peer: String,
+}
+
+/// libssh2 waits for the standby's SSH window however long the limit is,
+/// even after the standby closed the channel: sshd stops opening the
+/// window once the far end's `hamn serve` has exited (after an error it
+/// reported, such as a full disk), and libssh2 does not look at the close
+/// while it waits. This writer waits in one-second slices instead, and
+/// between them gives up as soon as the standby has sent something (the
+/// client reads no replies while it streams blobs, so that is an error
+/// message) or closed its side; the caller then reads why.
+struct StallAwareWriter {
+    stream: ssh2::Stream,
+    channel: Arc<Mutex<ssh2::Channel>>,
+    session: Session,
+}
+
+impl StallAwareWriter {
+    const SLICE_MS: u32 = 1000;
+
+    fn peer_stopped(&self) -> bool {
+        let ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        ch.eof() || ch.read_window().available > 0
+    }
+}
+
+impl Write for StallAwareWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let limit_ms = self.session.timeout();
+        let started = std::time::Instant::now();
+        self.session.set_timeout(if limit_ms == 0 {
+            Self::SLICE_MS
+        } else {
+            limit_ms.min(Self::SLICE_MS)
+        });
+        let r = loop {
+            match self.stream.write(buf) {
+                // Nothing of `buf` was taken: libssh2 keeps a packet it
+                // began and goes on with it when called with the same bytes.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    if self.peer_stopped() {
+                        break Err(std::io::Error::new(
+                            std::io::ErrorKind::BrokenPipe,
+                            "the standby stopped reading",
+                        ));
+                    }
+                    if limit_ms != 0 && started.elapsed().as_millis() >= u128::from(limit_ms) {
+                        break Err(e);
+                    }
+                }
+                r => break r,
+            }
+        };
+        self.session.set_timeout(limit_ms);
+        r
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -328,10 +390,14 @@ impl SshConnection {
             session: sess,
             io_timeout_ms,
             step_timeout_ms,
-            channel,
+            channel: Arc::new(Mutex::new(channel)),
             remote_bin,
             peer,
         })
+    }
+
+    fn channel(&self) -> std::sync::MutexGuard<'_, ssh2::Channel> {
+        self.channel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wait up to the step limit (`true`) for requests whose work on the
@@ -363,22 +429,32 @@ impl SshConnection {
     }
 
     pub fn streams(&self) -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {
+        let (reading, writing) = {
+            let channel = self.channel();
+            (channel.stream(0), channel.stream(0))
+        };
         (
-            Box::new(self.channel.stream(0)),
-            Box::new(self.channel.stream(0)),
+            Box::new(reading),
+            Box::new(StallAwareWriter {
+                stream: writing,
+                channel: self.channel.clone(),
+                session: self.session.clone(),
+            }),
         )
     }
 
     /// Why the remote end did not answer: its exit status and stderr.
-    pub fn diagnose(mut self) -> Option<Error> {
+    pub fn diagnose(self) -> Option<Error> {
         // A remote command that failed to start has said so already; one
         // that hangs is not waited for again, for each step below.
         self.session.set_timeout(5000);
-        let _ = self.channel.wait_eof();
+        let mut channel = self.channel();
+        let _ = channel.wait_eof();
         let mut err = String::new();
-        let _ = self.channel.stderr().read_to_string(&mut err);
-        let _ = self.channel.wait_close();
-        let status = self.channel.exit_status().ok()?;
+        let _ = channel.stderr().read_to_string(&mut err);
+        let _ = channel.wait_close();
+        let status = channel.exit_status().ok()?;
+        drop(channel);
         // The line that says what went wrong, not a closing hint such as
         // clap's "For more information, try '--help'.".
         let lines: Vec<&str> = err
@@ -411,10 +487,11 @@ impl SshConnection {
         })
     }
 
-    pub fn finish(mut self) -> Result<()> {
-        let _ = self.channel.send_eof();
-        let _ = self.channel.wait_eof();
-        let _ = self.channel.wait_close();
+    pub fn finish(self) -> Result<()> {
+        let mut channel = self.channel();
+        let _ = channel.send_eof();
+        let _ = channel.wait_eof();
+        let _ = channel.wait_close();
         Ok(())
     }
 }

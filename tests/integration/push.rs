@@ -1303,3 +1303,55 @@ fn a_sync_that_finds_the_store_locked_says_so_in_one_json_document() {
     assert!(j["snapshot"].is_null(), "{j}");
     assert!(j["error"].as_str().unwrap().contains("locked"), "{j}");
 }
+
+#[test]
+fn a_full_disk_on_the_standby_fails_the_push_clearly_and_loses_nothing() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let small = Mount::tmpfs(&env.path("standby-disk"), "6m");
+    let sb = small.path.join("store");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let src = env.path("src");
+    write(&src.join("small.txt"), b"fits");
+    env.snapshot(&[&src]);
+    let out = push(&env, &sshd, &sb, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // 12 MiB that does not compress, onto a 6 MiB disk.
+    write(&src.join("huge.bin"), &bytes(12 * 1024 * 1024, 8));
+    env.snapshot(&[&src]);
+    // The standby's serve reports the error and exits while the primary
+    // is still sending: the primary must not wait for its I/O limit.
+    let cfg = env.path("io-timeout.toml");
+    fs::write(&cfg, "[standby]\nio_timeout = 90\n").unwrap();
+    let mut child = spawn_push_with(&env, &sshd, &sb, Stdio::piped(), Some(&cfg));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(45) {
+            let _ = child.kill();
+            panic!("the push still waits on a standby that failed and exited");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("hamn: error: standby") && err.contains("No space left"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    // The standby still holds the first snapshot, whole, and nothing else.
+    assert_eq!(standby_snapshots(&sb), 1);
+    assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
+    // Once there is room, the next push completes the job.
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&small.path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = push(&env, &sshd, &sb, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(standby_snapshots(&sb), 2);
+    assert_standby_restores(&env, &sb, &src, "from-standby");
+}
