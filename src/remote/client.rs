@@ -89,7 +89,12 @@ impl Remote {
             mode: opts.mode,
         };
         match remote.request(&hello) {
-            Ok(Msg::Welcome { version, .. }) if version == PROTOCOL_VERSION => Ok(remote),
+            Ok(Msg::Welcome { version, .. }) if version == PROTOCOL_VERSION => {
+                if let Some(s) = &remote.ssh {
+                    s.started();
+                }
+                Ok(remote)
+            }
             Ok(Msg::Welcome {
                 version, server, ..
             }) => Err(Error::Remote {

@@ -60,9 +60,11 @@ pub struct SshConnection {
 /// window once the far end's `hamn serve` has exited (after an error it
 /// reported, such as a full disk), and libssh2 does not look at the close
 /// while it waits. This writer waits in one-second slices instead, and
-/// between them gives up as soon as the standby has sent something (the
-/// client reads no replies while it streams blobs, so that is an error
-/// message) or closed its side; the caller then reads why.
+/// between them gives up as soon as the standby has sent something on
+/// stdout (the client reads no replies while it streams blobs, so that is
+/// an error message; stderr is dropped once the session runs,
+/// [`SshConnection::started`]) or closed its side; the caller then reads
+/// why.
 struct StallAwareWriter {
     stream: ssh2::Stream,
     channel: Arc<Mutex<ssh2::Channel>>,
@@ -109,8 +111,11 @@ impl Write for StallAwareWriter {
         r
     }
 
+    /// Nothing to do: libssh2 sends what it is given at once. (ssh2's
+    /// `Stream::flush` is `libssh2_channel_flush_ex`, which throws away
+    /// unread *incoming* data, such as an error message of the standby.)
     fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush()
+        Ok(())
     }
 }
 
@@ -394,6 +399,16 @@ impl SshConnection {
             remote_bin,
             peer,
         })
+    }
+
+    /// Once `hamn serve` has answered, its stderr says nothing the client
+    /// reads (it is read only when the start fails, [`Self::diagnose`]):
+    /// drop it, so that a log line there neither waits unread in the
+    /// channel nor looks like an answer to [`StallAwareWriter`].
+    pub fn started(&self) {
+        let _ = self
+            .channel()
+            .handle_extended_data(ssh2::ExtendedData::Ignore);
     }
 
     fn channel(&self) -> std::sync::MutexGuard<'_, ssh2::Channel> {

@@ -1355,3 +1355,42 @@ fn a_full_disk_on_the_standby_fails_the_push_clearly_and_loses_nothing() {
     assert_eq!(standby_snapshots(&sb), 2);
     assert_standby_restores(&env, &sb, &src, "from-standby");
 }
+
+#[test]
+fn a_slow_standby_that_logs_on_stderr_still_gets_the_whole_push() {
+    // The standby writes a line on stderr, then its serve gets its input
+    // in bursts of at most 512 KiB, 1.5 s apart: the primary's writes wait
+    // more than a second at a time for the SSH window, and the line on
+    // stderr is no answer.
+    let env = Env::new();
+    let (src, sb) = primary_and_standby(&env, 10);
+    let script = env.path("slow-standby.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo a log line of the standby >&2\n\
+             throttle() {{\n\
+               while :; do\n\
+                 s=$(dd bs=65536 count=8 2>&1 >&3 | head -n 1)\n\
+                 [ \"$s\" = \"0+0 records in\" ] && break\n\
+                 sleep 1.5\n\
+               done\n\
+             }}\n\
+             throttle 3>&1 | exec {BIN} serve --store {}\n",
+            sb.display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sshd = Sshd::start(&format!("command=\"{}\",restrict", script.display()));
+    let out = push(&env, &sshd, &sb, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(standby_snapshots(&sb), 1);
+    assert_standby_restores(&env, &sb, &src, "from-standby");
+}
