@@ -146,11 +146,18 @@ fn write_config(env: &Env, paths: &[&Path], standby: &str, rest: &str) -> std::p
 }
 
 /// `hamn --config CFG --json sync`, which must succeed; its JSON.
-fn sync(cfg: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+/// `hamn [extra] sync` with the config `cfg`, as cron runs it.
+fn run_sync(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(extra)
+        .arg("sync")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn sync(cfg: &Path) -> serde_json::Value {
+    let out = run_sync(cfg, &["--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     one_json(&out)
 }
@@ -794,10 +801,7 @@ fn sync_writes_a_prometheus_textfile_and_applies_retention_on_both_nodes() {
     // A failed run records its status and keeps the last success time.
     let last_ok = m["hamn_sync_last_success_timestamp_seconds"];
     write_cfg("/nonexistent/standby");
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &[]);
     assert_eq!(code(&out), 1);
     let m = parse_prometheus(&fs::read_to_string(&prom).unwrap());
     assert_eq!(m["hamn_sync_exit_status"], 1.0);
@@ -847,10 +851,7 @@ fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
     let env = Env::new();
     // The standby's deployment hangs in a hook (as on a hung NFS mount).
     let (sb, _root, _sshd, cfg) = deploying_standby(&env, "sleep 20", "step_timeout = 2\n");
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -871,10 +872,7 @@ fn a_standby_stuck_in_its_deployment_is_given_up_after_the_step_timeout() {
 fn a_warning_of_the_standbys_deployment_is_the_syncs_warning() {
     let env = Env::new();
     let (_sb, root, _sshd, cfg) = deploying_standby(&env, "exit 7", "");
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &["--json"]);
     // Deployed, and the failed hook on the standby is told on the primary.
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
@@ -1092,10 +1090,7 @@ fn a_failed_snapshot_is_reported_and_ends_the_early_session() {
             until_a_session(log)
         )
     });
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("database dump failed"),
@@ -1132,10 +1127,7 @@ fn a_failed_snapshot_does_not_wait_for_a_slow_standby() {
         "[hooks]\npre_snapshot = ['echo database dump failed >&2; exit 7']\n",
     );
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("database dump failed"),
@@ -1202,10 +1194,7 @@ fn a_failed_sync_still_reports_its_steps_in_one_json_document() {
     let sb = env.path("not-a-store");
     fs::create_dir_all(&sb).unwrap();
     let cfg = write_config(&env, &[&src], &format!("url = '{}'\n", sb.display()), "");
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &["--json"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let j = one_json(&out);
     assert_eq!(j["exit_code"], 1, "{j}");
@@ -1228,10 +1217,7 @@ fn a_bad_standby_url_is_a_usage_error_before_the_store_is_opened() {
     make_tree(&src, 3, 6);
     // No primary store either: the URL is what is reported, with exit 2.
     let cfg = write_config(&env, &[&src], "url = 'ftp://mn2/var/lib/hamn'\n", "");
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("ftp://"), "{}", stderr(&out));
 }
@@ -1291,10 +1277,7 @@ fn a_sync_that_finds_the_store_locked_says_so_in_one_json_document() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
-        .output()
-        .unwrap();
+    let out = run_sync(&cfg, &["--json"]);
     write(&go, b"");
     assert!(holder.wait().unwrap().success());
     assert_eq!(code(&out), 4, "{}", stderr(&out));
