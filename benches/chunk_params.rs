@@ -1,8 +1,8 @@
 //! Chunking and compression parameters, measured on a generated xCAT
 //! /install-like tree: FastCDC (v2020, normalization level 1, as
 //! `hamn::chunk::chunk_stream` uses it) with min/avg/max of 64K/256K/1M,
-//! 128K/512K/2M (hamn's `CHUNK_*_BYTES`) and 256K/1M/4M, and zstd levels 1,
-//! 3 (hamn's `ZSTD_LEVEL`) and 6, each chunk compressed on its own and kept
+//! 128K/512K/2M (hamn's `CHUNK_*_BYTES`) and 256K/1M/4M, and zstd levels 1
+//! (hamn's `ZSTD_LEVEL`), 3 and 6, each chunk compressed on its own and kept
 //! raw when that is smaller, as `hamn::chunk::encode` does. It uses the
 //! `fastcdc`, `blake3` and `zstd` crates directly, so candidates are
 //! measured without changing hamn. One smaller setting, 16K/64K/256K, is
