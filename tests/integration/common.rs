@@ -362,28 +362,39 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     assert!(st.success());
 }
 
-/// A tmpfs mounted for the test's lifetime (root only).
+/// A file system mounted for the test's lifetime (root only).
 pub struct Mount {
     pub path: PathBuf,
 }
 
 impl Mount {
-    pub fn tmpfs(path: &Path, size: &str) -> Mount {
+    /// `mount ARGS path` for the test's lifetime (root only).
+    fn new(path: &Path, args: &[&str]) -> Mount {
         require_root();
         fs::create_dir_all(path).expect("mkdir");
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(args)
             .arg(path)
             .status()
             .expect("mount");
-        assert!(st.success(), "mount tmpfs on {} failed", path.display());
+        assert!(st.success(), "mount {args:?} on {} failed", path.display());
         Mount {
             path: path.to_path_buf(),
         }
     }
-}
 
-impl Mount {
+    pub fn tmpfs(path: &Path, size: &str) -> Mount {
+        Mount::new(
+            path,
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+        )
+    }
+
+    /// A ramfs: a file system that refuses every xattr.
+    pub fn ramfs(path: &Path) -> Mount {
+        Mount::new(path, &["-t", "ramfs", "ramfs"])
+    }
+
     /// A fresh XFS with reflinks (RHEL's default for /install) in a sparse
     /// image file `image`, loop-mounted on `path`. Needs mkfs.xfs
     /// (xfsprogs, which scripts/test.sh installs) and a loop device.
@@ -399,17 +410,7 @@ impl Mount {
             .status()
             .expect("mkfs.xfs is missing: apt-get install xfsprogs");
         assert!(mkfs.success(), "mkfs.xfs {} failed", image.display());
-        fs::create_dir_all(path).expect("mkdir");
-        let st = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(image)
-            .arg(path)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount -o loop {} failed", image.display());
-        Mount {
-            path: path.to_path_buf(),
-        }
+        Mount::new(path, &["-o", "loop", image.to_str().unwrap()])
     }
 }
 

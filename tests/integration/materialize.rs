@@ -686,6 +686,42 @@ fn disk_full_leaves_the_live_tree_untouched() {
     assert_same_tree(&night1, &live);
 }
 
+/// A root on a file system that refuses xattrs (ramfs): everything else
+/// is deployed, each xattr it could not keep is a warning naming the file
+/// and the xattr, and the exit status says "done with warnings".
+#[test]
+fn xattrs_the_root_cannot_keep_are_warnings_and_the_rest_is_deployed() {
+    let env = Env::new();
+    let mut s = site(&env);
+    let ram = Mount::ramfs(&env.path("root-ramfs"));
+    s.root = ram.path.clone();
+    let tagged = s.install.join("pool/kernel.rpm");
+    rustix::fs::lsetxattr(
+        &tagged,
+        "user.site-tag",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("setxattr on the source");
+    s.snapshot(&env);
+    let root = s.root.to_str().unwrap();
+    let out = env.run(&["--json", "materialize", "--root", root]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.contains("warning:")
+            && l.contains("kernel.rpm")
+            && l.contains("user.site-tag")),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = j["materialize"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{j}");
+    // The deployed tree is the source without that xattr.
+    rustix::fs::lremovexattr(&tagged, "user.site-tag").unwrap();
+    s.assert_deployed_equals_source();
+}
+
 #[test]
 fn a_managed_directory_that_is_a_mount_point_swaps_its_entries() {
     let env = Env::new();

@@ -891,6 +891,43 @@ fn a_warning_of_the_standbys_deployment_is_the_syncs_warning() {
     assert!(fs::read_dir(&root).unwrap().next().is_some());
 }
 
+/// The standby's root cannot keep an xattr the snapshot has (its file
+/// system refuses xattrs): the sync is done with warnings (exit 3), and the
+/// standby's warning is in the primary's log.
+#[test]
+fn a_warning_of_the_standbys_deployment_about_an_xattr_is_the_syncs_warning() {
+    let env = Env::new();
+    let (_sb, root, _sshd, cfg) = deploying_standby(&env, "true", "");
+    let _ram = Mount::ramfs(&root);
+    let tagged = env.path("install").join("tagged.conf");
+    fs::write(&tagged, b"x").unwrap();
+    rustix::fs::lsetxattr(
+        &tagged,
+        "user.site-tag",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("setxattr on the source");
+    let out = run_sync(&cfg, &["--json"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.contains("warning: standby:")
+            && l.contains("tagged.conf")
+            && l.contains("user.site-tag")),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["exit_code"], 3, "{j}");
+    assert_eq!(
+        j["materialize"]["warnings"].as_array().unwrap().len(),
+        1,
+        "{j}"
+    );
+    let deployed = root.join(tagged.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(&deployed).unwrap(), b"x");
+}
+
 #[test]
 fn the_standby_applies_its_own_retention_unless_append_only() {
     for append_only in [false, true] {
