@@ -67,7 +67,15 @@ type PackDamage = (Option<BlobLoc>, String);
 /// failed.
 fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<PackDamage>) {
     let path = store.pack_path(&pack);
-    let data = match std::fs::read(&path) {
+    // Read once, so dropped from the page cache afterwards: a check of
+    // the whole store must not push out what the node serves.
+    let read = |mut f: std::fs::File| {
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut d)?;
+        crate::fs::uncache(&f, 0, 0);
+        Ok::<_, std::io::Error>(d)
+    };
+    let data = match std::fs::File::open(&path).and_then(read) {
         Ok(d) => d,
         Err(e) => {
             let why = format!("pack {} unreadable: {e}", path.display());

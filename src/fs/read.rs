@@ -199,11 +199,28 @@ pub fn data_extents(file: &File, md: &Metadata) -> io::Result<Vec<(u64, u64)>> {
 }
 
 /// Reads the given extents of a file one after another, as one stream.
+///
+/// It leaves the page cache about as it found it: a file whose first bytes
+/// were not cached is dropped from the cache again by
+/// [`ExtentReader::release`]; a cached one stays. A snapshot reads every
+/// changed file once, and a first one all of `/install`; the pages the
+/// node serves from (boot images, packages) must not be pushed out by it.
 pub struct ExtentReader<'a> {
     file: &'a File,
     extents: &'a [(u64, u64)],
     idx: usize,
     done: u64,
+    cache: Cache,
+}
+
+/// Whether the file was in the page cache before it was read.
+#[derive(Clone, Copy, PartialEq)]
+enum Cache {
+    Unknown,
+    /// Cached, or the file system cannot tell (no `RWF_NOWAIT`).
+    Keep,
+    /// Read from the disk.
+    Fetched,
 }
 
 impl<'a> ExtentReader<'a> {
@@ -213,6 +230,32 @@ impl<'a> ExtentReader<'a> {
             extents,
             idx: 0,
             done: 0,
+            cache: Cache::Unknown,
+        }
+    }
+
+    /// The first read asks for cached bytes only, to learn whether the
+    /// file is cached.
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if self.cache == Cache::Unknown {
+            let mut bufs = [io::IoSliceMut::new(buf)];
+            let flags = rustix::io::ReadWriteFlags::NOWAIT;
+            match rustix::io::preadv2(self.file, &mut bufs, off, flags) {
+                Ok(n) if n > 0 => {
+                    self.cache = Cache::Keep;
+                    return Ok(n);
+                }
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => self.cache = Cache::Fetched,
+                Err(_) => self.cache = Cache::Keep,
+            }
+        }
+        self.file.read_at(buf, off)
+    }
+
+    /// Drop the file from the page cache if it was read from the disk.
+    pub fn release(&self) {
+        if self.cache == Cache::Fetched {
+            super::uncache(self.file, 0, 0);
         }
     }
 }
@@ -226,7 +269,7 @@ impl Read for ExtentReader<'_> {
                 continue;
             }
             let want = ((len - self.done) as usize).min(buf.len());
-            let n = self.file.read_at(&mut buf[..want], off + self.done)?;
+            let n = self.read_at(&mut buf[..want], off + self.done)?;
             if n == 0 {
                 // Shorter than its stat said: the caller's re-stat sees it.
                 self.idx = self.extents.len();

@@ -468,10 +468,10 @@ impl Walker<'_> {
         };
         let mut chunks = Vec::new();
         let mut bytes = 0u64;
-        let reader = fsread::ExtentReader::new(&file, &extents);
+        let mut reader = fsread::ExtentReader::new(&file, &extents);
         let read = CHUNK_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            chunk::chunk_stream(reader, &mut buf, |data| {
+            chunk::chunk_stream(&mut reader, &mut buf, |data| {
                 let id = self.writer.add_chunk(data)?;
                 bytes += data.len() as u64;
                 chunks.push(ChunkRef {
@@ -481,6 +481,7 @@ impl Walker<'_> {
                 Ok(())
             })
         });
+        reader.release();
         let Some(stored) = self.soft(path, read)? else {
             return Ok(None);
         };

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::id::{BlobId, ChunkId, PackId, SnapshotId, TreeId};
+use crate::id::{BlobId, BlobKind, ChunkId, PackId, SnapshotId, TreeId};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 pub use index::Index;
@@ -43,7 +43,38 @@ const OPEN_PACKS_MAX: usize = 64;
 pub struct Store {
     root: PathBuf,
     index: Index,
-    open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+    open_packs: Mutex<HashMap<PackId, Arc<OpenPack>>>,
+}
+
+/// A pack open for reading, and the run of its bytes read last.
+struct OpenPack {
+    file: File,
+    /// Chunk records read one after another, (start, end): what has been
+    /// read of it is dropped from the page cache as one range.
+    run: Mutex<(u64, u64)>,
+}
+
+impl OpenPack {
+    /// Chunks are read once (a deployment, a push, a restore): their pages
+    /// go back to free memory at once instead of pushing out the page
+    /// cache that the node's services use. The kernel drops only the
+    /// folios wholly inside a range, and a folio can span many KiB, so
+    /// the range is the run of records read in a row, not one chunk.
+    fn read_once(&self, loc: &BlobLoc) {
+        // The record with its header; the first one with the pack's header.
+        let mut start = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
+        if start <= pack::PACK_HEADER_LEN {
+            start = 0;
+        }
+        let end = loc.offset + u64::from(loc.stored_len);
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        if run.1 == start && run.1 > run.0 {
+            run.1 = end;
+        } else {
+            *run = (start, end);
+        }
+        crate::fs::uncache(&self.file, run.0, run.1 - run.0);
+    }
 }
 
 impl Store {
@@ -196,14 +227,17 @@ impl Store {
         Ok(lock)
     }
 
-    fn pack_file(&self, id: &PackId) -> Result<Arc<File>> {
+    fn pack_file(&self, id: &PackId) -> Result<Arc<OpenPack>> {
         let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = open.get(id) {
             return Ok(f.clone());
         }
         let path = self.pack_path(id);
         let f = match File::open(&path) {
-            Ok(f) => Arc::new(f),
+            Ok(file) => Arc::new(OpenPack {
+                file,
+                run: Mutex::new((0, 0)),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::MissingObject {
                     what: "pack",
@@ -223,13 +257,17 @@ impl Store {
     pub fn read_stored(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
         let f = self.pack_file(&loc.pack)?;
         let mut buf = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+        f.file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 self.corrupt(loc, "pack is shorter than the index says (truncated?)")
             } else {
                 Error::io(self.pack_path(&loc.pack), e)
             }
         })?;
+        if loc.id.kind == BlobKind::Chunk {
+            // Trees stay cached: plans, diffs and listings read them again.
+            f.read_once(loc);
+        }
         Ok(buf)
     }
 

@@ -514,3 +514,49 @@ pub fn one_json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// How many of a file's pages are in the page cache, and how many it has
+/// (mincore on a mapping, which faults nothing in).
+pub fn cached_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).expect("open");
+    let len = f.metadata().expect("stat").len() as usize;
+    if len == 0 {
+        return (0, 0);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // mincore writes one byte per page into a buffer of that many bytes.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {}", path.display());
+        let r = libc::mincore(p, len, resident.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(r, 0, "mincore {}", path.display());
+    }
+    let n = resident.iter().filter(|b| **b & 1 == 1).count();
+    (n, resident.len())
+}
+
+/// Write a file's pages out and drop them from the page cache; fails the
+/// test if the file system keeps them (tmpfs: the cache is the file).
+pub fn drop_from_cache(path: &Path) {
+    let f = fs::File::open(path).expect("open");
+    f.sync_all().expect("fsync");
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    assert_eq!(
+        cached_pages(path).0,
+        0,
+        "{} stays in the page cache: the tests need a disk file system for their temp dir",
+        path.display()
+    );
+}

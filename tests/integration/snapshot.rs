@@ -52,6 +52,75 @@ fn unchanged_files_are_not_read_again() {
     assert_eq!(third["files_reused"], 299);
 }
 
+/// Reading a file for a snapshot leaves the page cache as it was: a file
+/// read from the disk is dropped again, a cached one (what the node
+/// serves) stays cached.
+#[test]
+fn a_snapshot_leaves_the_page_cache_as_it_found_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    let cold = src.join("cold.img");
+    let hot = src.join("hot.img");
+    write(&cold, &bytes(4 << 20, 1));
+    write(&hot, &bytes(4 << 20, 2));
+    drop_from_cache(&cold);
+    fs::read(&hot).unwrap();
+    let (hot_cached, hot_pages) = cached_pages(&hot);
+    assert_eq!(hot_cached, hot_pages);
+    let st = stats(&env, &[src.to_str().unwrap()]);
+    assert_eq!(st["files_read"], 2, "{st}");
+    assert_eq!(
+        cached_pages(&cold).0,
+        0,
+        "the file read from disk stayed cached"
+    );
+    assert_eq!(
+        cached_pages(&hot),
+        (hot_pages, hot_pages),
+        "a cached file was dropped"
+    );
+}
+
+/// Chunks are read once (restore, deployment, push): their pack pages go
+/// back to free memory instead of staying in the page cache; so do the
+/// packs `check --read-data` read.
+#[test]
+fn chunks_read_from_the_store_do_not_stay_in_the_page_cache() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.img"), &bytes(6 << 20, 3));
+    let snap = env.snapshot(&[&src]);
+    let cached = || {
+        packs(&env.store())
+            .iter()
+            .map(|p| cached_pages(p))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    // Just written: in the page cache.
+    let (n, total) = cached();
+    assert!(
+        n * 10 > total * 9,
+        "{n} of {total} pages cached after the snapshot"
+    );
+    let copy = restore_all(&env, &snap, &src, "restored");
+    assert_eq!(fs::read(copy.join("big.img")).unwrap(), bytes(6 << 20, 3));
+    let (n, total) = cached();
+    assert!(
+        n * 50 < total,
+        "{n} of {total} pages still cached after a restore"
+    );
+    for p in packs(&env.store()) {
+        fs::read(p).unwrap();
+    }
+    env.ok(&["check", "--read-data"]);
+    // Only what check reads again stays: the page holding the trees.
+    let (n, total) = cached();
+    assert!(
+        n * 50 < total,
+        "{n} of {total} pages still cached after check --read-data"
+    );
+}
+
 #[test]
 fn identical_content_is_stored_once() {
     let env = Env::new();
