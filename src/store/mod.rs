@@ -46,29 +46,20 @@ pub struct Store {
     open_packs: Mutex<HashMap<PackId, Arc<OpenPack>>>,
 }
 
-/// A pack open for reading, and the runs of its bytes read last.
+/// A pack open for reading, and the run of its bytes read last.
 struct OpenPack {
     file: File,
-    /// Runs of chunk records read one after another, (start, end), one
-    /// per reader going through the pack (a deployment's workers), the
-    /// oldest replaced first.
-    runs: Mutex<[(u64, u64); READ_RUNS]>,
+    /// Chunk records read one after another, (start, end): what has been
+    /// read of it is dropped from the page cache as one range.
+    run: Mutex<(u64, u64)>,
 }
-
-/// Readers going through one pack at once whose runs are followed.
-const READ_RUNS: usize = 4;
-/// Records a run may skip (trees, chunks the reader does not need), to be
-/// dropped with it: a run broken at each of them would leave the folios
-/// around each break cached.
-const READ_GAP_MAX: u64 = 256 * 1024;
 
 impl OpenPack {
     /// Chunks are read once (a deployment, a push, a restore): their pages
     /// go back to free memory at once instead of pushing out the page
     /// cache that the node's services use. The kernel drops only the
     /// folios wholly inside a range, and a folio can span many KiB, so
-    /// the range dropped is the run of records read in a row, not one
-    /// chunk.
+    /// the range is the run of records read in a row, not one chunk.
     fn read_once(&self, loc: &BlobLoc) {
         // The record with its header; the first one with the pack's header.
         let mut start = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
@@ -76,16 +67,13 @@ impl OpenPack {
             start = 0;
         }
         let end = loc.offset + u64::from(loc.stored_len);
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        // A continued run becomes the newest; a new one replaces the oldest.
-        let continues = |r: &(u64, u64)| r.1 > r.0 && r.1 <= start && start - r.1 <= READ_GAP_MAX;
-        let (i, from) = match runs.iter().position(continues) {
-            Some(i) => (i, runs[i].0),
-            None => (0, start),
-        };
-        runs[i..].rotate_left(1);
-        runs[READ_RUNS - 1] = (from, end);
-        crate::fs::uncache(&self.file, from, end - from);
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        if run.1 == start && run.1 > run.0 {
+            run.1 = end;
+        } else {
+            *run = (start, end);
+        }
+        crate::fs::uncache(&self.file, run.0, run.1 - run.0);
     }
 }
 
@@ -248,7 +236,7 @@ impl Store {
         let f = match File::open(&path) {
             Ok(file) => Arc::new(OpenPack {
                 file,
-                runs: Mutex::new([(0, 0); READ_RUNS]),
+                run: Mutex::new((0, 0)),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::MissingObject {
