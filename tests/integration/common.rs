@@ -560,3 +560,29 @@ pub fn drop_from_cache(path: &Path) {
         path.display()
     );
 }
+
+/// The xattr that tests of a root refusing xattrs set on a source file.
+pub const SITE_TAG: &str = "user.site-tag";
+
+pub fn set_site_tag(path: &Path) {
+    rustix::fs::lsetxattr(path, SITE_TAG, b"1", rustix::fs::XattrFlags::empty())
+        .expect("setxattr on the source");
+}
+
+/// A deployment that could not keep [`SITE_TAG`] on `file`: done with
+/// warnings (exit 3), a log line `warning: {from}...` naming the file and
+/// the xattr, and one warning in the `--json` summary, which is returned.
+pub fn assert_site_tag_refused(out: &Output, from: &str, file: &str) -> serde_json::Value {
+    assert_eq!(code(out), 3, "{}", stderr(out));
+    let err = stderr(out);
+    let line = format!("warning: {from}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&line) && l.contains(file) && l.contains(SITE_TAG)),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = j["materialize"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{j}");
+    j
+}
