@@ -72,7 +72,7 @@ fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<Pa
     let read = |mut f: std::fs::File| {
         let mut d = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut d)?;
-        crate::fs::uncache(&f, 0, 0);
+        crate::fs::uncache_all(&f);
         Ok::<_, std::io::Error>(d)
     };
     let data = match std::fs::File::open(&path).and_then(read) {

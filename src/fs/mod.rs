@@ -7,14 +7,20 @@
 pub mod read;
 pub mod write;
 
-/// Drop `len` bytes of `file` from `offset` (to its end when `len` is 0)
-/// out of the page cache, for data read once: best effort, as only clean
-/// pages wholly inside the range can go.
+/// Drop `len` bytes of `file` from `offset` out of the page cache, for
+/// data read once: best effort, as only clean pages wholly inside the
+/// range can go.
 pub fn uncache(file: &std::fs::File, offset: u64, len: u64) {
-    let _ = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    );
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        advise_dontneed(file, offset, Some(len));
+    }
+}
+
+/// [`uncache`] the whole file.
+pub fn uncache_all(file: &std::fs::File) {
+    advise_dontneed(file, 0, None);
+}
+
+fn advise_dontneed(file: &std::fs::File, offset: u64, len: Option<std::num::NonZeroU64>) {
+    let _ = rustix::fs::fadvise(file, offset, len, rustix::fs::Advice::DontNeed);
 }

@@ -200,18 +200,26 @@ pub fn data_extents(file: &File, md: &Metadata) -> io::Result<Vec<(u64, u64)>> {
 
 /// Reads the given extents of a file one after another, as one stream.
 ///
-/// It leaves the page cache about as it found it: a file whose first bytes
-/// were not cached is dropped from the cache again by
-/// [`ExtentReader::release`]; a cached one stays. A snapshot reads every
-/// changed file once, and a first one all of `/install`; the pages the
-/// node serves from (boot images, packages) must not be pushed out by it.
+/// It leaves the page cache about as it found it: a file whose first read
+/// found nothing cached is dropped from the cache as it is read (every
+/// [`DROP_EVERY`] bytes, the rest by [`ExtentReader::release`]); a file
+/// that was cached stays. A snapshot reads every changed file once, and a
+/// first one all of `/install`; the pages the node serves from (boot
+/// images, packages) must not be pushed out by it.
 pub struct ExtentReader<'a> {
     file: &'a File,
     extents: &'a [(u64, u64)],
     idx: usize,
     done: u64,
     cache: Cache,
+    /// For a file read from the disk: where it has been dropped up to, and
+    /// how far it has been read.
+    dropped: u64,
+    read_to: u64,
 }
+
+/// How much of a file read from the disk may stay cached while it is read.
+const DROP_EVERY: u64 = 8 << 20;
 
 /// Whether the file was in the page cache before it was read.
 #[derive(Clone, Copy, PartialEq)]
@@ -231,6 +239,8 @@ impl<'a> ExtentReader<'a> {
             idx: 0,
             done: 0,
             cache: Cache::Unknown,
+            dropped: 0,
+            read_to: 0,
         }
     }
 
@@ -246,16 +256,25 @@ impl<'a> ExtentReader<'a> {
                     return Ok(n);
                 }
                 Ok(_) | Err(rustix::io::Errno::AGAIN) => self.cache = Cache::Fetched,
+                Err(rustix::io::Errno::INTR) => {}
                 Err(_) => self.cache = Cache::Keep,
             }
         }
-        self.file.read_at(buf, off)
+        let n = self.file.read_at(buf, off)?;
+        if self.cache == Cache::Fetched {
+            self.read_to = self.read_to.max(off + n as u64);
+            if self.read_to - self.dropped >= DROP_EVERY {
+                super::uncache(self.file, self.dropped, self.read_to - self.dropped);
+                self.dropped = self.read_to;
+            }
+        }
+        Ok(n)
     }
 
     /// Drop the file from the page cache if it was read from the disk.
     pub fn release(&self) {
         if self.cache == Cache::Fetched {
-            super::uncache(self.file, 0, 0);
+            super::uncache_all(self.file);
         }
     }
 }

@@ -67,13 +67,16 @@ impl OpenPack {
             start = 0;
         }
         let end = loc.offset + u64::from(loc.stored_len);
-        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
-        if run.1 == start && run.1 > run.0 {
-            run.1 = end;
-        } else {
-            *run = (start, end);
-        }
-        crate::fs::uncache(&self.file, run.0, run.1 - run.0);
+        let from = {
+            let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+            if run.1 == start && run.1 > run.0 {
+                run.1 = end;
+            } else {
+                *run = (start, end);
+            }
+            run.0
+        };
+        crate::fs::uncache(&self.file, from, end - from);
     }
 }
 

@@ -553,12 +553,26 @@ pub fn drop_from_cache(path: &Path) {
     let f = fs::File::open(path).expect("open");
     f.sync_all().expect("fsync");
     rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    let need = "the tests need a disk file system (ext4, XFS) for their temp dir";
     assert_eq!(
         cached_pages(path).0,
         0,
-        "{} stays in the page cache: the tests need a disk file system for their temp dir",
+        "{} stays in the page cache: {need}",
         path.display()
     );
+    // And the file system tells a read of cached bytes only from another.
+    let mut buf = [0u8; 4096];
+    let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+    let probe = rustix::io::preadv2(&f, &mut bufs, 0, rustix::io::ReadWriteFlags::NOWAIT);
+    assert!(
+        matches!(probe, Err(rustix::io::Errno::AGAIN)),
+        "a RWF_NOWAIT read of {} gave {probe:?}, not EAGAIN: {need}",
+        path.display()
+    );
+    // The probe started a readahead: let it finish, then drop it all again.
+    fs::read(path).expect("read");
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    assert_eq!(cached_pages(path).0, 0, "{}: {need}", path.display());
 }
 
 /// The xattr that tests of a root refusing xattrs set on a source file.

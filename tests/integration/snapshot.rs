@@ -61,7 +61,8 @@ fn a_snapshot_leaves_the_page_cache_as_it_found_it() {
     let src = env.path("src");
     let cold = src.join("cold.img");
     let hot = src.join("hot.img");
-    write(&cold, &bytes(4 << 20, 1));
+    // Larger than what a file read from disk may keep cached while read.
+    write(&cold, &bytes(20 << 20, 1));
     write(&hot, &bytes(4 << 20, 2));
     drop_from_cache(&cold);
     fs::read(&hot).unwrap();
@@ -88,7 +89,8 @@ fn a_snapshot_leaves_the_page_cache_as_it_found_it() {
 fn chunks_read_from_the_store_do_not_stay_in_the_page_cache() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src.join("big.img"), &bytes(6 << 20, 3));
+    let big = bytes(16 << 20, 3);
+    write(&src.join("big.img"), &big);
     let snap = env.snapshot(&[&src]);
     let cached = || {
         packs(&env.store())
@@ -103,20 +105,22 @@ fn chunks_read_from_the_store_do_not_stay_in_the_page_cache() {
         "{n} of {total} pages cached after the snapshot"
     );
     let copy = restore_all(&env, &snap, &src, "restored");
-    assert_eq!(fs::read(copy.join("big.img")).unwrap(), bytes(6 << 20, 3));
+    assert_eq!(fs::read(copy.join("big.img")).unwrap(), big);
+    // What may stay: the pack's tail (trees, trailer) and the folio (up to
+    // 2 MiB) across the end of the last chunk.
     let (n, total) = cached();
     assert!(
-        n * 50 < total,
+        n * 8 < total,
         "{n} of {total} pages still cached after a restore"
     );
     for p in packs(&env.store()) {
         fs::read(p).unwrap();
     }
     env.ok(&["check", "--read-data"]);
-    // Only what check reads again stays: the page holding the trees.
+    // check reads the trees again after dropping the packs.
     let (n, total) = cached();
     assert!(
-        n * 50 < total,
+        n * 8 < total,
         "{n} of {total} pages still cached after check --read-data"
     );
 }
