@@ -212,10 +212,8 @@ pub struct ExtentReader<'a> {
     idx: usize,
     done: u64,
     cache: Cache,
-    /// For a file read from the disk: where it has been dropped up to, and
-    /// how far it has been read.
+    /// For a file read from the disk: where it has been dropped up to.
     dropped: u64,
-    read_to: u64,
 }
 
 /// How much of a file read from the disk may stay cached while it is read.
@@ -240,7 +238,6 @@ impl<'a> ExtentReader<'a> {
             done: 0,
             cache: Cache::Unknown,
             dropped: 0,
-            read_to: 0,
         }
     }
 
@@ -261,12 +258,11 @@ impl<'a> ExtentReader<'a> {
             }
         }
         let n = self.file.read_at(buf, off)?;
-        if self.cache == Cache::Fetched {
-            self.read_to = self.read_to.max(off + n as u64);
-            if self.read_to - self.dropped >= DROP_EVERY {
-                super::uncache(self.file, self.dropped, self.read_to - self.dropped);
-                self.dropped = self.read_to;
-            }
+        // Reads go forward (extents are in order).
+        let read_to = off + n as u64;
+        if self.cache == Cache::Fetched && read_to - self.dropped >= DROP_EVERY {
+            super::uncache(self.file, self.dropped, read_to - self.dropped);
+            self.dropped = read_to;
         }
         Ok(n)
     }
