@@ -552,7 +552,9 @@ pub fn cached_pages(path: &Path) -> (usize, usize) {
 pub fn drop_from_cache(path: &Path) {
     let f = fs::File::open(path).expect("open");
     f.sync_all().expect("fsync");
-    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    let uncache =
+        || rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    uncache();
     let need = "the tests need a disk file system (ext4, XFS) for their temp dir";
     assert_eq!(
         cached_pages(path).0,
@@ -571,7 +573,7 @@ pub fn drop_from_cache(path: &Path) {
     );
     // The probe started a readahead: let it finish, then drop it all again.
     fs::read(path).expect("read");
-    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    uncache();
     assert_eq!(cached_pages(path).0, 0, "{}: {need}", path.display());
 }
 

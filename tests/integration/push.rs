@@ -145,7 +145,6 @@ fn write_config(env: &Env, paths: &[&Path], standby: &str, rest: &str) -> std::p
     cfg
 }
 
-/// `hamn --config CFG --json sync`, which must succeed; its JSON.
 /// `hamn [extra] sync` with the config `cfg`, as cron runs it.
 fn run_sync(cfg: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(BIN)
@@ -156,6 +155,7 @@ fn run_sync(cfg: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `hamn --config CFG --json sync`, which must succeed; its JSON.
 fn sync(cfg: &Path) -> serde_json::Value {
     let out = run_sync(cfg, &["--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -987,20 +987,24 @@ fn counting_sshd(
     serve_opts: &str,
 ) -> (Sshd, std::path::PathBuf) {
     let log = env.path("sessions.log");
-    let wrapper = env.path("serve-wrapper.sh");
-    fs::write(
-        &wrapper,
-        format!(
+    let sshd = sshd_running_script(
+        &env.path("serve-wrapper.sh"),
+        &format!(
             "#!/bin/sh\necho $$ >> {}\n{first}\nexec {BIN} serve --store {} {serve_opts}\n",
             log.display(),
             sb.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let sshd = Sshd::start(&format!("command=\"{}\",restrict", wrapper.display()));
+    );
     (sshd, log)
+}
+
+/// An sshd whose forced command is the shell script `body`, written to
+/// `path`.
+fn sshd_running_script(path: &Path, body: &str) -> Sshd {
+    fs::write(path, body).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    Sshd::start(&format!("command=\"{}\",restrict", path.display()))
 }
 
 /// A standby behind `counting_sshd` (with `serve_opts`) and a primary
@@ -1365,10 +1369,9 @@ fn a_slow_standby_that_logs_on_stderr_still_gets_the_whole_push() {
     // stderr is no answer.
     let env = Env::new();
     let (src, sb) = primary_and_standby(&env, 10);
-    let script = env.path("slow-standby.sh");
-    fs::write(
-        &script,
-        format!(
+    let sshd = sshd_running_script(
+        &env.path("slow-standby.sh"),
+        &format!(
             "#!/bin/sh\n\
              echo a log line of the standby >&2\n\
              throttle() {{\n\
@@ -1381,15 +1384,7 @@ fn a_slow_standby_that_logs_on_stderr_still_gets_the_whole_push() {
              throttle 3>&1 | exec {BIN} serve --store {}\n",
             sb.display()
         ),
-    )
-    .unwrap();
-    let st = Command::new("chmod")
-        .arg("755")
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let sshd = Sshd::start(&format!("command=\"{}\",restrict", script.display()));
+    );
     let out = push(&env, &sshd, &sb, &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(standby_snapshots(&sb), 1);
