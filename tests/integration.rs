@@ -26,6 +26,8 @@ mod old_stores;
 mod operator;
 #[path = "integration/proptest_changes.rs"]
 mod proptest_changes;
+#[path = "integration/proptest_deploy.rs"]
+mod proptest_deploy;
 #[path = "integration/push.rs"]
 mod push;
 #[path = "integration/serve_hostile.rs"]

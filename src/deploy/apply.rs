@@ -83,6 +83,7 @@ fn apply_actions(restorer: &mut Restorer, top: &Dir, actions: &[Action]) -> Resu
         if let Some(p) = &progress {
             p.inc(1);
         }
+        crate::failpoint::failpoint("deploy:applying");
         let (comps, name) = a.path().split();
         let shared = open
             .iter()

@@ -164,9 +164,9 @@ pub struct Planner<'a> {
     leaders: HashMap<(u64, u64), (RelPath, Option<(u64, u64)>)>,
     pub actions: Vec<Action>,
     pub stats: PlanStats,
-    /// Drift mode (for `status`): directory mtimes count, and a directory
-    /// is listed only for its own differences. Otherwise (staging) every
-    /// directory with changes below gets its metadata set again after them.
+    /// Drift mode (for `status`): a directory is listed only for its own
+    /// differences. Otherwise (staging) every directory with changes below
+    /// gets its metadata set again after them.
     pub drift_only: bool,
     /// Only the files shared with another generation are checked (and
     /// re-created where they differ from the snapshot), nothing else: a
@@ -295,12 +295,12 @@ impl<'a> Planner<'a> {
                 _ => None,
             };
             self.dir(&path, &r, &sub, base_sub.as_ref())?;
-            let mut ok = same_meta(&path, &md, e);
-            if self.drift_only {
-                ok = ok
-                    && md.mtime() == e.meta.mtime_sec
-                    && md.mtime_nsec() as u32 == e.meta.mtime_nsec;
-            }
+            // A directory's own mtime counts like its owner and mode: an
+            // entry made and removed again on the primary (dpkg's
+            // `updates/`, a chroot's `tmp/`) changes only that.
+            let ok = same_meta(&path, &md, e)
+                && md.mtime() == e.meta.mtime_sec
+                && md.mtime_nsec() as u32 == e.meta.mtime_nsec;
             // A directory's times are set again after its contents change.
             let changed_below =
                 !self.drift_only && self.actions.last().is_some_and(|a| a.path().is_below(&r));

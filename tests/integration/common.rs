@@ -241,6 +241,55 @@ pub fn facts(root: &Path) -> BTreeMap<Vec<u8>, EntryFacts> {
     out
 }
 
+/// Facts of the entry at `p` itself; `link_group` is left to the caller.
+fn entry_facts(p: &Path) -> EntryFacts {
+    let md = fs::symlink_metadata(p).expect("lstat");
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_char_device() {
+        "char"
+    } else if ft.is_block_device() {
+        "block"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "socket"
+    };
+    EntryFacts {
+        kind: kind.into(),
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        size: if ft.is_dir() { 0 } else { md.size() },
+        content_hash: ft.is_file().then(|| {
+            blake3::hash(&fs::read(p).expect("read"))
+                .to_hex()
+                .to_string()
+        }),
+        target: ft.is_symlink().then(|| {
+            fs::read_link(p)
+                .expect("readlink")
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        }),
+        rdev: if ft.is_char_device() || ft.is_block_device() {
+            md.rdev()
+        } else {
+            0
+        },
+        xattrs: xattrs_of(p),
+        link_group: None,
+        sparse: ft.is_file() && md.size() > 1 << 20 && md.blocks() * 512 < md.size() / 2,
+    }
+}
+
 fn collect(
     root: &Path,
     dir: &Path,
@@ -254,70 +303,35 @@ fn collect(
     names.sort();
     for name in names {
         let p = dir.join(&name);
+        let mut f = entry_facts(&p);
         let md = fs::symlink_metadata(&p).expect("lstat");
-        let ft = md.file_type();
+        if md.is_file() && md.nlink() > 1 {
+            let n = groups.len();
+            f.link_group = Some(*groups.entry((md.dev(), md.ino())).or_insert(n));
+        }
         let rel = p
             .strip_prefix(root)
             .expect("prefix")
             .as_os_str()
             .as_bytes()
             .to_vec();
-        let kind = if ft.is_file() {
-            "file"
-        } else if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_char_device() {
-            "char"
-        } else if ft.is_block_device() {
-            "block"
-        } else if ft.is_fifo() {
-            "fifo"
-        } else {
-            "socket"
-        };
-        let link_group = if ft.is_file() && md.nlink() > 1 {
-            let n = groups.len();
-            Some(*groups.entry((md.dev(), md.ino())).or_insert(n))
-        } else {
-            None
-        };
-        out.insert(
-            rel,
-            EntryFacts {
-                kind: kind.into(),
-                mode: md.mode() & 0o7777,
-                uid: md.uid(),
-                gid: md.gid(),
-                mtime: (md.mtime(), md.mtime_nsec()),
-                size: if ft.is_dir() { 0 } else { md.size() },
-                content_hash: ft.is_file().then(|| {
-                    blake3::hash(&fs::read(&p).expect("read"))
-                        .to_hex()
-                        .to_string()
-                }),
-                target: ft.is_symlink().then(|| {
-                    fs::read_link(&p)
-                        .expect("readlink")
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec()
-                }),
-                rdev: if ft.is_char_device() || ft.is_block_device() {
-                    md.rdev()
-                } else {
-                    0
-                },
-                xattrs: xattrs_of(&p),
-                link_group,
-                sparse: ft.is_file() && md.size() > 1 << 20 && md.blocks() * 512 < md.size() / 2,
-            },
-        );
-        if ft.is_dir() {
+        out.insert(rel, f);
+        if md.is_dir() {
             collect(root, &p, out, groups);
         }
     }
+}
+
+/// Assert that the two tops (not what is below them) have the same
+/// metadata: mode, owner, mtime and xattrs of a managed directory itself.
+pub fn assert_same_top(expected: &Path, actual: &Path) {
+    assert_eq!(
+        entry_facts(expected),
+        entry_facts(actual),
+        "{} and {} differ",
+        expected.display(),
+        actual.display()
+    );
 }
 
 /// Assert two trees are equal entry by entry, naming the first difference.
