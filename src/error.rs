@@ -132,6 +132,9 @@ impl Error {
     }
 }
 
+/// Exit status for a run that finished but had warnings.
+pub const EXIT_WARNINGS: i32 = 3;
+
 /// Attach a path to io errors: `file.read(..).at(&path)?`.
 pub trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;

@@ -71,7 +71,7 @@ pub struct GcPlan {
     unindexed: Vec<PackId>,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct GcStats {
     pub packs_deleted: u64,
     pub packs_rewritten: u64,

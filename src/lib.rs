@@ -26,6 +26,7 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -142,6 +142,30 @@ pub fn plan(
         .collect())
 }
 
+/// What applying a policy did: snapshots forgotten, then gc.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RetentionReport {
+    pub forgotten: u64,
+    pub gc: crate::gc::GcStats,
+}
+
+/// Apply `policy` to the store: forget what it does not keep (never a
+/// snapshot a deployment here still needs), then collect the data no
+/// snapshot references any more, older than `grace`. The nightly job on
+/// the primary and `hamn serve` on the standby both come here.
+pub fn apply(
+    store: &Store,
+    lock: &StoreLock,
+    policy: &Policy,
+    grace: std::time::Duration,
+) -> Result<RetentionReport> {
+    let pinned = crate::deploy::state::pinned(store)?;
+    let decisions = plan(&store.snapshots()?, policy, &pinned)?;
+    let forgotten = forget(store, lock, &decisions)?;
+    let gc = crate::gc::execute(store, lock, crate::gc::plan(store, grace)?)?;
+    Ok(RetentionReport { forgotten, gc })
+}
+
 /// Delete the records of the snapshots the plan does not keep.
 pub fn forget(store: &Store, _lock: &StoreLock, decisions: &[Decision]) -> Result<u64> {
     let mut n = 0;

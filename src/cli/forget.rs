@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!(
             "{} {}  {}  {}",
             if d.keep { "keep  " } else { "forget" },
-            &d.id.to_hex()[..12],
+            super::id12(&d.id),
             d.time,
             d.reasons.join(", ")
         );

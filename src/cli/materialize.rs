@@ -28,7 +28,7 @@ pub fn print_stats(verb: &str, s: &deploy::MaterializeStats, root: &std::path::P
     };
     println!(
         "{verb} snapshot {} under {}: {} files written ({}){linked}, {} removed, {} re-owned, {} unchanged in {:.1}s",
-        &s.snapshot[..12],
+        super::id12(&s.snapshot),
         root.display(),
         s.files_written,
         human_bytes(s.bytes_written),
@@ -58,7 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if plan.already_deployed {
             println!(
                 "snapshot {} is already deployed under {}; nothing to do",
-                &id.to_hex()[..12],
+                super::id12(&id),
                 root.display()
             );
             return Ok(0);
@@ -107,44 +107,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         post_materialize: ctx.config.hooks.post_materialize.clone(),
     };
     let stats = deploy::execute_with_hooks(&store, &lock, &snap, plan, &opts)?;
-    let warned = log_warnings("", &stats.warnings, &stats.hook_failures);
+    let warned = stats.log_warnings("");
     if ctx.json {
         ctx.print_json(&serde_json::json!({ "root": root, "materialize": stats }));
     } else if stats.already_deployed {
         println!(
             "snapshot {} is already deployed under {}; nothing changed",
-            &id.to_hex()[..12],
+            super::id12(&id),
             root.display()
         );
     } else if let Some(dep) = &stats.same_content_as {
         println!(
             "snapshot {} has the same managed paths as the deployed {}: recorded as deployed \
              under {}; nothing changed",
-            &id.to_hex()[..12],
-            &dep[..12],
+            super::id12(&id),
+            super::id12(dep),
             root.display()
         );
     } else {
         print_stats("deployed", &stats, &root);
     }
     Ok(if warned { EXIT_WARNINGS } else { 0 })
-}
-
-/// Log a deployment's warnings and failed `post_materialize` hooks, each
-/// after `from` (where it ran); whether there were any (exit 3).
-pub(super) fn log_warnings(
-    from: &str,
-    warnings: &[impl AsRef<str>],
-    hook_failures: &[impl AsRef<str>],
-) -> bool {
-    for w in warnings {
-        hamn::log::warn(&format!("{from}{}", w.as_ref()));
-    }
-    for h in hook_failures {
-        hamn::log::warn(&format!(
-            "{from}post_materialize {}; the deployment stays in place",
-            h.as_ref()
-        ));
-    }
-    !(warnings.is_empty() && hook_failures.is_empty())
 }

@@ -31,8 +31,7 @@ use hamn::config::Config;
 use hamn::store::{Store, StoreLock};
 use hamn::{Error, Result};
 
-/// Exit status for a run that finished but had warnings.
-pub const EXIT_WARNINGS: i32 = 3;
+pub use hamn::error::EXIT_WARNINGS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -188,7 +187,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         cli.command,
         Command::Init(_) | Command::Completions(_) | Command::Man(_) | Command::Config(_)
     ) {
-        recover_deployment(&ctx);
+        hamn::deploy::journal::recover_interrupted(&ctx.store_path());
     }
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
@@ -210,27 +209,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Materialize(a) => materialize::run(&ctx, a),
         Command::Rollback(a) => rollback::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
-    }
-}
-
-/// Finish or undo a deployment that a crash interrupted, whatever the
-/// command: the live paths must never stay half-changed. Skipped quietly
-/// when there is no store or another run holds the lock (that run recovers).
-fn recover_deployment(ctx: &Ctx) {
-    let path = ctx.store_path();
-    if !path.join(hamn::deploy::journal::JOURNAL_FILE).exists() {
-        return;
-    }
-    let Ok(store) = Store::open(&path) else {
-        return;
-    };
-    let Ok(lock) = store.lock(Duration::ZERO, "hamn (recovering a deployment)") else {
-        return;
-    };
-    match hamn::deploy::journal::recover(&store, &lock) {
-        Ok(Some(what)) => hamn::log::info(&format!("an interrupted deployment was {what}")),
-        Ok(None) => {}
-        Err(e) => hamn::log::warn(&format!("could not recover an interrupted deployment: {e}")),
     }
 }
 
@@ -258,6 +236,11 @@ pub fn time_ns_text(sec: i64, nsec: u32) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
         })
         .unwrap_or_else(|| format!("{sec}.{nsec:09}"))
+}
+
+/// A snapshot id as human output shows it: its first 12 hex digits.
+pub fn id12(id: &hamn::id::SnapshotId) -> String {
+    id.to_hex()[..12].to_string()
 }
 
 /// Reject what the library cannot take as usage errors (exit 2).

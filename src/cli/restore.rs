@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             s.other_entries,
             s.hardlinks,
             human_bytes(s.bytes_written),
-            &id.to_hex()[..12],
+            super::id12(&id),
             a.to.display()
         );
     }

@@ -71,7 +71,7 @@ pub fn print_outcome(out: &SnapshotOutcome) {
     let s = &out.snapshot.stats;
     println!(
         "snapshot {} saved: {} files, {} dirs, {} total; {} read, {} files unchanged; {} new ({} stored) in {:.1}s",
-        &out.id.to_hex()[..12],
+        super::id12(&out.id),
         s.files,
         s.dirs,
         human_bytes(s.bytes_total),

@@ -14,10 +14,8 @@ pub struct Args {
     pub remote: RemoteArgs,
 }
 
-fn short(id: &Option<String>) -> String {
-    id.as_deref()
-        .map(|s| s[..12].to_string())
-        .unwrap_or_else(|| "-".into())
+fn short(id: &Option<hamn::id::SnapshotId>) -> String {
+    id.as_ref().map(super::id12).unwrap_or_else(|| "-".into())
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

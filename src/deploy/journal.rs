@@ -273,3 +273,25 @@ pub fn recover(store: &Store, _lock: &StoreLock) -> Result<Option<&'static str>>
         }
     }
 }
+
+/// Finish or undo a deployment that a crash interrupted in the store at
+/// `path`, whatever the command about to run: the live paths must never
+/// stay half-changed. Every command that opens a store calls this first.
+/// Quiet when there is no store or no journal, and when another run holds
+/// the lock (that run recovers); a failure is logged, not returned.
+pub fn recover_interrupted(path: &Path) {
+    if !path.join(JOURNAL_FILE).exists() {
+        return;
+    }
+    let Ok(store) = Store::open(path) else {
+        return;
+    };
+    let Ok(lock) = store.lock(std::time::Duration::ZERO, "hamn (recovering a deployment)") else {
+        return;
+    };
+    match recover(&store, &lock) {
+        Ok(Some(what)) => crate::log::info(&format!("an interrupted deployment was {what}")),
+        Ok(None) => {}
+        Err(e) => crate::log::warn(&format!("could not recover an interrupted deployment: {e}")),
+    }
+}

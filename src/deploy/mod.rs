@@ -96,10 +96,10 @@ pub struct Plan {
     pub same_content_as: Option<SnapshotId>,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MaterializeStats {
-    pub snapshot: String,
-    pub previous: Option<String>,
+    pub snapshot: SnapshotId,
+    pub previous: Option<SnapshotId>,
     pub files_written: u64,
     pub bytes_written: u64,
     /// Of the files written, those copied from the live tree (reflinked
@@ -120,15 +120,53 @@ pub struct MaterializeStats {
     pub files_reused: u64,
     pub seconds: f64,
     pub already_deployed: bool,
-    /// Hex id of the deployed snapshot whose managed paths are identical
-    /// to this one's: nothing on disk changed, the state now names this
-    /// snapshot (the previous generation stays as it was).
-    pub same_content_as: Option<String>,
+    /// The deployed snapshot whose managed paths are identical to this
+    /// one's: nothing on disk changed, the state now names this snapshot
+    /// (the previous generation stays as it was).
+    pub same_content_as: Option<SnapshotId>,
     pub warnings: Vec<String>,
     pub hook_failures: Vec<String>,
 }
 
 impl MaterializeStats {
+    /// Nothing done yet: deploying `snapshot` over `previous`.
+    pub fn new(snapshot: SnapshotId, previous: Option<SnapshotId>) -> Self {
+        MaterializeStats {
+            snapshot,
+            previous,
+            files_written: 0,
+            bytes_written: 0,
+            files_copied: 0,
+            bytes_copied: 0,
+            files_cloned: 0,
+            bytes_cloned: 0,
+            files_linked: 0,
+            bytes_linked: 0,
+            entries_removed: 0,
+            entries_reowned: 0,
+            files_reused: 0,
+            seconds: 0.0,
+            already_deployed: false,
+            same_content_as: None,
+            warnings: Vec::new(),
+            hook_failures: Vec::new(),
+        }
+    }
+
+    /// Log the deployment's warnings and failed `post_materialize` hooks,
+    /// each after `from` (where it ran); whether there were any (exit 3).
+    pub fn log_warnings(&self, from: &str) -> bool {
+        for w in &self.warnings {
+            crate::log::warn(&format!("{from}{w}"));
+        }
+        for h in &self.hook_failures {
+            crate::log::warn(&format!(
+                "{from}post_materialize {h}; the deployment stays in place"
+            ));
+        }
+        !(self.warnings.is_empty() && self.hook_failures.is_empty())
+    }
+
     /// Whether the deployment changed anything on disk (hooks run only then).
     pub fn changed_tree(&self) -> bool {
         !self.already_deployed && self.same_content_as.is_none()
@@ -175,7 +213,7 @@ pub fn plan(
         already_deployed: false,
         same_content_as: None,
     };
-    let Some(dep) = st.deployed_id() else {
+    let Some(dep) = st.deployed else {
         return plan_paths(store, &st, snap, plan);
     };
     let missing = missing_live(snap, root)?;
@@ -206,7 +244,7 @@ pub fn plan(
 pub fn staging_bases(store: &Store, root: &Path) -> Vec<PathBuf> {
     let Some(snap) = state::read(store, root)
         .ok()
-        .and_then(|st| st.deployed_id())
+        .and_then(|st| st.deployed)
         .and_then(|id| store.read_snapshot(id).ok())
     else {
         return Vec::new();
@@ -278,7 +316,7 @@ fn plan_paths(
                 let tree = store.read_tree(*tree_id)?;
                 let (base_path, base) = staging_base(&gen_dir(&live));
                 // What the previous generation holds, when it is known.
-                let base_tree = match (base, st.previous_id()) {
+                let base_tree = match (base, st.previous) {
                     ("previous", Some(prev)) => store
                         .read_snapshot(prev)
                         .ok()
@@ -405,11 +443,7 @@ pub fn execute(
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
     let before = state::read(store, &opts.root)?;
-    let mut stats = MaterializeStats {
-        snapshot: plan.snapshot.to_hex(),
-        previous: before.deployed.clone(),
-        ..MaterializeStats::default()
-    };
+    let mut stats = MaterializeStats::new(plan.snapshot, before.deployed);
     if plan.already_deployed {
         stats.already_deployed = true;
         return Ok(stats);
@@ -419,13 +453,13 @@ pub fn execute(
             store,
             &state::DeployState {
                 root: opts.root.clone(),
-                deployed: Some(plan.snapshot.to_hex()),
-                previous: before.previous.clone(),
+                deployed: Some(plan.snapshot),
+                previous: before.previous,
                 time: now_text(),
                 hooks_pending: before.hooks_pending,
             },
         )?;
-        stats.same_content_as = Some(dep.to_hex());
+        stats.same_content_as = Some(dep);
         stats.seconds = started.elapsed().as_secs_f64();
         return Ok(stats);
     }
@@ -545,8 +579,8 @@ pub fn execute(
         files: file_swaps,
         state_after: DeployState {
             root: opts.root.clone(),
-            deployed: Some(plan.snapshot.to_hex()),
-            previous: stats.previous.clone(),
+            deployed: Some(plan.snapshot),
+            previous: stats.previous,
             time: now_text(),
             hooks_pending: !opts.post_materialize.is_empty(),
         },
@@ -780,7 +814,7 @@ pub fn execute_with_hooks(
 ) -> Result<MaterializeStats> {
     let mut stats = execute(store, lock, snap, plan, opts)?;
     let st = state::read(store, &opts.root)?;
-    let Some(deployed) = st.deployed_id() else {
+    let Some(deployed) = st.deployed else {
         return Ok(stats);
     };
     if !stats.changed_tree() && !st.hooks_pending {
@@ -833,9 +867,9 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
     let started = Instant::now();
     let st = state::read(store, root)?;
     let deployed = st
-        .deployed_id()
+        .deployed
         .ok_or_else(|| Error::Other(format!("nothing is deployed under {}", root.display())))?;
-    let Some(previous) = st.previous_id() else {
+    let Some(previous) = st.previous else {
         return Err(Error::Other(format!(
             "no previous generation under {} to roll back to (materialize an older snapshot instead)",
             root.display()
@@ -950,21 +984,19 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
         files,
         state_after: DeployState {
             root: root.to_path_buf(),
-            deployed: Some(previous.to_hex()),
-            previous: Some(deployed.to_hex()),
+            deployed: Some(previous),
+            previous: Some(deployed),
             time: now_text(),
             hooks_pending: false,
         },
     };
     commit(store, lock, &mut j)?;
     Ok(MaterializeStats {
-        snapshot: previous.to_hex(),
-        previous: Some(deployed.to_hex()),
         files_written: a.files,
         bytes_written: a.bytes_written,
         seconds: started.elapsed().as_secs_f64(),
         warnings: a.warnings,
-        ..MaterializeStats::default()
+        ..MaterializeStats::new(previous, Some(deployed))
     })
 }
 
@@ -1052,10 +1084,10 @@ fn reconcile_shared(store: &Store, generation: &Path, entry: &Entry) -> Result<R
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
     pub root: PathBuf,
-    pub deployed: Option<String>,
+    pub deployed: Option<SnapshotId>,
     pub deployed_time: Option<String>,
-    pub previous: Option<String>,
-    pub newest: Option<String>,
+    pub previous: Option<SnapshotId>,
+    pub newest: Option<SnapshotId>,
     pub newest_time: Option<String>,
     /// Snapshots in the store newer than the deployed one.
     pub behind: u64,
@@ -1074,15 +1106,15 @@ pub fn status(store: &Store, root: &Path) -> Result<Status> {
     };
     let mut out = Status {
         root: root.to_path_buf(),
-        deployed: st.deployed.clone(),
+        deployed: st.deployed,
         deployed_time: None,
-        previous: st.previous.clone(),
-        newest: newest.map(|(id, _)| id.to_hex()),
+        previous: st.previous,
+        newest: newest.map(|(id, _)| *id),
         newest_time: newest.map(|(_, s)| time(s)),
         behind: 0,
         drifted: Vec::new(),
     };
-    let Some(dep) = st.deployed_id() else {
+    let Some(dep) = st.deployed else {
         return Ok(out);
     };
     let snap = store.read_snapshot(dep)?;

@@ -13,30 +13,17 @@ pub const DEPLOYMENTS_DIR: &str = "deployments";
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DeployState {
     pub root: PathBuf,
-    /// Hex id of the deployed snapshot.
-    pub deployed: Option<String>,
-    /// Hex id of the previous generation's snapshot (None: it holds what
-    /// was there before hamn, or there is none).
-    pub previous: Option<String>,
+    /// The deployed snapshot (hex in the file).
+    pub deployed: Option<SnapshotId>,
+    /// The previous generation's snapshot (None: it holds what was there
+    /// before hamn, or there is none).
+    pub previous: Option<SnapshotId>,
     pub time: String,
     /// The deployment committed but its `post_materialize` hooks have not
     /// all run yet (set at the commit, cleared after them): after a crash
     /// in between, the next materialize runs them.
     #[serde(default)]
     pub hooks_pending: bool,
-}
-
-impl DeployState {
-    pub fn deployed_id(&self) -> Option<SnapshotId> {
-        self.deployed
-            .as_deref()
-            .and_then(|h| SnapshotId::from_hex(h).ok())
-    }
-    pub fn previous_id(&self) -> Option<SnapshotId> {
-        self.previous
-            .as_deref()
-            .and_then(|h| SnapshotId::from_hex(h).ok())
-    }
 }
 
 fn file(store: &Store, root: &Path) -> PathBuf {
@@ -82,8 +69,8 @@ pub fn pinned(store: &Store) -> Result<Vec<(SnapshotId, &'static str)>> {
         let s: DeployState = serde_json::from_slice(&b).map_err(|err| {
             Error::malformed("deployment state", format!("{}: {err}", e.path().display()))
         })?;
-        out.extend(s.deployed_id().map(|i| (i, "deployed")));
-        out.extend(s.previous_id().map(|i| (i, "previous generation")));
+        out.extend(s.deployed.map(|i| (i, "deployed")));
+        out.extend(s.previous.map(|i| (i, "previous generation")));
     }
     Ok(out)
 }

@@ -321,32 +321,26 @@ impl Remote {
     }
 
     /// Have the standby deploy a snapshot it holds; returns its statistics.
-    pub fn materialize(&mut self, snapshot: SnapshotId, root: &str) -> Result<serde_json::Value> {
+    pub fn materialize(
+        &mut self,
+        snapshot: SnapshotId,
+        root: &str,
+    ) -> Result<crate::deploy::MaterializeStats> {
         let m = Msg::Materialize {
             snapshot,
             root: root.to_string(),
         };
         match self.long_request(&m, "it deploys the snapshot")? {
-            Msg::Materialized(json) => serde_json::from_str(&json).map_err(|e| Error::Remote {
-                peer: self.peer.clone(),
-                message: format!("bad deployment report: {e}"),
-            }),
+            Msg::Materialized(stats) => Ok(*stats),
             other => Err(self.unexpected(&other)),
         }
     }
 
     /// Have the standby apply its own retention policy. `None` when it
     /// declines (append-only, or no policy): it then runs its own.
-    pub fn apply_retention(&mut self) -> Result<Option<serde_json::Value>> {
+    pub fn apply_retention(&mut self) -> Result<Option<crate::retention::RetentionReport>> {
         match self.long_request(&Msg::ApplyRetention, "it applies its retention") {
-            Ok(Msg::RetentionApplied(json)) => {
-                serde_json::from_str(&json)
-                    .map(Some)
-                    .map_err(|e| Error::Remote {
-                        peer: self.peer.clone(),
-                        message: format!("bad retention report: {e}"),
-                    })
-            }
+            Ok(Msg::RetentionApplied(report)) => Ok(Some(report)),
             Ok(other) => Err(self.unexpected(&other)),
             Err(Error::Refused(why)) => {
                 crate::log::info(&why);

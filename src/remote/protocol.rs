@@ -6,11 +6,14 @@
 use std::io::{self, Read, Write};
 
 use crate::codec::{Decoder, Encoder};
+use crate::deploy::MaterializeStats;
 use crate::error::{Error, Result};
+use crate::gc::GcStats;
 use crate::id::{BlobId, BlobKind, ChunkId, ID_LEN, SnapshotId, TreeId};
+use crate::retention::RetentionReport;
 
 pub const PROTOCOL_MAGIC: &[u8; 8] = b"HAMNPROT";
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame: one tree blob at its largest, with headroom.
 pub const FRAME_MAX_BYTES: usize = crate::chunk::TREE_MAX_BYTES + 1024 * 1024;
 /// Most ids in one HaveTrees/HaveBlobs/ReadBlobs request.
@@ -18,8 +21,10 @@ pub const IDS_PER_REQUEST_MAX: usize = 8192;
 /// Most snapshot records in one listing.
 pub const SNAPSHOTS_MAX: usize = 1_000_000;
 const TEXT_MAX_BYTES: usize = 64 * 1024;
-/// Largest snapshot record or JSON report in a message.
+/// Largest snapshot record in a message.
 pub const RECORD_MAX_BYTES: usize = crate::snapshot::RECORD_MAX_BYTES;
+/// Most texts (warnings, hook failures) in one report.
+pub const TEXTS_MAX: usize = 100_000;
 
 pub const T_HELLO: u8 = 1;
 pub const T_WELCOME: u8 = 2;
@@ -74,7 +79,7 @@ pub struct DeltaChunk {
     pub delta: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Hello {
         version: u32,
@@ -117,12 +122,12 @@ pub enum Msg {
         snapshot: SnapshotId,
         root: String,
     },
-    /// The deployment's statistics, as a JSON document.
-    Materialized(String),
+    /// What the deployment did.
+    Materialized(Box<MaterializeStats>),
     /// Apply the standby's own retention policy (forget, then gc).
     ApplyRetention,
-    /// What forget and gc did there, as a JSON document.
-    RetentionApplied(String),
+    /// What forget and gc did there.
+    RetentionApplied(RetentionReport),
 }
 
 fn put_ids(e: &mut Encoder, ids: impl ExactSizeIterator<Item = (u8, [u8; ID_LEN])>) {
@@ -165,14 +170,126 @@ fn get_blob(d: &mut Decoder<'_>) -> Result<StoredBlob> {
     })
 }
 
-fn report(d: &mut Decoder<'_>) -> Result<String> {
-    let b = d.bytes(RECORD_MAX_BYTES)?;
-    Ok(String::from_utf8_lossy(b).into_owned())
-}
-
 fn text(d: &mut Decoder<'_>) -> Result<String> {
     let b = d.bytes(TEXT_MAX_BYTES)?;
     Ok(String::from_utf8_lossy(b).into_owned())
+}
+
+fn put_texts(e: &mut Encoder, texts: &[String]) {
+    e.u32(texts.len() as u32);
+    for t in texts {
+        e.bytes(&t.as_bytes()[..t.len().min(TEXT_MAX_BYTES)]);
+    }
+}
+
+fn get_texts(d: &mut Decoder<'_>) -> Result<Vec<String>> {
+    let n = d.count(4)?;
+    if n > TEXTS_MAX {
+        return Err(d.err(format!("{n} texts in one report, limit {TEXTS_MAX}")));
+    }
+    (0..n).map(|_| text(d)).collect()
+}
+
+fn put_opt_snapshot(e: &mut Encoder, id: &Option<SnapshotId>) {
+    match id {
+        Some(id) => {
+            e.u8(1);
+            e.id(&id.0);
+        }
+        None => e.u8(0),
+    }
+}
+
+fn get_opt_snapshot(d: &mut Decoder<'_>) -> Result<Option<SnapshotId>> {
+    match d.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(SnapshotId(d.id()?))),
+        other => Err(d.err(format!("option flag {other}"))),
+    }
+}
+
+fn get_bool(d: &mut Decoder<'_>) -> Result<bool> {
+    match d.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(d.err(format!("boolean {other}"))),
+    }
+}
+
+/// Layout of `Materialized` (docs/protocol.md section 9).
+fn put_materialized(e: &mut Encoder, s: &MaterializeStats) {
+    e.id(&s.snapshot.0);
+    put_opt_snapshot(e, &s.previous);
+    for n in [
+        s.files_written,
+        s.bytes_written,
+        s.files_copied,
+        s.bytes_copied,
+        s.files_cloned,
+        s.bytes_cloned,
+        s.files_linked,
+        s.bytes_linked,
+        s.entries_removed,
+        s.entries_reowned,
+        s.files_reused,
+    ] {
+        e.u64(n);
+    }
+    e.u64(s.seconds.to_bits());
+    e.u8(s.already_deployed as u8);
+    put_opt_snapshot(e, &s.same_content_as);
+    put_texts(e, &s.warnings);
+    put_texts(e, &s.hook_failures);
+}
+
+fn get_materialized(d: &mut Decoder<'_>) -> Result<MaterializeStats> {
+    let mut s = MaterializeStats::new(SnapshotId(d.id()?), get_opt_snapshot(d)?);
+    for n in [
+        &mut s.files_written,
+        &mut s.bytes_written,
+        &mut s.files_copied,
+        &mut s.bytes_copied,
+        &mut s.files_cloned,
+        &mut s.bytes_cloned,
+        &mut s.files_linked,
+        &mut s.bytes_linked,
+        &mut s.entries_removed,
+        &mut s.entries_reowned,
+        &mut s.files_reused,
+    ] {
+        *n = d.u64()?;
+    }
+    s.seconds = f64::from_bits(d.u64()?);
+    s.already_deployed = get_bool(d)?;
+    s.same_content_as = get_opt_snapshot(d)?;
+    s.warnings = get_texts(d)?;
+    s.hook_failures = get_texts(d)?;
+    Ok(s)
+}
+
+/// Layout of `RetentionApplied` (docs/protocol.md section 10).
+fn put_retention(e: &mut Encoder, r: &RetentionReport) {
+    e.u64(r.forgotten);
+    e.u64(r.gc.packs_deleted);
+    e.u64(r.gc.packs_rewritten);
+    e.u64(r.gc.packs_written);
+    e.i64(r.gc.bytes_freed);
+    e.u64(r.gc.bytes_rewritten);
+    e.u64(r.gc.seconds.to_bits());
+}
+
+fn get_retention(d: &mut Decoder<'_>) -> Result<RetentionReport> {
+    Ok(RetentionReport {
+        forgotten: d.u64()?,
+        gc: GcStats {
+            packs_deleted: d.u64()?,
+            packs_rewritten: d.u64()?,
+            packs_written: d.u64()?,
+            bytes_freed: d.i64()?,
+            bytes_rewritten: d.u64()?,
+            seconds: f64::from_bits(d.u64()?),
+        },
+    })
 }
 
 impl Msg {
@@ -289,13 +406,13 @@ impl Msg {
                 e.bytes(root.as_bytes());
                 T_MATERIALIZE
             }
-            Msg::Materialized(json) => {
-                e.bytes(json.as_bytes());
+            Msg::Materialized(s) => {
+                put_materialized(&mut e, s);
                 T_MATERIALIZED
             }
             Msg::ApplyRetention => T_APPLY_RETENTION,
-            Msg::RetentionApplied(json) => {
-                e.bytes(json.as_bytes());
+            Msg::RetentionApplied(r) => {
+                put_retention(&mut e, r);
                 T_RETENTION_APPLIED
             }
         };
@@ -430,9 +547,9 @@ impl Msg {
                 snapshot: SnapshotId(d.id()?),
                 root: text(&mut d)?,
             },
-            T_MATERIALIZED => Msg::Materialized(report(&mut d)?),
+            T_MATERIALIZED => Msg::Materialized(Box::new(get_materialized(&mut d)?)),
             T_APPLY_RETENTION => Msg::ApplyRetention,
-            T_RETENTION_APPLIED => Msg::RetentionApplied(report(&mut d)?),
+            T_RETENTION_APPLIED => Msg::RetentionApplied(get_retention(&mut d)?),
             other => return Err(d.err(format!("unknown message type {other}"))),
         };
         d.expect_end()?;
@@ -569,6 +686,24 @@ mod tests {
             }),
             Msg::Blobs(vec![blob]),
             Msg::HaveTrees(vec![TreeId([1; 32])]),
+            Msg::Materialized(Box::new(MaterializeStats {
+                files_written: 7,
+                bytes_linked: 1 << 40,
+                seconds: 2.5,
+                same_content_as: Some(SnapshotId([9; 32])),
+                warnings: vec!["w1".into(), String::new()],
+                hook_failures: vec!["h".into()],
+                ..MaterializeStats::new(SnapshotId([8; 32]), None)
+            })),
+            Msg::RetentionApplied(RetentionReport {
+                forgotten: 3,
+                gc: GcStats {
+                    packs_deleted: 1,
+                    bytes_freed: -5,
+                    seconds: 0.25,
+                    ..GcStats::default()
+                },
+            }),
             Msg::Error {
                 code: E_LOCKED,
                 message: "m".into(),

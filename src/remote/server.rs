@@ -8,10 +8,12 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::deploy::MaterializeStats;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind, SnapshotId, TreeId};
 use crate::remote::bases::BaseCache;
 use crate::remote::protocol::*;
+use crate::retention::RetentionReport;
 use crate::snapshot::Snapshot;
 use crate::store::writer::BlobWriter;
 use crate::store::{FORMAT_VERSION, Store, StoreLock};
@@ -237,7 +239,7 @@ impl<'s, W: Write> Session<'s, W> {
         self.store.write_snapshot(lock, &snap)
     }
 
-    fn materialize(&mut self, id: SnapshotId, root: &str) -> Result<String> {
+    fn materialize(&mut self, id: SnapshotId, root: &str) -> Result<MaterializeStats> {
         if self.opts.no_deploy {
             return Err(Error::Refused(
                 "this standby serves with --no-deploy: it deploys from its own timer".into(),
@@ -258,12 +260,11 @@ impl<'s, W: Write> Session<'s, W> {
             dry_run: false,
             post_materialize: self.opts.post_materialize.clone(),
         };
-        let stats = crate::deploy::execute_with_hooks(self.store, lock, &snap, plan, &opts)?;
-        serde_json::to_string(&stats).map_err(|e| Error::Other(e.to_string()))
+        crate::deploy::execute_with_hooks(self.store, lock, &snap, plan, &opts)
     }
 
     /// Forget by this standby's own policy, then gc.
-    fn apply_retention(&mut self) -> Result<String> {
+    fn apply_retention(&mut self) -> Result<RetentionReport> {
         if self.opts.append_only {
             return Err(Error::Refused(
                 "this standby serves append-only: it applies its own retention from its own timer"
@@ -277,14 +278,7 @@ impl<'s, W: Write> Session<'s, W> {
             ));
         };
         self.flush_writer()?;
-        let all = self.store.snapshots()?;
-        let pinned = crate::deploy::state::pinned(self.store)?;
-        let decisions = crate::retention::plan(&all, policy, &pinned)?;
-        let forgotten = crate::retention::forget(self.store, lock, &decisions)?;
-        let plan = crate::gc::plan(self.store, self.opts.gc_grace)?;
-        let gc = crate::gc::execute(self.store, lock, plan)?;
-        serde_json::to_string(&serde_json::json!({ "forgotten": forgotten, "gc": gc }))
-            .map_err(|e| Error::Other(e.to_string()))
+        crate::retention::apply(self.store, lock, policy, self.opts.gc_grace)
     }
 
     fn handle(&mut self, m: Msg) -> Result<bool> {
@@ -374,12 +368,12 @@ impl<'s, W: Write> Session<'s, W> {
                 return Ok(false);
             }
             Msg::ApplyRetention => {
-                let json = self.apply_retention()?;
-                self.out.send_now(&Msg::RetentionApplied(json))?;
+                let report = self.apply_retention()?;
+                self.out.send_now(&Msg::RetentionApplied(report))?;
             }
             Msg::Materialize { snapshot, root } => {
-                let json = self.materialize(snapshot, &root)?;
-                self.out.send_now(&Msg::Materialized(json))?;
+                let stats = self.materialize(snapshot, &root)?;
+                self.out.send_now(&Msg::Materialized(Box::new(stats)))?;
             }
             other => {
                 return Err(Error::malformed(

@@ -458,6 +458,24 @@ fn another_protocol_version_is_refused_naming_both() {
             "{e}"
         );
     }
+    // A primary of the version before, whose deployment and retention
+    // replies were JSON texts, is told what to do.
+    let older = frame(&Msg::Hello {
+        version: PROTOCOL_VERSION - 1,
+        client: "older".into(),
+        store: String::new(),
+        mode: MODE_WRITE,
+    });
+    let (c, replies) = serve(&env.store(), &older);
+    assert_eq!(c, 1);
+    let e = last_error(&replies);
+    assert!(
+        e.contains(&format!(
+            "protocol version {} asked, this standby speaks {PROTOCOL_VERSION}",
+            PROTOCOL_VERSION - 1
+        )) && e.contains("same hamn version"),
+        "{e}"
+    );
     unchanged(&env);
 }
 
