@@ -297,7 +297,7 @@ impl Damage<'_> {
             match &e.kind {
                 Kind::Dir(id) => damaged |= self.tree_damaged(*id)?,
                 Kind::File(c) => {
-                    for ch in &c.chunks {
+                    for ch in c.stored_refs() {
                         damaged |= self.chunk_damaged(ch.id.0)?;
                     }
                 }
@@ -349,7 +349,7 @@ impl Damage<'_> {
                 Kind::Dir(id) => self.affected(sid, *id, &child, out),
                 Kind::File(c) => {
                     let mut listed: Vec<[u8; 32]> = Vec::new();
-                    for ch in &c.chunks {
+                    for ch in c.stored_refs() {
                         let h = ch.id.0;
                         let hit = self.bad.contains_key(&h) || self.missing_chunks.contains_key(&h);
                         if hit && !listed.contains(&h) {

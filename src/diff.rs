@@ -107,7 +107,7 @@ fn content_key(e: &Entry) -> Option<blake3::Hash> {
                 h.update(&o.to_le_bytes());
                 h.update(&l.to_le_bytes());
             }
-            for ch in &c.chunks {
+            for ch in c.stored_refs() {
                 h.update(&ch.id.0);
             }
             Some(h.finalize())

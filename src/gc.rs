@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use crate::id::{PackId, TreeId};
+use crate::id::PackId;
 use crate::store::pack::{self, BlobLoc, RECORD_HEADER_LEN};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
@@ -93,31 +93,33 @@ fn mark(store: &Store) -> Result<(u64, HashSet<Mark>)> {
     let snaps = store.snapshots()?;
     let mut marks: HashSet<Mark> = HashSet::new();
     for (sid, s) in &snaps {
-        let mut stack: Vec<TreeId> = vec![s.root];
-        while let Some(t) = stack.pop() {
-            if !marks.insert(mark_of(&t.0)) {
-                continue;
-            }
-            let tree = store.read_tree(t).map_err(|e| {
-                Error::Other(format!(
-                    "snapshot {} references tree {} that cannot be read ({e}); gc stops without \
-                     deleting anything: run `hamn check`",
-                    sid.short(),
-                    t.short()
-                ))
-            })?;
-            for e in &tree.entries {
-                match &e.kind {
-                    Kind::Dir(id) => stack.push(*id),
-                    Kind::File(c) => {
-                        for ch in &c.chunks {
-                            marks.insert(mark_of(&ch.id.0));
-                        }
+        // The tree entered last is the one whose read failed.
+        let mut walk = (&mut marks, s.root);
+        crate::walk::trees(
+            store,
+            s.root,
+            &mut walk,
+            |(marks, last), t| {
+                *last = t;
+                Ok(marks.insert(mark_of(&t.0)))
+            },
+            |(marks, _), _, tree| {
+                for e in &tree.entries {
+                    if let Kind::File(c) = &e.kind {
+                        marks.extend(c.stored_refs().iter().map(|ch| mark_of(&ch.id.0)));
                     }
-                    _ => {}
                 }
-            }
-        }
+                Ok(())
+            },
+        )
+        .map_err(|e| {
+            Error::Other(format!(
+                "snapshot {} references tree {} that cannot be read ({e}); gc stops without \
+                 deleting anything: run `hamn check`",
+                sid.short(),
+                walk.1.short()
+            ))
+        })?;
     }
     Ok((snaps.len() as u64, marks))
 }

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 // File bytes go to stdout as they are, even with --json.
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
-                hamn::restore::cat(&store, c, &mut out)?;
+                hamn::content::ContentReader::new(&store).cat(c, &mut out)?;
                 let _ = ctx;
                 Ok(0)
             }

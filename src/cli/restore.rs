@@ -1,5 +1,5 @@
 use hamn::Result;
-use hamn::restore::Restorer;
+use hamn::extract::Extractor;
 use hamn::snapshot;
 
 use super::{Ctx, human_bytes, usage};
@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else if !a.to.is_dir() {
         return Err(usage(format!("--to {}: not a directory", a.to.display())));
     }
-    let mut r = Restorer::new(&store);
+    let mut r = Extractor::new(&store);
     r.parallel(|r| {
         for p in &a.paths {
             r.restore_path(snap.root, &a.snap, p, &a.to)?;

@@ -6,19 +6,19 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::deploy::plan::{Action, RelPath};
 use crate::error::{IoContext, Result};
+use crate::extract::{ExtractStats, Extractor};
 use crate::fs::write::Dir;
-use crate::restore::{RestoreStats, Restorer};
 use crate::store::Store;
 use crate::tree::{Entry, Kind};
 
 pub struct Applier<'a> {
-    restorer: Restorer<'a>,
+    restorer: Extractor<'a>,
 }
 
 impl<'a> Applier<'a> {
     pub fn new(store: &'a Store) -> Self {
         Applier {
-            restorer: Restorer::new(store),
+            restorer: Extractor::new(store),
         }
     }
 
@@ -43,7 +43,7 @@ impl<'a> Applier<'a> {
     }
 
     /// Carry out `actions` in `top`; the content of new files is written
-    /// by worker threads ([`Restorer::parallel`]). A member of a hard-link
+    /// by worker threads ([`Extractor::parallel`]). A member of a hard-link
     /// group in `kept` (kept on disk, relative to `top`) that a created
     /// subtree holds is linked to it.
     pub fn apply(
@@ -60,12 +60,12 @@ impl<'a> Applier<'a> {
         self.restorer.parallel(|r| apply_actions(r, top, actions))
     }
 
-    pub fn finish(self) -> RestoreStats {
+    pub fn finish(self) -> ExtractStats {
         self.restorer.stats
     }
 }
 
-fn apply_actions(restorer: &mut Restorer, top: &Dir, actions: &[Action]) -> Result<()> {
+fn apply_actions(restorer: &mut Extractor, top: &Dir, actions: &[Action]) -> Result<()> {
     // The directories from `top` down to the last action's parent,
     // open: actions come in tree order, so the next one mostly shares
     // all or most of them, and only the rest is opened.

@@ -9,9 +9,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::id::SnapshotId;
+use crate::snapshot::{self, Found, Snapshot};
 use crate::store::Store;
 use crate::tree::{Entry, Kind, Tree};
+
+use super::{
+    DirPlan, FilePlan, PREVIOUS, Plan, STAGING, gen_dir, is_mount_point, live_path, state,
+};
 
 /// A path relative to the top of a walk: names joined by `/`, as bytes
 /// (names may be any bytes but `/` and NUL). Shown lossily.
@@ -151,7 +157,7 @@ fn same_meta(path: &Path, md: &Metadata, e: &Entry) -> bool {
 }
 
 /// A regular file with more than one name may be shared with the other
-/// generation (see [`crate::restore::Restorer::share_with_live`]), also
+/// generation (see [`crate::extract::Extractor::share_with_live`]), also
 /// when the snapshot gives it hard links of its own: it must be replaced,
 /// never changed in place, or the other tree could change with it.
 fn shared(md: &Metadata) -> bool {
@@ -402,16 +408,219 @@ pub fn warm(dir: &Path, stop: &std::sync::atomic::AtomicBool) {
 
 /// Bytes a Create of `e` writes (a whole subtree for a directory).
 fn subtree_bytes(store: &Store, e: &Entry) -> Result<u64> {
-    match &e.kind {
-        Kind::File(c) => Ok(c.data_len()),
-        Kind::Dir(id) => {
-            let t = store.read_tree(*id)?;
-            let mut n = 0;
-            for c in &t.entries {
-                n += subtree_bytes(store, c)?;
-            }
-            Ok(n)
-        }
-        _ => Ok(0),
+    let data = |e: &Entry| match &e.kind {
+        Kind::File(c) => c.data_len(),
+        _ => 0,
+    };
+    let mut n = data(e);
+    if let Kind::Dir(id) = &e.kind {
+        crate::walk::entries(store, *id, |e| n += data(e))?;
     }
+    Ok(n)
+}
+
+/// Build the plan for deploying `snap` under `root` (nothing is changed).
+///
+/// A snapshot already deployed there, or with the deployed one's content,
+/// needs no work, unless `force` is set or one of its managed paths is
+/// missing from the live tree: then the managed paths are rebuilt from the
+/// store like any other deployment, which also undoes drift.
+pub fn plan(
+    store: &Store,
+    id: SnapshotId,
+    snap: &Snapshot,
+    root: &Path,
+    force: bool,
+) -> Result<Plan> {
+    let st = state::read(store, root)?;
+    let mut plan = Plan {
+        snapshot: id,
+        root: root.to_path_buf(),
+        dirs: Vec::new(),
+        files: Vec::new(),
+        already_deployed: false,
+        same_content_as: None,
+    };
+    let Some(dep) = st.deployed else {
+        return plan_paths(store, &st, snap, plan);
+    };
+    let missing = missing_live(snap, root)?;
+    if let Some(live) = &missing {
+        crate::log::info(&format!(
+            "{} is missing although snapshot {} is deployed under {}: deploying again",
+            live.display(),
+            dep.short(),
+            root.display()
+        ));
+    }
+    if !force && missing.is_none() {
+        if dep == id {
+            plan.already_deployed = true;
+            return Ok(plan);
+        }
+        if same_managed_content(store, snap, dep) {
+            plan.same_content_as = Some(dep);
+            return Ok(plan);
+        }
+    }
+    plan_paths(store, &st, snap, plan)
+}
+
+/// The trees the next deployment under `root` will plan against (each
+/// managed directory's staging base), to warm the inode cache ahead of
+/// it. Best effort: empty when nothing is deployed there.
+pub fn staging_bases(store: &Store, root: &Path) -> Vec<PathBuf> {
+    let Some(snap) = state::read(store, root)
+        .ok()
+        .and_then(|st| st.deployed)
+        .and_then(|id| store.read_snapshot(id).ok())
+    else {
+        return Vec::new();
+    };
+    snap.paths
+        .iter()
+        .filter_map(|p| live_path(root, p).ok())
+        .map(|live| staging_base(&gen_dir(&live)))
+        .filter(|(_, base)| *base != "empty")
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// Where staging starts from in `generation`, and which base that is:
+/// a staging tree left by a deployment that did not finish, else the
+/// previous generation, else nothing ("empty": staging is made anew).
+pub(super) fn staging_base(generation: &Path) -> (PathBuf, &'static str) {
+    if generation.join(STAGING).is_dir() {
+        (generation.join(STAGING), "staging")
+    } else if generation.join(PREVIOUS).is_dir() {
+        (generation.join(PREVIOUS), "previous")
+    } else {
+        (generation.join(STAGING), "empty")
+    }
+}
+
+/// The first managed path of `snap` that does not exist under `root`.
+pub(super) fn missing_live(snap: &Snapshot, root: &Path) -> Result<Option<PathBuf>> {
+    for p in &snap.paths {
+        let live = live_path(root, p)?;
+        match live.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(live)),
+            Err(e) => return Err(Error::io(&live, e)),
+            Ok(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Plan every managed path of `snap` into `plan`.
+pub(super) fn plan_paths(
+    store: &Store,
+    st: &state::DeployState,
+    snap: &Snapshot,
+    mut plan: Plan,
+) -> Result<Plan> {
+    let root = plan.root.clone();
+    let root = root.as_path();
+    let label = plan.snapshot.short();
+    for p in &snap.paths {
+        let live = live_path(root, p)?;
+        let entry = match snapshot::lookup(store, snap.root, &label, p.as_bytes())? {
+            Found::Entry(e) => e,
+            Found::Root(_) => return Err(Error::Usage("'/' cannot be a managed path".into())),
+        };
+        match &entry.kind {
+            Kind::Dir(tree_id) => {
+                if live
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(Error::Usage(format!(
+                        "{} is a symlink, but the snapshot has a directory there; hamn deploys \
+                         real directories: replace the link by the directory it points to \
+                         (or mount it there), then materialize again",
+                        live.display()
+                    )));
+                }
+                let tree = store.read_tree(*tree_id)?;
+                let (base_path, base) = staging_base(&gen_dir(&live));
+                // What the previous generation holds, when it is known.
+                let base_tree = match (base, st.previous) {
+                    ("previous", Some(prev)) => store
+                        .read_snapshot(prev)
+                        .ok()
+                        .and_then(|ps| {
+                            snapshot::lookup(store, ps.root, &prev.short(), p.as_bytes()).ok()
+                        })
+                        .and_then(|f| match f {
+                            Found::Entry(Entry {
+                                kind: Kind::Dir(t), ..
+                            }) => store.read_tree(t).ok(),
+                            _ => None,
+                        }),
+                    _ => None,
+                };
+                let mut planner = Planner::new(store);
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    s.spawn(|| warm(&base_path, &stop));
+                    let planned =
+                        planner.dir(&base_path, &RelPath(Vec::new()), &tree, base_tree.as_ref());
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    planned
+                })?;
+                plan.dirs.push(DirPlan {
+                    path: p.clone(),
+                    mount_point: is_mount_point(&live),
+                    live,
+                    base,
+                    kept_leaders: planner.kept_leaders(),
+                    stats: planner.stats,
+                    actions: planner.actions,
+                    entry,
+                });
+            }
+            _ => {
+                let mut planner = Planner::new(store);
+                let parent = live.parent().unwrap_or(root).to_path_buf();
+                let only = Tree {
+                    entries: vec![entry.clone()],
+                };
+                planner.entries_only(&parent, &only)?;
+                let bytes = match &entry.kind {
+                    Kind::File(c) => c.data_len(),
+                    _ => 0,
+                };
+                plan.files.push(FilePlan {
+                    path: p.clone(),
+                    live,
+                    unchanged: planner.actions.is_empty(),
+                    bytes,
+                    entry,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Whether the deployed snapshot `dep` has the same managed paths as
+/// `snap` with identical entries (metadata and tree ids, so everything
+/// below is identical too). A no-change night then costs no walk of the
+/// standby's tree. Anything unreadable counts as different.
+pub(super) fn same_managed_content(store: &Store, snap: &Snapshot, dep: SnapshotId) -> bool {
+    let Ok(deployed) = store.read_snapshot(dep) else {
+        return false;
+    };
+    if deployed.paths != snap.paths {
+        return false;
+    }
+    let entry =
+        |root, label: &str, p: &str| match snapshot::lookup(store, root, label, p.as_bytes()) {
+            Ok(Found::Entry(e)) => Some(e),
+            _ => None,
+        };
+    snap.paths.iter().all(|p| {
+        let new = entry(snap.root, "new", p);
+        new.is_some() && new == entry(deployed.root, "deployed", p)
+    })
 }

@@ -163,7 +163,7 @@ fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
     );
     let mut near: Vec<(u64, u64, ChunkId, u64)> = Vec::new();
     let mut at = 0u64;
-    for c in &old.chunks {
+    for c in old.stored_refs() {
         let (s, e) = (at, at + c.len as u64);
         at = e;
         if e > lo && s < hi {
@@ -371,11 +371,13 @@ impl Pusher<'_> {
                             // A changed file: its old version's chunks
                             // are the bases of its new ones.
                             let old = match before {
-                                Some(Kind::File(o)) if o.chunks != c.chunks => Some(o),
+                                Some(Kind::File(o)) if o.stored_refs() != c.stored_refs() => {
+                                    Some(o)
+                                }
                                 _ => None,
                             };
                             let mut at = 0u64;
-                            for ch in &c.chunks {
+                            for ch in c.stored_refs() {
                                 if let Some(o) = old {
                                     let bases = bases_for(o, at, ch.len as u64);
                                     if !bases.is_empty() && !bases.contains(&ch.id) {

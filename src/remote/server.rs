@@ -197,31 +197,30 @@ impl<'s, W: Write> Session<'s, W> {
     /// tree that references one subtree twice at every level). A chunk
     /// must be stored with the length the tree gives it.
     fn verify_complete(&self, root: TreeId) -> Result<Vec<[u8; 32]>> {
-        let mut walked = Vec::new();
-        let mut seen = std::collections::HashSet::<[u8; 32]>::new();
-        let mut stack = vec![root];
+        let index = self.store.index();
         // Everything is sealed and indexed by now; nothing is written
         // while the walk runs, so one read transaction serves it.
-        let blobs = self.store.index().reader()?;
-        while let Some(t) = stack.pop() {
-            if !seen.insert(t.0) || self.store.index().is_complete(&t.0)? {
-                continue;
-            }
-            let tree = self.store.read_tree(t)?;
-            for e in &tree.entries {
-                match &e.kind {
-                    Kind::Dir(id) => stack.push(*id),
-                    Kind::File(c) => {
-                        for ch in &c.chunks {
+        let blobs = index.reader()?;
+        // (trees walked, trees met)
+        let mut walk = (Vec::new(), std::collections::HashSet::<[u8; 32]>::new());
+        crate::walk::trees(
+            self.store,
+            root,
+            &mut walk,
+            |(_, seen), t| Ok(seen.insert(t.0) && !index.is_complete(&t.0)?),
+            |(walked, _), t, tree| {
+                for e in &tree.entries {
+                    if let Kind::File(c) = &e.kind {
+                        for ch in c.stored_refs() {
                             check_chunk(&blobs, ch)?;
                         }
                     }
-                    _ => {}
                 }
-            }
-            walked.push(t.0);
-        }
-        Ok(walked)
+                walked.push(t.0);
+                Ok(())
+            },
+        )?;
+        Ok(walk.0)
     }
 
     fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {

@@ -440,7 +440,7 @@ impl Walker<'_> {
     /// snapshot (`check --read-data --repair` drops damaged ones); then the
     /// file must be read again, or the new snapshot would lack it too.
     fn all_stored(&self, content: &FileContent) -> Result<bool> {
-        for c in &content.chunks {
+        for c in content.stored_refs() {
             if !self.writer.has(c.id.into())? {
                 return Ok(false);
             }

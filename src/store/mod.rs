@@ -26,8 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::id::{BlobId, BlobKind, ChunkId, PackId, SnapshotId, TreeId};
-use crate::snapshot::Snapshot;
+use crate::id::{BlobId, BlobKind, ChunkId, PackId, TreeId};
 use crate::tree::Tree;
 pub use index::Index;
 pub use lock::StoreLock;
@@ -319,89 +318,6 @@ impl Store {
 
     pub fn has_blob(&self, id: BlobId) -> Result<bool> {
         self.index.contains(&id.hash)
-    }
-
-    fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
-        self.snapshots_dir().join(id.to_hex())
-    }
-
-    /// Every snapshot record that reads back intact, oldest first, and
-    /// apart from them each record file that does not, with the reason.
-    /// Records are read from their files (the authority), each checked
-    /// against its id.
-    #[allow(clippy::type_complexity)]
-    pub fn snapshot_records(
-        &self,
-    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(PathBuf, String)>)> {
-        let dir = self.snapshots_dir();
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        for e in std::fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(id) = SnapshotId::from_hex(name) else {
-                continue;
-            };
-            match self.read_snapshot(id) {
-                Ok(s) => good.push((id, s)),
-                // Removed since the listing (by a concurrent forget).
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                Err(Error::Corrupt { detail, .. }) => bad.push((e.path(), detail)),
-                Err(err) => bad.push((e.path(), err.to_string())),
-            }
-        }
-        good.sort_by_key(|(id, s)| (s.time_ns, *id));
-        bad.sort();
-        Ok((good, bad))
-    }
-
-    /// Every intact snapshot record, oldest first. A damaged or unreadable
-    /// record is left out with a warning, so that one bad file never
-    /// blocks the others; `hamn check` reports it as a problem.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let (good, bad) = self.snapshot_records()?;
-        for (path, why) in &bad {
-            crate::log::warn(&format!(
-                "snapshot record {} is left out ({why}); run `hamn check`",
-                path.display()
-            ));
-        }
-        Ok(good)
-    }
-
-    pub fn read_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
-        let path = self.snapshot_path(&id);
-        let bytes = std::fs::read(&path).at(&path)?;
-        if SnapshotId::of(&bytes) != id {
-            return Err(Error::Corrupt {
-                what: "snapshot",
-                id: id.to_hex(),
-                pack: path.display().to_string(),
-                detail: "record does not match its id (damaged)".into(),
-            });
-        }
-        Snapshot::decode(&bytes)
-    }
-
-    /// Publish a snapshot record. Callers must have made everything it
-    /// references durable and indexed first: this is the commit point.
-    pub fn write_snapshot(&self, _lock: &StoreLock, snap: &Snapshot) -> Result<SnapshotId> {
-        let bytes = snap.encode();
-        let id = SnapshotId::of(&bytes);
-        durable::write_atomic(&self.snapshot_path(&id), &self.tmp_dir(), &bytes)?;
-        Ok(id)
-    }
-
-    /// Delete a snapshot record (its data stays until `gc`).
-    pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
-        let path = self.snapshot_path(&id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-        durable::fsync_dir(&self.snapshots_dir())
     }
 
     /// Every pack file present on disk (indexed or not).
