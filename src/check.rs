@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::id::{PackId, SnapshotId, TreeId};
 use crate::store::pack::{self, BlobLoc};
-use crate::store::{Store, StoreLock};
+use crate::store::{FileKind, Store, StoreLock};
 use crate::tree::{Kind, Tree};
 
 #[derive(Debug, Clone, Default)]
@@ -66,19 +66,17 @@ type PackDamage = (Option<BlobLoc>, String);
 /// Read a whole pack and verify it. Returns the bytes read and what
 /// failed.
 fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<PackDamage>) {
-    let path = store.pack_path(&pack);
-    // Read once, so dropped from the page cache afterwards: a check of
-    // the whole store must not push out what the node serves.
-    let read = |mut f: std::fs::File| {
-        let mut d = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut d)?;
-        crate::fs::uncache_all(&f);
-        Ok::<_, std::io::Error>(d)
-    };
-    let data = match std::fs::File::open(&path).and_then(read) {
-        Ok(d) => d,
+    // A whole pack is read once (the backend drops it from the page
+    // cache): a check of the whole store must not push out what the node
+    // serves.
+    let data = match store.files().read(FileKind::Pack, &pack.to_hex()) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            let why = format!("pack {} is missing", store.pack_location(&pack));
+            return (0, indexed.iter().map(|l| (Some(*l), why.clone())).collect());
+        }
         Err(e) => {
-            let why = format!("pack {} unreadable: {e}", path.display());
+            let why = format!("pack {} unreadable: {e}", store.pack_location(&pack));
             return (0, indexed.iter().map(|l| (Some(*l), why.clone())).collect());
         }
     };
@@ -95,7 +93,7 @@ fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<Pa
                         "{} {} damaged in pack {}",
                         l.id.kind.name(),
                         l.id.to_hex(),
-                        path.display()
+                        store.pack_location(&pack)
                     ),
                 ));
             }
@@ -105,7 +103,7 @@ fn verify_pack(store: &Store, pack: PackId, indexed: &[BlobLoc]) -> (u64, Vec<Pa
                 None,
                 format!(
                     "pack {} does not match its id (damage outside live blobs)",
-                    path.display()
+                    store.pack_location(&pack)
                 ),
             ));
         }
@@ -198,11 +196,10 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
     // Walk every snapshot; each distinct tree once.
     let snaps = match store.snapshot_records() {
         Ok((good, bad)) => {
-            for (path, why) in bad {
+            for (at, why) in bad {
                 report.problems.push(problem(format!(
-                    "snapshot record {} is unusable ({why}); every command leaves it out; \
-                     delete it, or put back an intact copy",
-                    path.display()
+                    "snapshot record {at} is unusable ({why}); every command leaves it out; \
+                     delete it, or put back an intact copy"
                 )));
             }
             good
@@ -381,15 +378,24 @@ pub fn repair(store: &Store, _lock: &StoreLock) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     store.index().clear()?;
     for p in store.pack_files()? {
-        let path = store.pack_path(&p);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let locs = match pack::read_trailer(&path, p) {
+        let name = p.to_hex();
+        let size = store
+            .files()
+            .info(FileKind::Pack, &name)?
+            .map_or(0, |i| i.size);
+        let locs = match pack::read_trailer(store.files(), p) {
             Ok(l) => l,
             Err(_) => {
-                let l = pack::scan_records(&path, p)?;
-                report
-                    .packs_salvaged
-                    .push(format!("{}: {} intact blobs", path.display(), l.len()));
+                let data = store
+                    .files()
+                    .read(FileKind::Pack, &name)?
+                    .unwrap_or_default();
+                let l = pack::scan_records(&data, p)?;
+                report.packs_salvaged.push(format!(
+                    "{}: {} intact blobs",
+                    store.pack_location(&p),
+                    l.len()
+                ));
                 l
             }
         };

@@ -258,10 +258,11 @@ impl Differ<'_> {
 fn find_renames(changes: Vec<Change>) -> Vec<Change> {
     let mut removed: HashMap<blake3::Hash, Vec<usize>> = HashMap::new();
     for (i, c) in changes.iter().enumerate() {
-        if c.change == ChangeKind::Removed && c.entry_type == "file" {
-            if let Some(k) = c.content_key {
-                removed.entry(k).or_default().push(i);
-            }
+        if c.change == ChangeKind::Removed
+            && c.entry_type == "file"
+            && let Some(k) = c.content_key
+        {
+            removed.entry(k).or_default().push(i);
         }
     }
     let mut gone = vec![false; changes.len()];
@@ -271,11 +272,11 @@ fn find_renames(changes: Vec<Change>) -> Vec<Change> {
             continue;
         }
         let Some(k) = c.content_key else { continue };
-        if let Some(list) = removed.get_mut(&k) {
-            if let Some(r) = list.pop() {
-                gone[r] = true;
-                renames.insert(i, changes[r].path.clone());
-            }
+        if let Some(list) = removed.get_mut(&k)
+            && let Some(r) = list.pop()
+        {
+            gone[r] = true;
+            renames.insert(i, changes[r].path.clone());
         }
     }
     changes

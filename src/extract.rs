@@ -413,12 +413,12 @@ impl<'a> Extractor<'a> {
             }
             Kind::File(content) => {
                 let key = (e.meta.dev, e.meta.ino);
-                if e.meta.nlink > 1 {
-                    if let Some(first) = self.links.get(&key) {
-                        dir.hard_link(&e.name, first).at(&path)?;
-                        self.stats.hardlinks += 1;
-                        return Ok(());
-                    }
+                if e.meta.nlink > 1
+                    && let Some(first) = self.links.get(&key)
+                {
+                    dir.hard_link(&e.name, first).at(&path)?;
+                    self.stats.hardlinks += 1;
+                    return Ok(());
                 }
                 if self.fill.link_from_live(dir, e, content, &mut self.stats) {
                     return Ok(());

@@ -20,7 +20,7 @@ use crate::failpoint::failpoint;
 use crate::id::PackId;
 use crate::store::pack::{self, BlobLoc, RECORD_HEADER_LEN};
 use crate::store::writer::BlobWriter;
-use crate::store::{Store, StoreLock};
+use crate::store::{FileKind, Store, StoreLock};
 use crate::tree::Kind;
 
 /// Share of the dead bytes a gc reclaims at least.
@@ -82,10 +82,17 @@ pub struct GcStats {
 }
 
 fn young(store: &Store, id: &PackId, grace: Duration) -> bool {
-    std::fs::metadata(store.pack_path(id))
-        .and_then(|m| m.modified())
-        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() < grace)
-        .unwrap_or(false)
+    store
+        .files()
+        .info(FileKind::Pack, &id.to_hex())
+        .ok()
+        .flatten()
+        .is_some_and(|i| {
+            SystemTime::now()
+                .duration_since(i.modified)
+                .unwrap_or_default()
+                < grace
+        })
 }
 
 /// Every blob reachable from the store's snapshots.
@@ -143,7 +150,7 @@ pub fn plan(store: &Store, grace: Duration) -> Result<GcPlan> {
             plan.packs_in_grace += 1;
             continue;
         }
-        let all = pack::read_trailer(&store.pack_path(id), *id)?;
+        let all = pack::read_trailer(store.files(), *id)?;
         let mut live = Vec::new();
         let (mut live_bytes, mut dead_bytes) = (0, 0);
         for l in &all {
@@ -178,7 +185,7 @@ pub fn plan(store: &Store, grace: Duration) -> Result<GcPlan> {
     // bytes scattered thinly (under REWRITE_MIN_SHARE of what rewriting
     // would copy) are left for a later gc: copying gigabytes to free
     // kilobytes is no reclaim.
-    partial.sort_by(|a, b| b.dead_bytes.cmp(&a.dead_bytes));
+    partial.sort_by_key(|p| std::cmp::Reverse(p.dead_bytes));
     let target = (plan.dead_bytes_total as f64 * RECLAIM_TARGET).ceil() as u64;
     let partial_dead: u64 = partial.iter().map(|p| p.dead_bytes).sum();
     let partial_live: u64 = partial.iter().map(|p| p.live_bytes).sum();
@@ -207,14 +214,14 @@ pub fn plan(store: &Store, grace: Duration) -> Result<GcPlan> {
     Ok(plan)
 }
 
+/// Remove a pack file (made durable by the backend); the bytes freed.
 fn remove_file(store: &Store, id: &PackId) -> Result<u64> {
-    let path = store.pack_path(id);
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(path, e)),
-    }
+    let name = id.to_hex();
+    let size = store
+        .files()
+        .info(FileKind::Pack, &name)?
+        .map_or(0, |i| i.size);
+    store.files().remove(FileKind::Pack, &name)?;
     Ok(size)
 }
 
@@ -259,12 +266,6 @@ pub fn execute(store: &Store, lock: &StoreLock, plan: GcPlan) -> Result<GcStats>
     for id in &plan.unindexed {
         freed += remove_file(store, id)? as i64;
         stats.packs_deleted += 1;
-    }
-    for sub in std::fs::read_dir(store.packs_dir()).map_err(|e| Error::io(store.packs_dir(), e))? {
-        let sub = sub.map_err(|e| Error::io(store.packs_dir(), e))?.path();
-        if sub.is_dir() {
-            crate::store::durable::fsync_dir(&sub)?;
-        }
     }
     stats.bytes_freed = freed;
     stats.seconds = started.elapsed().as_secs_f64();

@@ -65,7 +65,7 @@ pub fn plan(
         ));
     }
     let mut order: Vec<&(SnapshotId, Snapshot)> = all.iter().collect();
-    order.sort_by(|a, b| (b.1.time_ns, b.0).cmp(&(a.1.time_ns, a.0)));
+    order.sort_by_key(|(id, s)| std::cmp::Reverse((s.time_ns, *id)));
     let parents: HashSet<SnapshotId> = all.iter().filter_map(|(_, s)| s.parent).collect();
     let mut reasons: BTreeMap<SnapshotId, Vec<String>> = BTreeMap::new();
     let mut add = |id: SnapshotId, why: String| reasons.entry(id).or_default().push(why);

@@ -215,10 +215,10 @@ impl Tree {
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
         for _ in 0..n {
             let ent = decode_entry(&mut d)?;
-            if let Some(prev) = entries.last() {
-                if prev.name >= ent.name {
-                    return Err(d.err("entries are not sorted or not unique"));
-                }
+            if let Some(prev) = entries.last()
+                && prev.name >= ent.name
+            {
+                return Err(d.err("entries are not sorted or not unique"));
             }
             entries.push(ent);
         }

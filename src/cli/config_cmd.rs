@@ -73,13 +73,13 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
                 (Err(e), _) => problems.push(format!("{}: {e}", up.display())),
                 _ => {}
             }
-            if let Ok(vfs) = rustix::fs::statvfs(&up) {
-                if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
-                    problems.push(format!(
-                        "{} is on a read-only file system: {p} cannot be deployed there",
-                        up.display()
-                    ));
-                }
+            if let Ok(vfs) = rustix::fs::statvfs(&up)
+                && vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY)
+            {
+                problems.push(format!(
+                    "{} is on a read-only file system: {p} cannot be deployed there",
+                    up.display()
+                ));
             }
         }
     }
@@ -98,10 +98,10 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
                 }
             }
             Ok(Target::Ssh(t)) => {
-                if let Some(id) = &cfg.standby.identity {
-                    if !id.exists() {
-                        problems.push(format!("standby.identity {} does not exist", id.display()));
-                    }
+                if let Some(id) = &cfg.standby.identity
+                    && !id.exists()
+                {
+                    problems.push(format!("standby.identity {} does not exist", id.display()));
                 }
                 let kh = cfg.standby.known_hosts.clone().unwrap_or_else(|| {
                     Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
@@ -116,10 +116,10 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
                         t.host,
                         kh.display()
                     ));
-                } else if !a.offline {
-                    if let Err(e) = standby.connect(ctx, MODE_READ).and_then(|(_, r)| r.close()) {
-                        problems.push(format!("standby: {e}"));
-                    }
+                } else if !a.offline
+                    && let Err(e) = standby.connect(ctx, MODE_READ).and_then(|(_, r)| r.close())
+                {
+                    problems.push(format!("standby: {e}"));
                 }
             }
         }

@@ -73,15 +73,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             _ => c.path.clone(),
         };
         let mut extra = Vec::new();
-        if c.change == ChangeKind::Modified {
-            if let (Some(o), Some(n)) = (c.old_size, c.new_size) {
-                extra.push(format!("{} -> {}", human_bytes(o), human_bytes(n)));
-            }
+        if c.change == ChangeKind::Modified
+            && let (Some(o), Some(n)) = (c.old_size, c.new_size)
+        {
+            extra.push(format!("{} -> {}", human_bytes(o), human_bytes(n)));
         }
-        if c.change == ChangeKind::Added {
-            if let Some(n) = c.new_size {
-                extra.push(human_bytes(n));
-            }
+        if c.change == ChangeKind::Added
+            && let Some(n) = c.new_size
+        {
+            extra.push(human_bytes(n));
         }
         if let Some(t) = c.old_type {
             extra.push(format!("{t} -> {}", c.entry_type));

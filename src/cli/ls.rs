@@ -128,11 +128,9 @@ fn walk(
     for e in entries {
         let p = child_path(prefix, &e.name);
         out(&p, e);
-        if recursive {
-            if let Kind::Dir(id) = &e.kind {
-                let t = store.read_tree(*id)?;
-                walk(store, &p, &t.entries, true, out)?;
-            }
+        if recursive && let Kind::Dir(id) = &e.kind {
+            let t = store.read_tree(*id)?;
+            walk(store, &p, &t.entries, true, out)?;
         }
     }
     Ok(())

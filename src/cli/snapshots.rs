@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
     for (id, s) in &snaps {
         println!(
             "{:<12}  {:<19}  {:<12}  {:>8}  {:>10}  {:>10}  {:<12}  {}",
-            super::id12(&id),
+            super::id12(id),
             s.time_local().format("%Y-%m-%d %H:%M:%S"),
             s.host,
             s.stats.files,

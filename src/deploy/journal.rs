@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::deploy::state::{self, DeployState};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write::{Dir, keeping_times};
-use crate::store::{Store, StoreLock, durable};
+use crate::store::{Backend, FileKind, Store, StoreLock};
 
-pub const JOURNAL_FILE: &str = "deploy-journal.json";
+pub use crate::store::JOURNAL_FILE;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,24 +96,32 @@ pub struct Journal {
     pub state_after: DeployState,
 }
 
-fn path(store: &Store) -> PathBuf {
-    store.root().join(JOURNAL_FILE)
-}
-
 pub fn write(store: &Store, j: &Journal) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(j).map_err(|e| Error::Other(e.to_string()))?;
-    durable::write_atomic(&path(store), &store.tmp_dir(), &bytes)
+    store
+        .files()
+        .write_atomic(FileKind::Journal, JOURNAL_FILE, &bytes)
 }
 
 pub fn read(store: &Store) -> Result<Option<Journal>> {
-    let p = path(store);
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::malformed("deploy journal", format!("{}: {e}", p.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(p, e)),
-    }
+    let Some(b) = store.files().read(FileKind::Journal, JOURNAL_FILE)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&b).map(Some).map_err(|e| {
+        Error::malformed(
+            "deploy journal",
+            format!(
+                "{}: {e}",
+                store.files().describe(FileKind::Journal, JOURNAL_FILE)
+            ),
+        )
+    })
+}
+
+/// Delete the journal, durably.
+fn remove(store: &Store) -> Result<()> {
+    store.files().remove(FileKind::Journal, JOURNAL_FILE)?;
+    Ok(())
 }
 
 fn split(p: &Path) -> Result<(Dir, Vec<u8>)> {
@@ -245,13 +253,7 @@ pub fn finish(store: &Store, j: &Journal) -> Result<()> {
         let (parent, backup) = split(&f.backup)?;
         parent.remove(&backup).at(&f.backup)?;
     }
-    let p = path(store);
-    match std::fs::remove_file(&p) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(p, e)),
-    }
-    durable::fsync_dir(store.root())
+    remove(store)
 }
 
 /// Complete or undo an interrupted deployment. Returns what was done.
@@ -262,9 +264,7 @@ pub fn recover(store: &Store, _lock: &StoreLock) -> Result<Option<&'static str>>
     match j.phase {
         Phase::Prepared => {
             undo(&j)?;
-            let p = path(store);
-            std::fs::remove_file(&p).at(&p)?;
-            durable::fsync_dir(store.root())?;
+            remove(store)?;
             Ok(Some("undone"))
         }
         Phase::Committed => {
@@ -280,7 +280,12 @@ pub fn recover(store: &Store, _lock: &StoreLock) -> Result<Option<&'static str>>
 /// Quiet when there is no store or no journal, and when another run holds
 /// the lock (that run recovers); a failure is logged, not returned.
 pub fn recover_interrupted(path: &Path) {
-    if !path.join(JOURNAL_FILE).exists() {
+    // Looked for without opening the index (opened for writing, it
+    // changes the index file): most commands find no journal.
+    let pending = crate::store::files_at(path)
+        .list(FileKind::Journal)
+        .is_ok_and(|l| !l.is_empty());
+    if !pending {
         return;
     }
     let Ok(store) = Store::open(path) else {

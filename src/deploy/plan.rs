@@ -164,10 +164,14 @@ fn shared(md: &Metadata) -> bool {
     md.is_file() && md.nlink() > 1
 }
 
+/// (device, inode).
+type Inode = (u64, u64);
+
 pub struct Planner<'a> {
     store: &'a Store,
-    /// (source dev, source ino) of hardlinked files -> first path planned.
-    leaders: HashMap<(u64, u64), (RelPath, Option<(u64, u64)>)>,
+    /// (source dev, source ino) of hardlinked files -> first path planned,
+    /// and its inode on disk when it is kept there.
+    leaders: HashMap<Inode, (RelPath, Option<Inode>)>,
     pub actions: Vec<Action>,
     pub stats: PlanStats,
     /// Drift mode (for `status`): a directory is listed only for its own
@@ -264,20 +268,20 @@ impl<'a> Planner<'a> {
         }
         // Hard links: the first of a group is planned as a file; the others
         // must be the same inode on disk.
-        if let Kind::File(_) = &e.kind {
-            if e.meta.nlink > 1 {
-                let key = (e.meta.dev, e.meta.ino);
-                if let Some((leader, leader_disk)) = self.leaders.get(&key).cloned() {
-                    let here = md.as_ref().map(|m| (m.dev(), m.ino()));
-                    if leader_disk.is_none() || here != leader_disk {
-                        self.stats.to_link += 1;
-                        self.actions.push(Action::Link {
-                            path: r,
-                            target: leader,
-                        });
-                    }
-                    return Ok(());
+        if let Kind::File(_) = &e.kind
+            && e.meta.nlink > 1
+        {
+            let key = (e.meta.dev, e.meta.ino);
+            if let Some((leader, leader_disk)) = self.leaders.get(&key).cloned() {
+                let here = md.as_ref().map(|m| (m.dev(), m.ino()));
+                if leader_disk.is_none() || here != leader_disk {
+                    self.stats.to_link += 1;
+                    self.actions.push(Action::Link {
+                        path: r,
+                        target: leader,
+                    });
                 }
+                return Ok(());
             }
         }
         let Some(md) = md else {

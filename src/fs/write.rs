@@ -355,8 +355,8 @@ impl Dir {
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
             Ok(st) => Ok(Some((
-                st.st_dev as u64,
-                st.st_ino as u64,
+                st.st_dev,
+                st.st_ino,
                 FileType::from_raw_mode(st.st_mode),
             ))),
             Err(rustix::io::Errno::NOENT) => Ok(None),

@@ -115,10 +115,10 @@ impl Remote {
         if self.peer_spoke {
             return e;
         }
-        if let Some(ssh) = self.ssh.take() {
-            if let Some(better) = ssh.diagnose() {
-                return better;
-            }
+        if let Some(ssh) = self.ssh.take()
+            && let Some(better) = ssh.diagnose()
+        {
+            return better;
         }
         e
     }

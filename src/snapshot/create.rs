@@ -391,21 +391,21 @@ impl Walker<'_> {
             meta,
             ..
         }) = prev
+            && fsread::unchanged(meta, content.size, &md)
+            && self.all_stored(content)?
         {
-            if fsread::unchanged(meta, content.size, &md) && self.all_stored(content)? {
-                // Setting an xattr changes the ctime, which `unchanged`
-                // compared: the recorded ones are still right.
-                let xattrs = meta.xattrs.clone();
-                self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_total
-                    .fetch_add(content.size, Ordering::Relaxed);
-                return Ok(Some(Entry {
-                    name: name.to_vec(),
-                    meta: fsread::meta_from(&md, &self.owners, xattrs),
-                    kind: Kind::File(content.clone()),
-                }));
-            }
+            // Setting an xattr changes the ctime, which `unchanged`
+            // compared: the recorded ones are still right.
+            let xattrs = meta.xattrs.clone();
+            self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_total
+                .fetch_add(content.size, Ordering::Relaxed);
+            return Ok(Some(Entry {
+                name: name.to_vec(),
+                meta: fsread::meta_from(&md, &self.owners, xattrs),
+                kind: Kind::File(content.clone()),
+            }));
         }
         for _ in 0..READ_ATTEMPTS {
             let Some(read) = self.read_file(path)? else {
@@ -534,7 +534,7 @@ impl Walker<'_> {
             };
             children.push(e);
         }
-        children.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        children.sort_by_key(|a| a.file_name());
         // Entries are encoded batch by batch as they come, so a directory
         // of many thousand entries holds its encoding, not its entries.
         let mut tree = TreeEncoder::new();

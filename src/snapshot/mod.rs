@@ -6,12 +6,10 @@
 
 pub mod create;
 
-use std::path::PathBuf;
-
 use crate::codec::{Decoder, Encoder};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{SnapshotId, TreeId};
-use crate::store::{Store, StoreLock, durable};
+use crate::store::{FileKind, Store, StoreLock};
 use crate::tree::{Entry, Kind, Tree, validate_name};
 
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"HSNP";
@@ -316,38 +314,29 @@ pub fn child_path(prefix: &str, name: &[u8]) -> String {
     }
 }
 
-/// Snapshot records in the store: one file each under `snapshots/`, named
-/// by the id of its bytes. Here rather than in `store`, which knows
+/// Snapshot records in the store: one file each (`FileKind::Snapshot`),
+/// named by the id of its bytes. Here rather than in `store`, which knows
 /// nothing of what a record says.
 impl Store {
-    fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
-        self.snapshots_dir().join(id.to_hex())
-    }
-
     /// Every snapshot record that reads back intact, oldest first, and
-    /// apart from them each record file that does not, with the reason.
-    /// Records are read from their files (the authority), each checked
-    /// against its id.
+    /// apart from them each record file that does not (where it is), with
+    /// the reason. Records are read from their files (the authority), each
+    /// checked against its id.
     #[allow(clippy::type_complexity)]
-    pub fn snapshot_records(
-        &self,
-    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(PathBuf, String)>)> {
-        let dir = self.snapshots_dir();
+    pub fn snapshot_records(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, String)>)> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for e in std::fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(id) = SnapshotId::from_hex(name) else {
+        for name in self.files().list(FileKind::Snapshot)? {
+            let Ok(id) = SnapshotId::from_hex(&name) else {
                 continue;
             };
+            let at = || self.files().describe(FileKind::Snapshot, &name);
             match self.read_snapshot(id) {
                 Ok(s) => good.push((id, s)),
                 // Removed since the listing (by a concurrent forget).
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                Err(Error::Corrupt { detail, .. }) => bad.push((e.path(), detail)),
-                Err(err) => bad.push((e.path(), err.to_string())),
+                Err(Error::Corrupt { detail, .. }) => bad.push((at(), detail)),
+                Err(err) => bad.push((at(), err.to_string())),
             }
         }
         good.sort_by_key(|(id, s)| (s.time_ns, *id));
@@ -360,23 +349,26 @@ impl Store {
     /// blocks the others; `hamn check` reports it as a problem.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let (good, bad) = self.snapshot_records()?;
-        for (path, why) in &bad {
+        for (at, why) in &bad {
             crate::log::warn(&format!(
-                "snapshot record {} is left out ({why}); run `hamn check`",
-                path.display()
+                "snapshot record {at} is left out ({why}); run `hamn check`"
             ));
         }
         Ok(good)
     }
 
     pub fn read_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
-        let path = self.snapshot_path(&id);
-        let bytes = std::fs::read(&path).at(&path)?;
+        let name = id.to_hex();
+        let at = || self.files().describe(FileKind::Snapshot, &name);
+        let bytes = self
+            .files()
+            .read(FileKind::Snapshot, &name)?
+            .ok_or_else(|| Error::io(at(), std::io::Error::from(std::io::ErrorKind::NotFound)))?;
         if SnapshotId::of(&bytes) != id {
             return Err(Error::Corrupt {
                 what: "snapshot",
                 id: id.to_hex(),
-                pack: path.display().to_string(),
+                pack: at(),
                 detail: "record does not match its id (damaged)".into(),
             });
         }
@@ -388,18 +380,14 @@ impl Store {
     pub fn write_snapshot(&self, _lock: &StoreLock, snap: &Snapshot) -> Result<SnapshotId> {
         let bytes = snap.encode();
         let id = SnapshotId::of(&bytes);
-        durable::write_atomic(&self.snapshot_path(&id), &self.tmp_dir(), &bytes)?;
+        self.files()
+            .write_atomic(FileKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
-    /// Delete a snapshot record (its data stays until `gc`).
+    /// Delete a snapshot record (its data stays until `gc`), durably.
     pub fn remove_snapshot(&self, id: SnapshotId) -> Result<()> {
-        let path = self.snapshot_path(&id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-        durable::fsync_dir(&self.snapshots_dir())
+        self.files().remove(FileKind::Snapshot, &id.to_hex())?;
+        Ok(())
     }
 }

@@ -8,27 +8,32 @@
 //! STORE/index.redb          blob id -> pack location (a cache of the packs)
 //! STORE/packs/XX/ID.pack    pack files
 //! STORE/snapshots/ID        snapshot records
+//! STORE/deployments/K.json  deployment state, one file per root
+//! STORE/deploy-journal.json a deployment's intent journal, while it runs
 //! STORE/lock                the writer lock
 //! STORE/tmp/                files being written
 //! ```
+//!
+//! Every file but the index and the lock goes through the storage
+//! boundary (`backend`; `local` is the directory above).
 
+pub mod backend;
 pub mod durable;
 pub mod index;
+pub mod local;
 pub mod lock;
 pub mod pack;
 pub mod writer;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, BlobKind, ChunkId, PackId, TreeId};
 use crate::tree::Tree;
+pub use backend::{Backend, FileInfo, FileKind};
 pub use index::Index;
+use local::Local;
 pub use lock::StoreLock;
 pub use pack::BlobLoc;
 
@@ -37,46 +42,19 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const TMP_DIR: &str = "tmp";
-const OPEN_PACKS_MAX: usize = 64;
+pub const DEPLOYMENTS_DIR: &str = "deployments";
+pub const JOURNAL_FILE: &str = "deploy-journal.json";
 
 pub struct Store {
     root: PathBuf,
     index: Index,
-    open_packs: Mutex<HashMap<PackId, Arc<OpenPack>>>,
+    files: Box<dyn Backend>,
 }
 
-/// A pack open for reading, and the run of its bytes read last.
-struct OpenPack {
-    file: File,
-    /// Chunk records read one after another, (start, end): what has been
-    /// read of it is dropped from the page cache as one range.
-    run: Mutex<(u64, u64)>,
-}
-
-impl OpenPack {
-    /// Chunks are read once (a deployment, a push, a restore): their pages
-    /// go back to free memory at once instead of pushing out the page
-    /// cache that the node's services use. The kernel drops only the
-    /// folios wholly inside a range, and a folio can span many KiB, so
-    /// the range is the run of records read in a row, not one chunk.
-    fn read_once(&self, loc: &BlobLoc) {
-        // The record with its header; the first one with the pack's header.
-        let mut start = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
-        if start <= pack::PACK_HEADER_LEN {
-            start = 0;
-        }
-        let end = loc.offset + u64::from(loc.stored_len);
-        let from = {
-            let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
-            if run.1 == start && run.1 > run.0 {
-                run.1 = end;
-            } else {
-                *run = (start, end);
-            }
-            run.0
-        };
-        crate::fs::uncache(&self.file, from, end - from);
-    }
+/// The files of the store at `path` without opening it (no index, no
+/// marker check): for a look at one file before a command opens the store.
+pub fn files_at(path: &Path) -> impl Backend {
+    Local::new(path)
 }
 
 impl Store {
@@ -145,7 +123,7 @@ impl Store {
         command: &str,
     ) -> Result<(Store, StoreLock, Option<(PathBuf, String)>)> {
         Self::check_marker(path)?;
-        let lock = Self::lock_at(path, wait, command)?;
+        let lock = Local::new(path).lock(wait, command)?;
         let (index, moved) = Index::open_or_replace(&path.join(index::INDEX_FILE))?;
         Ok((Self::with_index(path, index), lock, moved))
     }
@@ -154,7 +132,7 @@ impl Store {
         Store {
             root: path.to_path_buf(),
             index,
-            open_packs: Mutex::new(HashMap::new()),
+            files: Box::new(Local::new(path)),
         }
     }
 
@@ -195,81 +173,49 @@ impl Store {
         &self.index
     }
 
-    pub fn packs_dir(&self) -> PathBuf {
-        self.root.join(PACKS_DIR)
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join(TMP_DIR)
-    }
-
-    pub fn snapshots_dir(&self) -> PathBuf {
-        self.root.join(SNAPSHOTS_DIR)
-    }
-
-    pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        pack::pack_path(&self.packs_dir(), id)
-    }
-
-    /// Become the store's one writer. Leftovers of a writer that died are
-    /// removed once the lock is ours: nothing else can be writing them.
+    /// Become the store's one writer.
     pub fn lock(&self, wait: Duration, command: &str) -> Result<StoreLock> {
-        Self::lock_at(&self.root, wait, command)
+        self.files.lock(wait, command)
     }
 
-    fn lock_at(root: &Path, wait: Duration, command: &str) -> Result<StoreLock> {
-        let lock = StoreLock::acquire(root, wait, command)?;
-        let tmp = root.join(TMP_DIR);
-        durable::create_private_dir(&tmp)?;
-        if let Ok(rd) = std::fs::read_dir(&tmp) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(lock)
+    /// The storage boundary under this store.
+    pub fn files(&self) -> &dyn Backend {
+        self.files.as_ref()
     }
 
-    fn pack_file(&self, id: &PackId) -> Result<Arc<OpenPack>> {
-        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = open.get(id) {
-            return Ok(f.clone());
-        }
-        let path = self.pack_path(id);
-        let f = match File::open(&path) {
-            Ok(file) => Arc::new(OpenPack {
-                file,
-                run: Mutex::new((0, 0)),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::MissingObject {
-                    what: "pack",
-                    id: id.to_hex(),
-                });
-            }
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        if open.len() >= OPEN_PACKS_MAX {
-            open.clear();
-        }
-        open.insert(*id, f.clone());
-        Ok(f)
+    /// Where a pack is, for messages.
+    pub fn pack_location(&self, id: &PackId) -> String {
+        self.files.describe(FileKind::Pack, &id.to_hex())
     }
 
     /// Read the stored bytes of a blob at a known location.
     pub fn read_stored(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let f = self.pack_file(&loc.pack)?;
-        let mut buf = vec![0u8; loc.stored_len as usize];
-        f.file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.corrupt(loc, "pack is shorter than the index says (truncated?)")
-            } else {
-                Error::io(self.pack_path(&loc.pack), e)
-            }
-        })?;
-        if loc.id.kind == BlobKind::Chunk {
-            // Trees stay cached: plans, diffs and listings read them again.
-            f.read_once(loc);
+        // Chunks are read once; the read takes the record's header (and
+        // the pack's, before the first record) so that records read one
+        // after another make one run of bytes for the backend to drop.
+        // Trees stay cached: plans, diffs and listings read them again.
+        let once = loc.id.kind == BlobKind::Chunk;
+        let mut start = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
+        if start <= pack::PACK_HEADER_LEN || !once {
+            start = if once { 0 } else { loc.offset };
         }
+        let skip = (loc.offset - start) as usize;
+        let mut buf = vec![0u8; skip + loc.stored_len as usize];
+        self.files
+            .read_at(FileKind::Pack, &loc.pack.to_hex(), start, &mut buf, once)
+            .map_err(|e| match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::MissingObject {
+                        what: "pack",
+                        id: loc.pack.to_hex(),
+                    }
+                }
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.corrupt(loc, "pack is shorter than the index says (truncated?)")
+                }
+                e => e,
+            })?;
+        buf.drain(..skip);
         Ok(buf)
     }
 
@@ -277,7 +223,7 @@ impl Store {
         Error::Corrupt {
             what: loc.id.kind.name(),
             id: loc.id.to_hex(),
-            pack: self.pack_path(&loc.pack).display().to_string(),
+            pack: self.pack_location(&loc.pack),
             detail: detail.to_string(),
         }
     }
@@ -320,26 +266,14 @@ impl Store {
         self.index.contains(&id.hash)
     }
 
-    /// Every pack file present on disk (indexed or not).
+    /// Every pack file present in the store (indexed or not).
     pub fn pack_files(&self) -> Result<Vec<PackId>> {
-        let dir = self.packs_dir();
-        let mut out = Vec::new();
-        for sub in std::fs::read_dir(&dir).at(&dir)? {
-            let sub = sub.at(&dir)?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for e in std::fs::read_dir(&sub).at(&sub)? {
-                let e = e.at(&sub)?;
-                let name = e.file_name();
-                let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
-                    continue;
-                };
-                if let Ok(id) = PackId::from_hex(hex) {
-                    out.push(id);
-                }
-            }
-        }
+        let mut out: Vec<PackId> = self
+            .files
+            .list(FileKind::Pack)?
+            .iter()
+            .filter_map(|n| PackId::from_hex(n).ok())
+            .collect();
         out.sort();
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! Pack files: append-only containers of blobs, self-describing so that the
-//! index can be rebuilt from them. A pack is written under `tmp/`, fsynced,
-//! then renamed into `packs/`; a published pack is never modified.
+//! index can be rebuilt from them. A pack is written through the storage
+//! boundary as a new file and published under its id once durable; a
+//! published pack is never modified.
 //!
 //! Layout (all integers little-endian; see docs/format.md):
 //! header `PACK_MAGIC` u32 version u32 reserved, then blob records
@@ -8,15 +9,12 @@
 //! trailer (entry count u32, entries of `TRAILER_ENTRY_LEN` bytes), then the
 //! footer (trailer length u32, BLAKE3 of the trailer, `FOOTER_MAGIC`).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{BlobId, BlobKind, ID_LEN, PackId};
-use crate::store::durable;
+use crate::store::backend::{Backend, FileKind, NewFile};
 
 pub const PACK_MAGIC: &[u8; 8] = b"HAMNPACK";
 pub const FOOTER_MAGIC: &[u8; 8] = b"HAMNPEND";
@@ -46,11 +44,6 @@ pub struct BlobLoc {
     pub stored_len: u32,
 }
 
-pub fn pack_path(packs_dir: &Path, id: &PackId) -> PathBuf {
-    let hex = id.to_hex();
-    packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
-}
-
 /// A pack just published by `PackWriter::finish`.
 pub struct SealedPack {
     pub id: PackId,
@@ -60,20 +53,18 @@ pub struct SealedPack {
 }
 
 pub struct PackWriter {
-    tmp_path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<Box<dyn NewFile>>,
     hasher: blake3::Hasher,
     len: u64,
     entries: Vec<BlobLoc>,
 }
 
 impl PackWriter {
-    pub fn create(tmp_dir: &Path) -> Result<Self> {
-        let tmp_path = tmp_dir.join(format!("pack-{:016x}.tmp", fastrand::u64(..)));
-        let file = durable::create_private(&tmp_path)?;
+    /// Start a pack in `files`; it is invisible until `finish`, and
+    /// abandoned when dropped before.
+    pub fn create(files: &dyn Backend) -> Result<Self> {
         let mut w = PackWriter {
-            tmp_path,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(files.create(FileKind::Pack)?),
             hasher: blake3::Hasher::new(),
             len: 0,
             entries: Vec::new(),
@@ -91,7 +82,7 @@ impl PackWriter {
             .out
             .as_mut()
             .ok_or_else(|| Error::Other("pack writer already finished".into()))?;
-        out.write_all(bytes).at(&self.tmp_path)?;
+        out.write_all(bytes).at(out.describe())?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -131,10 +122,10 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Write the trailer, make the pack durable and publish it under
-    /// `packs_dir`. Returns its id, the locations of its blobs and its
-    /// final size (trailer and footer included).
-    pub fn finish(mut self, packs_dir: &Path) -> Result<SealedPack> {
+    /// Write the trailer, make the pack durable and publish it under its
+    /// id. Returns its id, the locations of its blobs and its final size
+    /// (trailer and footer included).
+    pub fn finish(mut self) -> Result<SealedPack> {
         let trailer = encode_trailer(&self.entries);
         self.write(&trailer)?;
         let mut footer = Encoder::new();
@@ -146,14 +137,8 @@ impl PackWriter {
             .out
             .take()
             .ok_or_else(|| Error::Other("pack writer already finished".into()))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
-        durable::fsync(&file, &self.tmp_path)?;
-        drop(file);
         let id = PackId(*self.hasher.finalize().as_bytes());
-        let dest = pack_path(packs_dir, &id);
-        durable::publish(&self.tmp_path, &dest)?;
+        out.publish(&id.to_hex())?;
         let mut entries = std::mem::take(&mut self.entries);
         for e in &mut entries {
             e.pack = id;
@@ -163,13 +148,6 @@ impl PackWriter {
             blobs: entries,
             size_bytes: self.len,
         })
-    }
-}
-
-impl Drop for PackWriter {
-    fn drop(&mut self) {
-        // Unfinished packs are abandoned; a published one was renamed away.
-        let _ = std::fs::remove_file(&self.tmp_path);
     }
 }
 
@@ -188,20 +166,29 @@ fn encode_trailer(entries: &[BlobLoc]) -> Vec<u8> {
 }
 
 /// Read and check a published pack's trailer: the list of what it holds.
-pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
-    let file = File::open(path).at(path)?;
-    let size = file.metadata().at(path)?.len();
+pub fn read_trailer(files: &dyn Backend, pack: PackId) -> Result<Vec<BlobLoc>> {
+    let name = pack.to_hex();
+    let location = files.describe(FileKind::Pack, &name);
+    let size = files
+        .info(FileKind::Pack, &name)?
+        .ok_or_else(|| Error::MissingObject {
+            what: "pack",
+            id: name.clone(),
+        })?
+        .size;
+    let read_at =
+        |buf: &mut [u8], offset: u64| files.read_at(FileKind::Pack, &name, offset, buf, false);
     let bad = |detail: String| Error::Corrupt {
         what: "pack",
         id: pack.to_hex(),
-        pack: path.display().to_string(),
+        pack: location.clone(),
         detail,
     };
     if size < PACK_HEADER_LEN + FOOTER_LEN + 4 {
         return Err(bad(format!("only {size} bytes long")));
     }
     let mut header = [0u8; PACK_HEADER_LEN as usize];
-    file.read_exact_at(&mut header, 0).at(path)?;
+    read_at(&mut header, 0)?;
     if &header[..8] != PACK_MAGIC {
         return Err(bad("bad header magic".into()));
     }
@@ -212,8 +199,7 @@ pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
         )));
     }
     let mut footer = [0u8; FOOTER_LEN as usize];
-    file.read_exact_at(&mut footer, size - FOOTER_LEN)
-        .at(path)?;
+    read_at(&mut footer, size - FOOTER_LEN)?;
     let mut d = Decoder::new(&footer, "pack footer");
     let trailer_len = d.u32()? as u64;
     let hash = d.id()?;
@@ -224,8 +210,7 @@ pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
         return Err(bad(format!("trailer length {trailer_len} does not fit")));
     }
     let mut trailer = vec![0u8; trailer_len as usize];
-    file.read_exact_at(&mut trailer, size - FOOTER_LEN - trailer_len)
-        .at(path)?;
+    read_at(&mut trailer, size - FOOTER_LEN - trailer_len)?;
     if blake3::hash(&trailer).as_bytes() != &hash {
         return Err(bad("trailer checksum mismatch".into()));
     }
@@ -263,8 +248,7 @@ pub fn read_trailer(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
 /// Recover what can be recovered from a pack whose trailer is unusable
 /// (truncated or damaged) by walking its record headers from the start.
 /// Only records whose content matches their id are returned.
-pub fn scan_records(path: &Path, pack: PackId) -> Result<Vec<BlobLoc>> {
-    let data = std::fs::read(path).at(path)?;
+pub fn scan_records(data: &[u8], pack: PackId) -> Result<Vec<BlobLoc>> {
     let mut out = Vec::new();
     let mut pos = PACK_HEADER_LEN as usize;
     if !data.starts_with(PACK_MAGIC) || data.len() < pos {

@@ -125,7 +125,7 @@ impl<'s> BlobWriter<'s> {
             }
         }
         if pack.is_none() {
-            *pack = Some(PackWriter::create(&self.store.tmp_dir())?);
+            *pack = Some(PackWriter::create(self.store.files())?);
         }
         let w = pack.as_mut().expect("pack writer was just created");
         w.add(id, encoding, plain_len, stored)?;
@@ -148,7 +148,7 @@ impl<'s> BlobWriter<'s> {
 
     /// Publish a pack and index it; only then do its ids leave `pending`.
     fn seal(&self, w: PackWriter) -> Result<()> {
-        let sealed = w.finish(&self.store.packs_dir())?;
+        let sealed = w.finish()?;
         crate::failpoint::failpoint("pack:published");
         self.store
             .index()
@@ -177,10 +177,10 @@ impl<'s> BlobWriter<'s> {
     /// Seal the open pack so that everything added is durable and indexed.
     pub fn finish(self) -> Result<WriteStats> {
         let open = self.pack.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = open {
-            if !w.is_empty() {
-                self.seal(w)?;
-            }
+        if let Some(w) = open
+            && !w.is_empty()
+        {
+            self.seal(w)?;
         }
         Ok(self.kind_stats())
     }

@@ -57,7 +57,7 @@ pub fn build_hostile_tree(root: &Path) {
     // Special files.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -65,7 +65,7 @@ pub fn build_hostile_tree(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("null"),
+        root.join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -73,7 +73,7 @@ pub fn build_hostile_tree(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("loop9"),
+        root.join("loop9"),
         rustix::fs::FileType::BlockDevice,
         rustix::fs::Mode::from_raw_mode(0o660),
         rustix::fs::makedev(7, 9),
@@ -205,7 +205,7 @@ fn device_nodes_without_privilege_fail_alone() {
     fs::create_dir_all(&src).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("a-null"),
+        src.join("a-null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -214,7 +214,7 @@ fn device_nodes_without_privilege_fail_alone() {
     write(&src.join("b-file"), b"restored anyway");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("c-fifo"),
+        src.join("c-fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,

@@ -260,7 +260,7 @@ fn apply(src: &Path, op: &Op) {
             }
         }
         Op::RemoveXattr { dir: d } => {
-            let _ = rustix::fs::lremovexattr(&dir(d), XATTR);
+            let _ = rustix::fs::lremovexattr(dir(d), XATTR);
         }
         Op::DirFile { dir: d } => {
             let d = dir(d);

@@ -399,7 +399,8 @@ fn clear_errors_for_auth_missing_binary_and_wrong_store() {
     let out = env.cmd().args(&a).output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
-    for o in [&out] {
+    {
+        let o = &out;
         assert_eq!(stderr(o).trim().lines().count(), 1, "{}", stderr(o));
     }
 }

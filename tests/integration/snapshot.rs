@@ -455,7 +455,14 @@ fn pack_sizes(store: &Path) -> Vec<(u64, u64)> {
         .packs()
         .unwrap()
         .into_iter()
-        .map(|(id, _, bytes)| (bytes, fs::metadata(s.pack_path(&id)).unwrap().len()))
+        .map(|(id, _, bytes)| {
+            let hex = id.to_hex();
+            let file = store
+                .join("packs")
+                .join(&hex[..2])
+                .join(format!("{hex}.pack"));
+            (bytes, fs::metadata(file).unwrap().len())
+        })
         .collect();
     v.sort();
     v
