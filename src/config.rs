@@ -28,8 +28,13 @@ pub struct Config {
     /// Store what symlinks point to instead of the links (as rsync -L).
     #[serde(default)]
     pub follow_symlinks: bool,
-    #[serde(default)]
-    pub standby: Standby,
+    /// The nodes `sync` keeps current: a `[standby]` table, or an array
+    /// of `[[standby]]` tables (the standby and xCAT service nodes).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub standby: Vec<Standby>,
+    /// How many nodes `sync` pushes to at once (default 4).
+    #[serde(default = "four")]
+    pub sync_parallel: usize,
     #[serde(default)]
     pub retention: Retention,
     #[serde(default)]
@@ -45,9 +50,45 @@ fn yes() -> bool {
     true
 }
 
+fn four() -> usize {
+    4
+}
+
+/// `[standby]` (one table) or `[[standby]]` (an array of tables), with
+/// serde's own messages for unknown keys and wrong types in either.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Standby>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<Standby>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a [standby] table or [[standby]] tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            m: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            Ok(vec![Standby::deserialize(
+                serde::de::value::MapAccessDeserializer::new(m),
+            )?])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            s: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Standby {
+    /// The node's name in logs, `--json`, metrics and `sync --to NAME`;
+    /// required with several `[[standby]]` tables, else "standby".
+    pub name: Option<String>,
     pub url: Option<String>,
     pub identity: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
@@ -75,9 +116,16 @@ pub struct Standby {
     pub delta: bool,
 }
 
+impl Standby {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("standby")
+    }
+}
+
 impl Default for Standby {
     fn default() -> Self {
         Standby {
+            name: None,
             url: None,
             identity: None,
             known_hosts: None,
@@ -155,6 +203,35 @@ impl Config {
                 message: format!("exclude pattern '{g}': {e}"),
             })?;
         }
+        let bad = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        for s in &cfg.standby {
+            if cfg.standby.len() > 1 && s.name.is_none() {
+                return Err(bad(format!(
+                    "every [[standby]] table needs a name when there are several (the one for {} has none)",
+                    s.url.as_deref().unwrap_or("no url")
+                )));
+            }
+            let n = s.name();
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(bad(format!(
+                    "standby name '{n}': use letters, digits, '-', '_' and '.' only"
+                )));
+            }
+            if !names.insert(n.to_string()) {
+                return Err(bad(format!("standby name '{n}' is used twice")));
+            }
+        }
+        if cfg.sync_parallel == 0 {
+            return Err(bad("sync_parallel must be at least 1".into()));
+        }
         Ok(cfg)
     }
 
@@ -182,8 +259,20 @@ impl Config {
     fn default_values() -> Config {
         Config {
             one_file_system: true,
+            sync_parallel: four(),
             ..Config::default()
         }
+    }
+
+    /// The first (or only) configured node, or the defaults when there is
+    /// none: what `push` and `status` use without `--to NAME`.
+    pub fn standby(&self) -> Standby {
+        self.standby.first().cloned().unwrap_or_default()
+    }
+
+    /// The configured node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Standby> {
+        self.standby.iter().find(|s| s.name() == name)
     }
 
     pub fn store_path(&self, flag: Option<&Path>) -> PathBuf {
@@ -205,19 +294,53 @@ mod tests {
         assert!(Config::parse("exclude = ['[']", p).is_err());
         let c = Config::parse("paths = ['/install']\n[hooks]\npre_snapshot = ['true']", p).unwrap();
         assert!(c.one_file_system);
-        assert!(c.standby.delta, "deltas are on without a [standby] table");
+        assert!(c.standby().delta, "deltas are on without a [standby] table");
         assert_eq!(c.hooks.pre_snapshot, vec!["true"]);
         assert!(
             Config::parse("[standby]\nurl = '/s'", p)
                 .unwrap()
-                .standby
+                .standby()
                 .delta
         );
         assert!(
             !Config::parse("[standby]\ndelta = false", p)
                 .unwrap()
-                .standby
+                .standby()
                 .delta
         );
+    }
+
+    #[test]
+    fn one_standby_table_or_several_named_ones() {
+        let p = Path::new("x.toml");
+        let one = Config::parse("[standby]\nurl = '/s'", p).unwrap();
+        assert_eq!(one.standby.len(), 1);
+        assert_eq!(one.standby[0].name(), "standby");
+        assert_eq!(one.sync_parallel, 4);
+        let two = Config::parse(
+            "sync_parallel = 2\n[[standby]]\nname = 'mn2'\nurl = '/a'\n[[standby]]\nname = 'sn1'\nurl = '/b'\nmaterialize = true",
+            p,
+        )
+        .unwrap();
+        assert_eq!(two.standby.len(), 2);
+        assert_eq!(two.node("sn1").unwrap().url.as_deref(), Some("/b"));
+        assert!(two.node("sn1").unwrap().materialize);
+        assert_eq!(two.sync_parallel, 2);
+        for (text, why) in [
+            (
+                "[[standby]]\nurl = '/a'\n[[standby]]\nurl = '/b'",
+                "needs a name",
+            ),
+            (
+                "[[standby]]\nname = 'x'\n[[standby]]\nname = 'x'",
+                "used twice",
+            ),
+            ("[[standby]]\nname = 'a b'", "letters, digits"),
+            ("[[standby]]\nname = 'x'\nurll = '/a'", "unknown field"),
+            ("sync_parallel = 0", "at least 1"),
+        ] {
+            let e = Config::parse(text, p).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 }

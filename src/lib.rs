@@ -33,6 +33,7 @@ pub mod gc;
 pub mod id;
 pub mod log;
 pub mod metrics;
+pub mod nodes;
 pub mod remote;
 pub mod restore;
 pub mod retention;

@@ -55,7 +55,7 @@ pub struct Decision {
 pub fn plan(
     all: &[(SnapshotId, Snapshot)],
     policy: &Policy,
-    pinned: &[(SnapshotId, &str)],
+    pinned: &[(SnapshotId, String)],
 ) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         return Err(Error::Usage(
@@ -142,6 +142,24 @@ pub fn plan(
         .collect())
 }
 
+/// The snapshots retention never forgets whatever the policy, with why:
+/// those a deployment in this store uses (deployed, previous generation),
+/// and on a primary the newest one each node it syncs is known to hold,
+/// which that node's next push builds on (its delta bases), however long
+/// the node has been down.
+pub fn pinned(store: &Store) -> Result<Vec<(SnapshotId, String)>> {
+    let mut out: Vec<(SnapshotId, String)> = crate::deploy::state::pinned(store)?
+        .into_iter()
+        .map(|(id, why)| (id, why.to_string()))
+        .collect();
+    for n in crate::nodes::all(store)? {
+        if let Some(id) = n.newest {
+            out.push((id, format!("newest on node {}", n.name)));
+        }
+    }
+    Ok(out)
+}
+
 /// What applying a policy did: snapshots forgotten, then gc.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RetentionReport {
@@ -159,8 +177,7 @@ pub fn apply(
     policy: &Policy,
     grace: std::time::Duration,
 ) -> Result<RetentionReport> {
-    let pinned = crate::deploy::state::pinned(store)?;
-    let decisions = plan(&store.snapshots()?, policy, &pinned)?;
+    let decisions = plan(&store.snapshots()?, policy, &pinned(store)?)?;
     let forgotten = forget(store, lock, &decisions)?;
     let gc = crate::gc::execute(store, lock, crate::gc::plan(store, grace)?)?;
     Ok(RetentionReport { forgotten, gc })
@@ -238,7 +255,7 @@ mod tests {
     #[test]
     fn newest_tags_and_deployments_are_always_kept() {
         let all = chain(&[0, 1, 2, 3, 4], &[(1, "before-upgrade")]);
-        let pinned = [(all[0].0, "previous generation")];
+        let pinned = [(all[0].0, "previous generation".to_string())];
         let p = Policy {
             keep_last: 1,
             keep_tags: vec!["before-upgrade".into()],

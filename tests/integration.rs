@@ -12,6 +12,8 @@ mod crash;
 mod damage;
 #[path = "integration/diff.rs"]
 mod diff;
+#[path = "integration/fanout.rs"]
+mod fanout;
 #[path = "integration/fidelity.rs"]
 mod fidelity;
 #[path = "integration/gc.rs"]

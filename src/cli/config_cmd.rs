@@ -6,10 +6,11 @@ use std::path::Path;
 
 use hamn::Result;
 use hamn::remote::Target;
+use hamn::remote::client::Remote;
 use hamn::remote::protocol::MODE_READ;
 
 use super::Ctx;
-use super::remote_args::RemoteArgs;
+use super::remote_args::{Node, RemoteArgs};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
@@ -83,43 +84,24 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
             }
         }
     }
-    let standby = RemoteArgs {
-        to: None,
-        identity: None,
-        known_hosts: None,
-        remote_bin: None,
+    let standby = RemoteArgs::default();
+    let nodes = if cfg.standby.iter().any(|s| s.url.is_some()) {
+        standby.nodes(ctx)
+    } else {
+        Ok(Vec::new())
     };
-    if let Some(url) = &cfg.standby.url {
-        match hamn::remote::parse_target(url) {
-            Err(e) => problems.push(e.to_string()),
-            Ok(Target::Local(p)) => {
-                if !p.join(hamn::store::MARKER_FILE).exists() {
-                    problems.push(format!("standby store {} is not a hamn store", p.display()));
-                }
-            }
-            Ok(Target::Ssh(t)) => {
-                if let Some(id) = &cfg.standby.identity
-                    && !id.exists()
-                {
-                    problems.push(format!("standby.identity {} does not exist", id.display()));
-                }
-                let kh = cfg.standby.known_hosts.clone().unwrap_or_else(|| {
-                    Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                        .join(".ssh/known_hosts")
-                });
-                if !kh.exists() {
-                    problems.push(format!(
-                        "known_hosts {} does not exist: after checking the standby's fingerprint, \
-                         ssh-keyscan -p {} {} >> {}",
-                        kh.display(),
-                        t.port,
-                        t.host,
-                        kh.display()
-                    ));
-                } else if !a.offline
-                    && let Err(e) = standby.connect(ctx, MODE_READ).and_then(|(_, r)| r.close())
-                {
-                    problems.push(format!("standby: {e}"));
+    match nodes {
+        Err(e) => problems.push(e.to_string()),
+        Ok(nodes) => {
+            for n in &nodes {
+                // One node's problems name it when there are several.
+                let at = if nodes.len() > 1 {
+                    format!("node {}: ", n.name)
+                } else {
+                    String::new()
+                };
+                for p in node_problems(ctx, &standby, n, a.offline) {
+                    problems.push(format!("{at}{p}"));
                 }
             }
         }
@@ -142,4 +124,45 @@ pub fn run(ctx: &Ctx, c: ConfigCommand) -> Result<i32> {
         );
         Ok(2)
     }
+}
+
+/// What stops `sync` from reaching node `n` (its store, its key files,
+/// its host key; a read session unless `offline`).
+fn node_problems(ctx: &Ctx, standby: &RemoteArgs, n: &Node, offline: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sb = &n.config;
+    match &n.target {
+        Target::Local(p) => {
+            if !p.join(hamn::store::MARKER_FILE).exists() {
+                problems.push(format!("standby store {} is not a hamn store", p.display()));
+            }
+        }
+        Target::Ssh(t) => {
+            if let Some(id) = &sb.identity
+                && !id.exists()
+            {
+                problems.push(format!("standby.identity {} does not exist", id.display()));
+            }
+            let kh = sb.known_hosts.clone().unwrap_or_else(|| {
+                Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                    .join(".ssh/known_hosts")
+            });
+            if !kh.exists() {
+                problems.push(format!(
+                    "known_hosts {} does not exist: after checking the standby's fingerprint, \
+                     ssh-keyscan -p {} {} >> {}",
+                    kh.display(),
+                    t.port,
+                    t.host,
+                    kh.display()
+                ));
+            } else if !offline {
+                let opts = standby.connect_options(ctx, n, MODE_READ);
+                if let Err(e) = Remote::connect(&n.target, &opts).and_then(|r| r.close()) {
+                    problems.push(format!("standby: {e}"));
+                }
+            }
+        }
+    }
+    problems
 }

@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Some(ctx.lock(&store)?)
     };
     let all = store.snapshots()?;
-    let pinned = hamn::deploy::state::pinned(&store)?;
+    let pinned = retention::pinned(&store)?;
     let decisions = retention::plan(&all, &policy, &pinned)?;
     let forgotten = match &lock {
         Some(l) => retention::forget(&store, l, &decisions)?,

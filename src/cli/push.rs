@@ -40,12 +40,18 @@ pub fn print_stats(s: &push::PushStats, peer: &str) {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let store = ctx.open_store()?;
     let lock = ctx.lock(&store)?;
-    let (target, mut remote) = a.remote.connect(ctx, MODE_WRITE)?;
+    let node = a.remote.single(ctx)?;
+    let target = node.target.clone();
+    let mut remote = hamn::remote::client::Remote::connect(
+        &target,
+        &a.remote.connect_options(ctx, &node, MODE_WRITE),
+    )?;
     let opts = PushOptions {
         verify: a.verify,
         sample: 0,
         all: a.all,
-        delta: ctx.config.standby.delta && !a.no_delta,
+        delta: node.config.delta && !a.no_delta,
+        shared: None,
     };
     let stats = push::push(&store, &lock, &mut remote, &opts)?;
     remote.close()?;

@@ -1,19 +1,23 @@
-//! Flags shared by the commands that talk to the standby.
+//! Flags shared by the commands that talk to the standby (or to the
+//! nodes of a `[[standby]]` list): which node, and how to reach it.
 
 use std::path::PathBuf;
 
 use hamn::Result;
-use hamn::remote::client::{ConnectOptions, Remote};
+use hamn::config::Standby;
+use hamn::remote::client::ConnectOptions;
 use hamn::remote::ssh::SshOptions;
 use hamn::remote::{Target, parse_target};
 
 use super::{Ctx, usage};
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RemoteArgs {
-    /// Standby store: ssh://[user@]host[:port]/path or a local path (default: config standby.url)
-    #[arg(long, value_name = "URL")]
-    pub to: Option<String>,
+    /// A configured node's name (sync: repeatable, those nodes only), or a
+    /// standby store URL: ssh://[user@]host[:port]/path or a local path
+    /// (default: every configured node)
+    #[arg(long, value_name = "NAME|URL")]
+    pub to: Vec<String>,
     /// SSH private key (default: config standby.identity, else the SSH agent)
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -25,36 +29,94 @@ pub struct RemoteArgs {
     pub remote_bin: Option<String>,
 }
 
+/// One node as a command reaches it.
+pub struct Node {
+    pub name: String,
+    pub target: Target,
+    pub config: Standby,
+}
+
 impl RemoteArgs {
-    pub fn target(&self, ctx: &Ctx) -> Result<Target> {
-        let url = self
-            .to
-            .clone()
-            .or_else(|| ctx.config.standby.url.clone())
-            .ok_or_else(|| usage("no standby: pass --to URL or set standby.url in the config"))?;
-        parse_target(&url)
+    /// The nodes `--to` names, or every configured one. A `--to` that
+    /// names no configured node is a URL, with the first node's settings.
+    pub fn nodes(&self, ctx: &Ctx) -> Result<Vec<Node>> {
+        let cfg = &ctx.config;
+        let mut out = Vec::new();
+        if self.to.is_empty() {
+            for s in &cfg.standby {
+                out.push(self.node(s.clone())?);
+            }
+            if out.is_empty() {
+                return Err(usage(
+                    "no standby: pass --to URL or set [standby] url in the config",
+                ));
+            }
+            return Ok(out);
+        }
+        for to in &self.to {
+            let by_url = cfg.standby.iter().find(|s| s.url.as_deref() == Some(to));
+            let s = match cfg.node(to).or(by_url) {
+                Some(s) => s.clone(),
+                None if !to.contains('/') => {
+                    let names: Vec<&str> = cfg.standby.iter().map(|s| s.name()).collect();
+                    return Err(usage(format!(
+                        "--to {to}: no such node in the config (nodes: {}); a URL is \
+                         ssh://host/path or a path",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    )));
+                }
+                // Another store than any configured node's, reached with the
+                // first node's settings, under the default name.
+                None => Standby {
+                    name: None,
+                    url: Some(to.clone()),
+                    ..cfg.standby()
+                },
+            };
+            if out.iter().any(|n: &Node| n.name == s.name()) {
+                return Err(usage(format!("--to {to}: node {} named twice", s.name())));
+            }
+            out.push(self.node(s)?);
+        }
+        Ok(out)
     }
 
-    /// Where the standby deploys: config standby.root, else /.
-    pub fn remote_root(&self, ctx: &Ctx) -> PathBuf {
-        ctx.config
-            .standby
-            .root
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/"))
+    /// The one node a command that talks to a single standby (push,
+    /// status of one node) means.
+    pub fn single(&self, ctx: &Ctx) -> Result<Node> {
+        let mut nodes = self.nodes(ctx)?;
+        if nodes.len() > 1 {
+            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            return Err(usage(format!(
+                "several nodes ({}): pass --to NAME for one",
+                names.join(", ")
+            )));
+        }
+        Ok(nodes.remove(0))
     }
 
-    pub fn connect(&self, ctx: &Ctx, mode: u8) -> Result<(Target, Remote)> {
-        let (target, opts) = self.connect_options(ctx, mode)?;
-        let remote = Remote::connect(&target, &opts)?;
-        Ok((target, remote))
+    fn node(&self, s: Standby) -> Result<Node> {
+        let url = s.url.clone().ok_or_else(|| {
+            usage(format!(
+                "node {}: no url: set url in its [standby] table or pass --to URL",
+                s.name()
+            ))
+        })?;
+        Ok(Node {
+            name: s.name().to_string(),
+            target: parse_target(&url)?,
+            config: s,
+        })
     }
 
-    /// The standby and how to reach it, from these flags and the config.
-    pub fn connect_options(&self, ctx: &Ctx, mode: u8) -> Result<(Target, ConnectOptions)> {
-        let target = self.target(ctx)?;
-        let sb = &ctx.config.standby;
-        let opts = ConnectOptions {
+    /// How to reach `node`, from these flags and its config.
+    pub fn connect_options(&self, ctx: &Ctx, node: &Node, mode: u8) -> ConnectOptions {
+        let sb = &node.config;
+        ConnectOptions {
             ssh: SshOptions {
                 identity: self.identity.clone().or_else(|| sb.identity.clone()),
                 known_hosts: self.known_hosts.clone().or_else(|| sb.known_hosts.clone()),
@@ -64,8 +126,12 @@ impl RemoteArgs {
             },
             mode,
             lock_wait: ctx.lock_wait_duration(),
-            root: self.remote_root(ctx),
-        };
-        Ok((target, opts))
+            root: remote_root(sb),
+        }
     }
+}
+
+/// Where a node deploys: its `root`, else /.
+pub fn remote_root(sb: &Standby) -> PathBuf {
+    sb.root.clone().unwrap_or_else(|| PathBuf::from("/"))
 }

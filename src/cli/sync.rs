@@ -3,10 +3,10 @@
 
 use hamn::remote::protocol::MODE_WRITE;
 use hamn::retention::Policy;
-use hamn::sync::{DEFAULT_VERIFY_SAMPLE, SyncOptions, SyncReport};
+use hamn::sync::{DEFAULT_VERIFY_SAMPLE, NodeOptions, NodeReport, SyncOptions, SyncReport};
 use hamn::{Error, Result};
 
-use super::remote_args::RemoteArgs;
+use super::remote_args::{RemoteArgs, remote_root};
 use super::snapshot::{self as snapcmd, print_outcome};
 use super::{Ctx, id12};
 
@@ -21,17 +21,26 @@ pub struct Args {
 
 fn options(ctx: &Ctx, a: &Args) -> Result<SyncOptions> {
     let cfg = &ctx.config;
-    let (target, connect) = a.remote.connect_options(ctx, MODE_WRITE)?;
+    let nodes = a
+        .remote
+        .nodes(ctx)?
+        .into_iter()
+        .map(|n| NodeOptions {
+            connect: a.remote.connect_options(ctx, &n, MODE_WRITE),
+            verify_sample: n
+                .config
+                .verify_sample
+                .map_or(DEFAULT_VERIFY_SAMPLE, |v| v as usize),
+            delta: n.config.delta,
+            materialize: n.config.materialize.then(|| remote_root(&n.config)),
+            name: n.name,
+            target: n.target,
+        })
+        .collect();
     Ok(SyncOptions {
         snapshot: snapcmd::options_from(ctx, a.tags.clone(), Vec::new(), false, false, Vec::new())?,
-        target,
-        connect,
-        verify_sample: cfg
-            .standby
-            .verify_sample
-            .map_or(DEFAULT_VERIFY_SAMPLE, |n| n as usize),
-        delta: cfg.standby.delta,
-        materialize: cfg.standby.materialize.then(|| a.remote.remote_root(ctx)),
+        nodes,
+        parallel: cfg.sync_parallel,
         retention: cfg
             .retention
             .apply_on_sync
@@ -42,30 +51,56 @@ fn options(ctx: &Ctx, a: &Args) -> Result<SyncOptions> {
     })
 }
 
-fn print(r: &SyncReport, target: &str) {
+fn print(r: &SyncReport) {
     if let Some(o) = &r.snapshot {
         print_outcome(o);
     }
-    if let (Some(p), Some(o)) = (&r.push, &r.snapshot) {
-        super::push::print_stats(p, target);
-        println!(
-            "standby has snapshot {}; {} chunks read back and verified",
-            id12(&o.id),
-            r.verified_chunks
-        );
-    }
-    if let Some(d) = &r.materialize {
-        match &d.same_content_as {
-            Some(dep) => println!(
-                "standby: its deployed snapshot {} has the same content; recorded as deployed, nothing written",
-                id12(dep)
-            ),
-            None => println!(
-                "standby deployed it: {} files written ({} bytes), {} unchanged",
-                d.files_written, d.bytes_written, d.files_reused
-            ),
+    for n in &r.nodes {
+        let Some(p) = &n.push else { continue };
+        super::push::print_stats(p, &n.target);
+        if let Some(o) = &r.snapshot {
+            println!(
+                "{} has snapshot {}; {} chunks read back and verified",
+                n.name,
+                id12(&o.id),
+                n.verified_chunks
+            );
+        }
+        if let Some(d) = &n.materialize {
+            match &d.same_content_as {
+                Some(dep) => println!(
+                    "{}: its deployed snapshot {} has the same content; recorded as deployed, nothing written",
+                    n.name,
+                    id12(dep)
+                ),
+                None => println!(
+                    "{} deployed it: {} files written ({} bytes), {} unchanged",
+                    n.name, d.files_written, d.bytes_written, d.files_reused
+                ),
+            }
         }
     }
+    if r.nodes.len() > 1 {
+        for n in &r.nodes {
+            println!("node {}: {}", n.name, n.status());
+        }
+    }
+}
+
+fn node_json(n: &NodeReport) -> serde_json::Value {
+    serde_json::json!({
+        "name": n.name,
+        "url": n.target,
+        "status": n.status(),
+        "bytes_sent": n.push.as_ref().map_or(0, |p| p.bytes_sent),
+        "chunks_sent": n.push.as_ref().map_or(0, |p| p.blobs_sent),
+        "deployed": n.materialize.as_ref().map(|d| d.snapshot),
+        "error": match &n.result { Some(Err(e)) => Some(e.to_string()), _ => None },
+        "push": n.push,
+        "verified_chunks": n.verified_chunks,
+        "materialize": n.materialize,
+        "retention": n.retention,
+    })
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -76,14 +111,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let code = r.exit_code(&result);
     if ctx.json {
         // One document either way: a failed run still tells what its
-        // steps did before the failure (the snapshot taken, what was sent).
+        // steps did before the failure (the snapshot taken, what was
+        // sent). With one node, its figures also stand at the top level.
+        let one = match &r.nodes[..] {
+            [n] => Some(n),
+            _ => None,
+        };
         let mut doc = serde_json::json!({
             "snapshot": r.snapshot.as_ref().map(snapcmd::outcome_json),
-            "standby": opts.target.to_string(),
-            "push": r.push,
-            "verified_chunks": r.verified_chunks,
-            "materialize": r.materialize,
-            "retention": { "local": r.retention_local, "standby": r.retention_standby },
+            "standby": opts.nodes.first().map(|n| n.target.to_string()),
+            "push": one.and_then(|n| n.push.as_ref()),
+            "verified_chunks": one.map_or(0, |n| n.verified_chunks),
+            "materialize": one.and_then(|n| n.materialize.as_ref()),
+            "retention": {
+                "local": r.retention_local,
+                "standby": one.and_then(|n| n.retention.as_ref()),
+            },
+            "nodes": r.nodes.iter().map(node_json).collect::<Vec<_>>(),
+            "pack_bytes_read": r.pack_bytes_read,
             "exit_code": code,
         });
         if let Err(e) = &result {
@@ -91,7 +136,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         ctx.print_json(&doc);
     } else {
-        print(&r, &opts.target.to_string());
+        print(&r);
     }
     match result {
         Ok(()) => Ok(code),

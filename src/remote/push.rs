@@ -5,6 +5,7 @@
 //! arrived, and publish the snapshot record last.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::Result;
@@ -43,6 +44,80 @@ pub struct PushOptions {
     /// version on the standby (not with `verify`, which must not trust
     /// the standby's chunks).
     pub delta: bool,
+    /// Stored blobs shared with the other pushes of one run (fan-out to
+    /// several nodes): a blob one push read is served to the others.
+    pub shared: Option<Arc<SharedReads>>,
+}
+
+/// Stored blobs read for one push, kept for the other pushes of the same
+/// run that walk the same trees alongside it: each blob is read from the
+/// packs once while the pushes stay within `max_bytes` of one another. An
+/// entry goes when every other push took it, or when it is the oldest
+/// and the cache is full (a node far behind then reads it again).
+#[derive(Debug)]
+pub struct SharedReads {
+    /// Pushes in the run: an entry is served to at most `readers - 1`.
+    readers: usize,
+    max_bytes: usize,
+    inner: Mutex<SharedInner>,
+}
+
+#[derive(Debug, Default)]
+struct SharedInner {
+    /// Blob hash -> its stored bytes and how many pushes took it so far.
+    blobs: HashMap<[u8; 32], (Arc<Vec<u8>>, usize)>,
+    /// Insertion order, oldest first (may name entries already gone).
+    order: std::collections::VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl SharedReads {
+    pub fn new(readers: usize, max_bytes: usize) -> SharedReads {
+        SharedReads {
+            readers,
+            max_bytes,
+            inner: Mutex::new(SharedInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stored bytes at `loc`: from another push of the run, or read.
+    fn read(&self, store: &Store, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let hash = loc.id.hash;
+        {
+            let mut g = self.lock();
+            if let Some((data, taken)) = g.blobs.get_mut(&hash) {
+                *taken += 1;
+                let out = data.as_ref().clone();
+                if *taken >= self.readers {
+                    g.blobs.remove(&hash);
+                    g.bytes -= out.len();
+                }
+                return Ok(out);
+            }
+        }
+        let data = store.read_stored(loc)?;
+        if self.readers > 1 {
+            let mut g = self.lock();
+            if !g.blobs.contains_key(&hash) {
+                g.bytes += data.len();
+                g.blobs.insert(hash, (Arc::new(data.clone()), 1));
+                g.order.push_back(hash);
+            }
+            while g.bytes > self.max_bytes {
+                let Some(old) = g.order.pop_front() else {
+                    break;
+                };
+                if let Some((d, _)) = g.blobs.remove(&old) {
+                    g.bytes -= d.len();
+                }
+            }
+        }
+        Ok(data)
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -199,12 +274,16 @@ fn outgoing(
     loc: &BlobLoc,
     bases: Option<&Vec<ChunkId>>,
     cache: &BaseCache,
+    shared: Option<&SharedReads>,
 ) -> Result<Outgoing> {
     let stored = StoredBlob {
         id: loc.id,
         encoding: loc.encoding,
         plain_len: loc.plain_len,
-        stored: local.read_stored(loc)?,
+        stored: match shared {
+            Some(s) => s.read(local, loc)?,
+            None => local.read_stored(loc)?,
+        },
     };
     let Some(bases) = bases else {
         return Ok(Outgoing::Stored(stored));
@@ -283,6 +362,7 @@ impl Pusher<'_> {
         missing.sort_by_key(|l| (l.pack, l.offset));
         let bases = std::mem::take(&mut self.delta_bases);
         let local = self.local;
+        let shared = self.opts.shared.as_deref();
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BLOBS);
             let (missing, bases) = (&missing, &bases);
@@ -293,7 +373,9 @@ impl Pusher<'_> {
                 for group in missing.chunks(READ_AHEAD_BLOBS) {
                     let out: Vec<Result<Outgoing>> = group
                         .par_iter()
-                        .map(|loc| outgoing(local, loc, bases.get(&ChunkId(loc.id.hash)), &cache))
+                        .map(|loc| {
+                            outgoing(local, loc, bases.get(&ChunkId(loc.id.hash)), &cache, shared)
+                        })
                         .collect();
                     for read in out {
                         let failed = read.is_err();

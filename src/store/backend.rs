@@ -22,6 +22,8 @@ pub enum FileKind {
     Deployment,
     /// The deployment's intent journal (a single name).
     Journal,
+    /// What the primary knows of each node it syncs, one file per node.
+    Node,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -45,17 +47,19 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: FileKind) -> Result<Vec<String>>;
     /// Size and modification time; `None` when there is no such file.
     fn info(&self, kind: FileKind, name: &str) -> Result<Option<FileInfo>>;
-    /// Fill `buf` from `offset`. `once`: these bytes will not be wanted
-    /// again soon (a chunk read for a deployment), so a backend that
-    /// caches may let them go. A read past the end is an I/O error of kind
-    /// `UnexpectedEof`; a missing file one of kind `NotFound`.
+    /// Fill `buf` from `offset`. `once: Some(from)`: the bytes from
+    /// `from` (at most `offset`: a record header before them, say) to the
+    /// end of this read will not be wanted again soon (a chunk read for a
+    /// deployment), so a backend that caches may let them go. A read past
+    /// the end is an I/O error of kind `UnexpectedEof`; a missing file one
+    /// of kind `NotFound`.
     fn read_at(
         &self,
         kind: FileKind,
         name: &str,
         offset: u64,
         buf: &mut [u8],
-        once: bool,
+        once: Option<u64>,
     ) -> Result<()>;
     /// A whole file; `None` when there is no such file.
     fn read(&self, kind: FileKind, name: &str) -> Result<Option<Vec<u8>>>;

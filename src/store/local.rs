@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::error::{Error, IoContext, Result};
 use crate::store::backend::{Backend, FileInfo, FileKind, NewFile};
 use crate::store::{
-    DEPLOYMENTS_DIR, JOURNAL_FILE, PACKS_DIR, SNAPSHOTS_DIR, StoreLock, TMP_DIR, durable,
+    DEPLOYMENTS_DIR, JOURNAL_FILE, NODES_DIR, PACKS_DIR, SNAPSHOTS_DIR, StoreLock, TMP_DIR, durable,
 };
 
 const OPEN_PACKS_MAX: usize = 64;
@@ -38,8 +38,7 @@ impl OpenPack {
     /// cache that the node's services use. The kernel drops only the
     /// folios wholly inside a range, and a folio can span many KiB, so
     /// the range is the run of records read in a row, not one chunk: a
-    /// read that starts where the run ended (less the record header
-    /// between them) extends it.
+    /// read whose range starts where the run ended extends it.
     fn read_once(&self, start: u64, end: u64) {
         let from = {
             let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,6 +81,7 @@ impl Local {
             FileKind::Snapshot => self.root.join(SNAPSHOTS_DIR).join(name),
             FileKind::Deployment => self.root.join(DEPLOYMENTS_DIR).join(name),
             FileKind::Journal => self.root.join(JOURNAL_FILE),
+            FileKind::Node => self.root.join(NODES_DIR).join(name),
         }
     }
 
@@ -193,6 +193,7 @@ impl Backend for Local {
             }
             FileKind::Snapshot => Self::names_in(&self.root.join(SNAPSHOTS_DIR)),
             FileKind::Deployment => Self::names_in(&self.root.join(DEPLOYMENTS_DIR)),
+            FileKind::Node => Self::names_in(&self.root.join(NODES_DIR)),
             FileKind::Journal => Ok(if self.path(kind, "").exists() {
                 vec![JOURNAL_FILE.to_string()]
             } else {
@@ -219,7 +220,7 @@ impl Backend for Local {
         name: &str,
         offset: u64,
         buf: &mut [u8],
-        once: bool,
+        once: Option<u64>,
     ) -> Result<()> {
         let path = self.path(kind, name);
         if kind != FileKind::Pack {
@@ -228,8 +229,8 @@ impl Backend for Local {
         }
         let f = self.open_pack(name)?;
         f.file.read_exact_at(buf, offset).at(&path)?;
-        if once {
-            f.read_once(offset, offset + buf.len() as u64);
+        if let Some(from) = once {
+            f.read_once(from.min(offset), offset + buf.len() as u64);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! STORE/snapshots/ID        snapshot records
 //! STORE/deployments/K.json  deployment state, one file per root
 //! STORE/deploy-journal.json a deployment's intent journal, while it runs
+//! STORE/nodes/NAME.json     what the primary knows of each node it syncs
 //! STORE/lock                the writer lock
 //! STORE/tmp/                files being written
 //! ```
@@ -44,11 +45,14 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const TMP_DIR: &str = "tmp";
 pub const DEPLOYMENTS_DIR: &str = "deployments";
 pub const JOURNAL_FILE: &str = "deploy-journal.json";
+pub const NODES_DIR: &str = "nodes";
 
 pub struct Store {
     root: PathBuf,
     index: Index,
     files: Box<dyn Backend>,
+    /// Stored bytes of blobs read from packs since the store was opened.
+    bytes_read: std::sync::atomic::AtomicU64,
 }
 
 /// The files of the store at `path` without opening it (no index, no
@@ -133,6 +137,7 @@ impl Store {
             root: path.to_path_buf(),
             index,
             files: Box::new(Local::new(path)),
+            bytes_read: Default::default(),
         }
     }
 
@@ -178,6 +183,11 @@ impl Store {
         self.files.lock(wait, command)
     }
 
+    /// Stored bytes of blobs read from packs since the store was opened.
+    pub fn pack_bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The storage boundary under this store.
     pub fn files(&self) -> &dyn Backend {
         self.files.as_ref()
@@ -190,19 +200,29 @@ impl Store {
 
     /// Read the stored bytes of a blob at a known location.
     pub fn read_stored(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
-        // Chunks are read once; the read takes the record's header (and
-        // the pack's, before the first record) so that records read one
+        // Chunks are read once, with the record's header before them (and
+        // the pack's, before the first record), so that records read one
         // after another make one run of bytes for the backend to drop.
         // Trees stay cached: plans, diffs and listings read them again.
-        let once = loc.id.kind == BlobKind::Chunk;
-        let mut start = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
-        if start <= pack::PACK_HEADER_LEN || !once {
-            start = if once { 0 } else { loc.offset };
-        }
-        let skip = (loc.offset - start) as usize;
-        let mut buf = vec![0u8; skip + loc.stored_len as usize];
+        let once = (loc.id.kind == BlobKind::Chunk).then(|| {
+            let from = loc.offset.saturating_sub(pack::RECORD_HEADER_LEN);
+            if from <= pack::PACK_HEADER_LEN {
+                0
+            } else {
+                from
+            }
+        });
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        self.bytes_read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.files
-            .read_at(FileKind::Pack, &loc.pack.to_hex(), start, &mut buf, once)
+            .read_at(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                loc.offset,
+                &mut buf,
+                once,
+            )
             .map_err(|e| match e {
                 Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     Error::MissingObject {
@@ -215,7 +235,6 @@ impl Store {
                 }
                 e => e,
             })?;
-        buf.drain(..skip);
         Ok(buf)
     }
 

@@ -177,7 +177,7 @@ pub fn read_trailer(files: &dyn Backend, pack: PackId) -> Result<Vec<BlobLoc>> {
         })?
         .size;
     let read_at =
-        |buf: &mut [u8], offset: u64| files.read_at(FileKind::Pack, &name, offset, buf, false);
+        |buf: &mut [u8], offset: u64| files.read_at(FileKind::Pack, &name, offset, buf, None);
     let bad = |detail: String| Error::Corrupt {
         what: "pack",
         id: pack.to_hex(),

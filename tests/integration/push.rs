@@ -740,8 +740,24 @@ fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
             typed.insert(name.to_string(), t.to_string());
         } else {
             let mut f = line.split_whitespace();
-            let (name, value) = (f.next().unwrap(), f.next().unwrap());
+            let (series, value) = (f.next().unwrap(), f.next().unwrap());
             assert!(f.next().is_none(), "extra fields: {line}");
+            // name, or name{label="value",...}
+            let name = match series.split_once('{') {
+                None => series,
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                    for pair in labels.split(',') {
+                        let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                        assert!(valid(k) && !k.contains(':'), "bad label name: {line}");
+                        assert!(
+                            v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                            "bad label value: {line}"
+                        );
+                    }
+                    name
+                }
+            };
             assert!(
                 valid(name) && help.contains(name) && typed.contains_key(name),
                 "{line}"
@@ -750,8 +766,8 @@ fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
                 .parse()
                 .unwrap_or_else(|_| panic!("bad value: {line}"));
             assert!(
-                out.insert(name.to_string(), v).is_none(),
-                "duplicate {name}"
+                out.insert(series.to_string(), v).is_none(),
+                "duplicate {series}"
             );
         }
     }
