@@ -4,7 +4,8 @@
 //! chunks read back, and as asked its deployment and its retention; then
 //! retention on the primary and the Prometheus textfile, also when a step
 //! failed. A node that fails never stops the others; a chunk that several
-//! nodes lack is read from the packs once while they push side by side.
+//! nodes lack is read from the packs (and made into a delta) once while
+//! they push side by side.
 //! It prints nothing: it logs its steps and returns a report.
 
 use std::path::{Path, PathBuf};
@@ -28,8 +29,8 @@ use crate::store::{Store, StoreLock};
 /// Chunks read back from a node when the config sets no number
 /// (`verify_sample = 0` turns the read-back off).
 pub const DEFAULT_VERIFY_SAMPLE: usize = 16;
-/// Stored bytes kept for the other nodes of a run after one node's push
-/// read them (`push::SharedReads`).
+/// Bytes of sent blobs kept for the other nodes of a run after one node's
+/// push read and encoded them (`push::SharedReads`).
 pub const SHARED_READS_BYTES: usize = 128 * 1024 * 1024;
 
 /// One node to keep current.

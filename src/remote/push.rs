@@ -44,16 +44,18 @@ pub struct PushOptions {
     /// version on the standby (not with `verify`, which must not trust
     /// the standby's chunks).
     pub delta: bool,
-    /// Stored blobs shared with the other pushes of one run (fan-out to
-    /// several nodes): a blob one push read is served to the others.
+    /// Blobs shared with the other pushes of one run (fan-out to several
+    /// nodes): a blob one push read and encoded is served to the others.
     pub shared: Option<Arc<SharedReads>>,
 }
 
-/// Stored blobs read for one push, kept for the other pushes of the same
-/// run that walk the same trees alongside it: each blob is read from the
-/// packs once while the pushes stay within `max_bytes` of one another. An
-/// entry goes when every other push took it, or when it is the oldest
-/// and the cache is full (a node far behind then reads it again).
+/// Blobs in the form one push sent them (as stored, or as a delta against
+/// given bases), kept for the other pushes of the same run, which walk the
+/// same trees alongside it: each blob is read from the packs, decompressed
+/// and made into a delta once while the pushes stay within `max_bytes` of
+/// one another. An entry goes when every other push took it, or when it
+/// is the oldest and the cache is full (a node far behind then reads and
+/// encodes it again).
 #[derive(Debug)]
 pub struct SharedReads {
     /// Pushes in the run: an entry is served to at most `readers - 1`.
@@ -62,12 +64,15 @@ pub struct SharedReads {
     inner: Mutex<SharedInner>,
 }
 
+/// A blob and the bases it is sent against (none: as stored).
+type SendKey = ([u8; 32], Vec<ChunkId>);
+
 #[derive(Debug, Default)]
 struct SharedInner {
-    /// Blob hash -> its stored bytes and how many pushes took it so far.
-    blobs: HashMap<[u8; 32], (Arc<Vec<u8>>, usize)>,
+    /// What was sent -> it, and how many pushes took it so far.
+    sends: HashMap<SendKey, (Arc<Outgoing>, usize)>,
     /// Insertion order, oldest first (may name entries already gone).
-    order: std::collections::VecDeque<[u8; 32]>,
+    order: std::collections::VecDeque<SendKey>,
     bytes: usize,
 }
 
@@ -84,39 +89,38 @@ impl SharedReads {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stored bytes at `loc`: from another push of the run, or read.
-    fn read(&self, store: &Store, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let hash = loc.id.hash;
+    /// What another push of the run sent for `key`, or `make()`.
+    fn get_or(&self, key: SendKey, make: impl FnOnce() -> Result<Outgoing>) -> Result<Outgoing> {
         {
             let mut g = self.lock();
-            if let Some((data, taken)) = g.blobs.get_mut(&hash) {
+            if let Some((out, taken)) = g.sends.get_mut(&key) {
                 *taken += 1;
-                let out = data.as_ref().clone();
+                let copy = out.as_ref().clone();
                 if *taken >= self.readers {
-                    g.blobs.remove(&hash);
-                    g.bytes -= out.len();
+                    g.sends.remove(&key);
+                    g.bytes -= copy.len();
                 }
-                return Ok(out);
+                return Ok(copy);
             }
         }
-        let data = store.read_stored(loc)?;
+        let out = make()?;
         if self.readers > 1 {
             let mut g = self.lock();
-            if !g.blobs.contains_key(&hash) {
-                g.bytes += data.len();
-                g.blobs.insert(hash, (Arc::new(data.clone()), 1));
-                g.order.push_back(hash);
+            if !g.sends.contains_key(&key) {
+                g.bytes += out.len();
+                g.sends.insert(key.clone(), (Arc::new(out.clone()), 1));
+                g.order.push_back(key);
             }
             while g.bytes > self.max_bytes {
                 let Some(old) = g.order.pop_front() else {
                     break;
                 };
-                if let Some((d, _)) = g.blobs.remove(&old) {
-                    g.bytes -= d.len();
+                if let Some((o, _)) = g.sends.remove(&old) {
+                    g.bytes -= o.len();
                 }
             }
         }
-        Ok(data)
+        Ok(out)
     }
 }
 
@@ -218,6 +222,7 @@ impl Progress {
 }
 
 /// What the read-ahead thread hands over: a blob as stored, or a delta.
+#[derive(Debug, Clone)]
 enum Outgoing {
     Stored(StoredBlob),
     Delta {
@@ -225,6 +230,16 @@ enum Outgoing {
         saved: u64,
         base_bytes: u64,
     },
+}
+
+impl Outgoing {
+    /// Bytes it holds in memory.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Stored(b) => b.stored.len(),
+            Outgoing::Delta { chunk, .. } => chunk.delta.len(),
+        }
+    }
 }
 
 /// The old version's chunks to send `new`'s chunk at `offset` (of `len`
@@ -269,6 +284,7 @@ fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
 
 /// Read what `loc` names for sending: as a delta when it has bases and
 /// that pays, else as stored.
+/// What another push of the run sent for it when one did (`shared`).
 fn outgoing(
     local: &Store,
     loc: &BlobLoc,
@@ -276,14 +292,24 @@ fn outgoing(
     cache: &BaseCache,
     shared: Option<&SharedReads>,
 ) -> Result<Outgoing> {
+    let make = || make_outgoing(local, loc, bases, cache);
+    match shared {
+        Some(s) => s.get_or((loc.id.hash, bases.cloned().unwrap_or_default()), make),
+        None => make(),
+    }
+}
+
+fn make_outgoing(
+    local: &Store,
+    loc: &BlobLoc,
+    bases: Option<&Vec<ChunkId>>,
+    cache: &BaseCache,
+) -> Result<Outgoing> {
     let stored = StoredBlob {
         id: loc.id,
         encoding: loc.encoding,
         plain_len: loc.plain_len,
-        stored: match shared {
-            Some(s) => s.read(local, loc)?,
-            None => local.read_stored(loc)?,
-        },
+        stored: local.read_stored(loc)?,
     };
     let Some(bases) = bases else {
         return Ok(Outgoing::Stored(stored));

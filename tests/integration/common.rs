@@ -397,6 +397,16 @@ impl Mount {
         }
     }
 
+    /// Give a tmpfs mount another size (room made on a full disk).
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount of {} failed", self.path.display());
+    }
+
     pub fn tmpfs(path: &Path, size: &str) -> Mount {
         Mount::new(
             path,

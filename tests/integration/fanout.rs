@@ -22,15 +22,28 @@ fn node(name: &str, sshd: &Sshd, sb: &Path, root: &Path) -> String {
     )
 }
 
-fn sync(cfg: &Path) -> (i32, serde_json::Value, String) {
-    let out = Command::new(BIN)
+/// `hamn --config CFG ARGS...`, as cron runs it.
+fn hamn(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
         .env_remove("HAMN_CONFIG")
-        .args(["--config", cfg.to_str().unwrap(), "--json", "sync"])
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `sync --json [ARGS...]`: exit status, its one JSON document, stderr.
+fn sync_to(cfg: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut a = vec!["--json", "sync"];
+    a.extend_from_slice(args);
+    let out = hamn(cfg, &a);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("one JSON document ({e}): {}", stderr(&out)));
     (code(&out), v, stderr(&out))
+}
+
+fn sync(cfg: &Path) -> (i32, serde_json::Value, String) {
+    sync_to(cfg, &[])
 }
 
 fn by_name<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -150,12 +163,7 @@ fn one_sync_keeps_three_nodes_and_a_failing_node_stops_no_other() {
     // sends the node that was done nothing of the data: only the new
     // record and the trees of the directories above the managed path
     // (whose mtimes this test changed).
-    let st = Command::new("mount")
-        .args(["-o", "remount,size=64m"])
-        .arg(&small.path)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    small.resize("64m");
     let sshd_sn2 = Sshd::start("");
     let cfg = config(&sshd_sn2);
     let (c, v, err) = sync(&cfg);
@@ -189,11 +197,7 @@ fn one_sync_keeps_three_nodes_and_a_failing_node_stops_no_other() {
     );
 
     // `status` on the primary shows every node and what it deployed.
-    let out = Command::new(BIN)
-        .env_remove("HAMN_CONFIG")
-        .args(["--config", cfg.to_str().unwrap(), "--json", "status"])
-        .output()
-        .unwrap();
+    let out = hamn(&cfg, &["--json", "status"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let nodes = st["nodes"].as_array().unwrap();
@@ -205,28 +209,12 @@ fn one_sync_keeps_three_nodes_and_a_failing_node_stops_no_other() {
         assert_eq!(n["last_sync_ok"], true, "{n}");
     }
     // One node only, by name.
-    let out = Command::new(BIN)
-        .env_remove("HAMN_CONFIG")
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--json",
-            "sync",
-            "--to",
-            "sn2",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (c, v, err) = sync_to(&cfg, &["--to", "sn2"]);
+    assert_eq!(c, 0, "{err}");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["nodes"][0]["name"], "sn2");
     // A name that is no node is a usage error.
-    let out = Command::new(BIN)
-        .env_remove("HAMN_CONFIG")
-        .args(["--config", cfg.to_str().unwrap(), "sync", "--to", "sn9"])
-        .output()
-        .unwrap();
+    let out = hamn(&cfg, &["sync", "--to", "sn9"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("no such node"), "{}", stderr(&out));
 }
@@ -258,19 +246,8 @@ fn retention_keeps_the_newest_snapshot_of_a_node_that_was_down() {
     // b is down for two nights (here: left out of the runs).
     for night in 0..2 {
         write(&src.join(format!("night{night}.txt")), b"new");
-        let out = Command::new(BIN)
-            .env_remove("HAMN_CONFIG")
-            .args([
-                "--config",
-                cfg.to_str().unwrap(),
-                "--json",
-                "sync",
-                "--to",
-                "a",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let (c, _, err) = sync_to(&cfg, &["--to", "a"]);
+        assert_eq!(c, 0, "{err}");
     }
     let list = env.json(&["snapshots"]);
     let ids: Vec<&str> = list["snapshots"]
