@@ -67,13 +67,34 @@ pub struct SharedReads {
 /// A blob and the bases it is sent against (none: as stored).
 type SendKey = ([u8; 32], Vec<ChunkId>);
 
+/// One blob's sent form once made, and how many pushes took it. Its lock
+/// is held while one push makes it, so the others of the run, which tend
+/// to ask for the same blob at the same moment, wait for it instead of
+/// making it too.
+type Slot = Arc<Mutex<(Option<Arc<Outgoing>>, usize)>>;
+
 #[derive(Debug, Default)]
 struct SharedInner {
-    /// What was sent -> it, and how many pushes took it so far.
-    sends: HashMap<SendKey, (Arc<Outgoing>, usize)>,
+    /// Each blob's slot, and the bytes it holds once made (counted in
+    /// `bytes`).
+    slots: HashMap<SendKey, (Slot, usize)>,
     /// Insertion order, oldest first (may name entries already gone).
     order: std::collections::VecDeque<SendKey>,
     bytes: usize,
+}
+
+impl SharedInner {
+    fn remove(&mut self, key: &SendKey, slot: &Slot) {
+        // Only this slot: the key may have a newer one since.
+        if self
+            .slots
+            .get(key)
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, slot))
+            && let Some((_, len)) = self.slots.remove(key)
+        {
+            self.bytes -= len;
+        }
+    }
 }
 
 impl SharedReads {
@@ -91,34 +112,57 @@ impl SharedReads {
 
     /// What another push of the run sent for `key`, or `make()`.
     fn get_or(&self, key: SendKey, make: impl FnOnce() -> Result<Outgoing>) -> Result<Outgoing> {
-        {
+        if self.readers < 2 {
+            return make();
+        }
+        let slot = {
             let mut g = self.lock();
-            if let Some((out, taken)) = g.sends.get_mut(&key) {
-                *taken += 1;
-                let copy = out.as_ref().clone();
-                if *taken >= self.readers {
-                    g.sends.remove(&key);
-                    g.bytes -= copy.len();
+            match g.slots.get(&key) {
+                Some((s, _)) => s.clone(),
+                None => {
+                    let s: Slot = Default::default();
+                    g.slots.insert(key.clone(), (s.clone(), 0));
+                    g.order.push_back(key.clone());
+                    s
                 }
-                return Ok(copy);
             }
+        };
+        let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(out) = &held.0 {
+            let copy = out.as_ref().clone();
+            held.1 += 1;
+            let done = held.1 >= self.readers;
+            drop(held);
+            if done {
+                // Every push has it: let it go.
+                self.lock().remove(&key, &slot);
+            }
+            return Ok(copy);
         }
         let out = make()?;
-        if self.readers > 1 {
-            let mut g = self.lock();
-            if !g.sends.contains_key(&key) {
-                g.bytes += out.len();
-                g.sends.insert(key.clone(), (Arc::new(out.clone()), 1));
-                g.order.push_back(key);
+        held.0 = Some(Arc::new(out.clone()));
+        held.1 = 1;
+        drop(held);
+        let mut g = self.lock();
+        if let Some((s, len)) = g.slots.get_mut(&key)
+            && Arc::ptr_eq(s, &slot)
+        {
+            *len = out.len();
+            g.bytes += out.len();
+        }
+        while g.bytes > self.max_bytes {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some((_, len)) = g.slots.remove(&old) {
+                g.bytes -= len;
             }
-            while g.bytes > self.max_bytes {
-                let Some(old) = g.order.pop_front() else {
-                    break;
-                };
-                if let Some((o, _)) = g.sends.remove(&old) {
-                    g.bytes -= o.len();
-                }
-            }
+        }
+        // Keys of slots every push took stay in `order`: drop them now
+        // and then, so that it follows the slots held, not the run.
+        if g.order.len() > 2 * g.slots.len() + 1024 {
+            let SharedInner { slots, order, .. } = &mut *g;
+            order.retain(|k| slots.contains_key(k));
         }
         Ok(out)
     }
@@ -630,4 +674,63 @@ pub fn verify_sample(remote: &mut Remote, ids: &[ChunkId]) -> Result<u64> {
         }
     }
     Ok(got.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{BlobId, BlobKind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn blob(n: u8, len: usize) -> Outgoing {
+        Outgoing::Stored(StoredBlob {
+            id: BlobId {
+                kind: BlobKind::Chunk,
+                hash: [n; 32],
+            },
+            encoding: 0,
+            plain_len: len as u32,
+            stored: vec![n; len],
+        })
+    }
+
+    #[test]
+    fn pushes_asking_at_once_make_each_blob_once_and_hold_it_within_bounds() {
+        let shared = SharedReads::new(3, 10_000);
+        let made = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for n in 0..20u8 {
+                        let out = shared
+                            .get_or(([n; 32], Vec::new()), || {
+                                made.fetch_add(1, Ordering::Relaxed);
+                                // Slow enough that the others ask meanwhile.
+                                std::thread::sleep(std::time::Duration::from_millis(2));
+                                Ok(blob(n, 1000))
+                            })
+                            .unwrap();
+                        assert_eq!(out.len(), 1000);
+                    }
+                });
+            }
+        });
+        assert_eq!(made.load(Ordering::Relaxed), 20, "each blob made once");
+        let g = shared.lock();
+        assert_eq!(g.bytes, 0, "all taken by the three: nothing held");
+        assert!(g.slots.is_empty());
+        drop(g);
+        // One push alone, far ahead: what the others have not taken is
+        // held up to the bound, oldest first out.
+        for n in 0..30u8 {
+            shared
+                .get_or(([n; 32], vec![ChunkId([1; 32])]), || Ok(blob(n, 1000)))
+                .unwrap();
+        }
+        let g = shared.lock();
+        assert!(g.bytes <= 10_000, "{}", g.bytes);
+        assert_eq!(g.slots.len(), 10);
+        assert!(g.slots.contains_key(&([29; 32], vec![ChunkId([1; 32])])));
+        assert!(!g.slots.contains_key(&([0; 32], vec![ChunkId([1; 32])])));
+    }
 }

@@ -97,7 +97,10 @@ fn one_sync_keeps_three_nodes_and_a_failing_node_stops_no_other() {
         init(s);
         fs::create_dir_all(r).unwrap();
     }
-    let textfile = env.path("hamn.prom");
+    // In a folder of its own: written by a rename, it would change the
+    // mtime of the folder above the managed path, and so its tree.
+    let textfile = env.path("metrics/hamn.prom");
+    fs::create_dir_all(textfile.parent().unwrap()).unwrap();
     let config = |sn2: &Sshd| -> PathBuf {
         let cfg = env.path("hamn.toml");
         let text = format!(
@@ -160,9 +163,9 @@ fn one_sync_keeps_three_nodes_and_a_failing_node_stops_no_other() {
 
     // The faults cleared: sn1 has room, sn2's sshd runs again (on a new
     // port, so the config follows it). The next run finishes the two and
-    // sends the node that was done nothing of the data: only the new
-    // record and the trees of the directories above the managed path
-    // (whose mtimes this test changed).
+    // sends the node that was done none of the data: the new record, and
+    // the trees of the folders above the managed path whose mtime changed
+    // (`/tmp` gets the new sshd's folder).
     small.resize("64m");
     let sshd_sn2 = Sshd::start("");
     let cfg = config(&sshd_sn2);
