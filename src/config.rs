@@ -228,6 +228,18 @@ impl Config {
             if !names.insert(n.to_string()) {
                 return Err(bad(format!("standby name '{n}' is used twice")));
             }
+            if let Some(u) = &s.url
+                && cfg
+                    .standby
+                    .iter()
+                    .filter(|o| o.url.as_ref() == Some(u))
+                    .count()
+                    > 1
+            {
+                return Err(bad(format!(
+                    "standby url '{u}' is given to two nodes: each node has a store of its own"
+                )));
+            }
         }
         if cfg.sync_parallel == 0 {
             return Err(bad("sync_parallel must be at least 1".into()));
@@ -338,6 +350,10 @@ mod tests {
             ("[[standby]]\nname = 'a b'", "letters, digits"),
             ("[[standby]]\nname = 'x'\nurll = '/a'", "unknown field"),
             ("sync_parallel = 0", "at least 1"),
+            (
+                "[[standby]]\nname = 'a'\nurl = '/s'\n[[standby]]\nname = 'b'\nurl = '/s'",
+                "two nodes",
+            ),
         ] {
             let e = Config::parse(text, p).unwrap_err().to_string();
             assert!(e.contains(why), "{text}: {e}");

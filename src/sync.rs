@@ -46,6 +46,9 @@ pub struct NodeOptions {
     pub delta: bool,
     /// Have it deploy the snapshot under this root.
     pub materialize: Option<PathBuf>,
+    /// Keep what the run learns of it in the primary's store
+    /// (`nodes`): for a configured node, not for a one-off `--to URL`.
+    pub record: bool,
 }
 
 pub struct SyncOptions {
@@ -169,13 +172,14 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
     let early: Vec<EarlySession> = opts
         .nodes
         .iter()
-        .take(opts.parallel)
+        .take(opts.parallel.max(1))
         .map(EarlySession::start)
         .collect::<Result<_>>()?;
     let outcome = match create::create(&store, &lock, &opts.snapshot) {
         Ok(o) => o,
         Err(e) => {
             EarlySession::abandon(early);
+            r.nodes = opts.nodes.iter().map(NodeReport::new).collect();
             return Err(e);
         }
     };
@@ -189,10 +193,11 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
     let early = Mutex::new(early);
     let shared = Arc::new(SharedReads::new(opts.nodes.len(), SHARED_READS_BYTES));
     let next = AtomicUsize::new(0);
+    let parallel = opts.parallel.clamp(1, opts.nodes.len());
     let reports: Mutex<Vec<(usize, NodeReport)>> = Mutex::new(Vec::new());
     let read_before = store.pack_bytes_read();
     std::thread::scope(|s| {
-        for _ in 0..opts.parallel.min(opts.nodes.len()) {
+        for _ in 0..parallel {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +222,9 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
                     {
                         crate::log::warn(&format!("node {}: {e}", n.name));
                     }
-                    turn.record(&nr, &result);
+                    if n.record {
+                        turn.record(&nr, &result);
+                    }
                     nr.result = Some(result);
                     reports
                         .lock()
@@ -639,6 +646,20 @@ fn write_metrics(path: &Path, r: &SyncReport, code: i32, started: Instant, now: 
                     t,
                 )
                 .node(&label),
+            );
+        }
+    }
+    // A node this run did not serve (`--to` left it out) keeps the time
+    // of its last success, or its staleness alert would go silent.
+    for (name, t) in before.iter().filter_map(|(n, t)| Some((n.as_ref()?, *t))) {
+        if !r.nodes.iter().any(|n| &n.name == name) {
+            g.push(
+                Gauge::new(
+                    "hamn_node_last_success_timestamp_seconds",
+                    "End of the last sync that succeeded on the node (Unix time).",
+                    t,
+                )
+                .node(name),
             );
         }
     }

@@ -34,6 +34,8 @@ pub struct Node {
     pub name: String,
     pub target: Target,
     pub config: Standby,
+    /// A node of the config (not a one-off `--to URL`).
+    pub configured: bool,
 }
 
 impl RemoteArgs {
@@ -44,7 +46,13 @@ impl RemoteArgs {
         let mut out = Vec::new();
         if self.to.is_empty() {
             for s in &cfg.standby {
-                out.push(self.node(s.clone())?);
+                // One node of several without a url (being reinstalled,
+                // say) does not keep the others from their run.
+                if s.url.is_none() && cfg.standby.len() > 1 {
+                    hamn::log::warn(&format!("node {} has no url: left out", s.name()));
+                    continue;
+                }
+                out.push(self.node(s.clone(), true)?);
             }
             if out.is_empty() {
                 return Err(usage(
@@ -55,8 +63,8 @@ impl RemoteArgs {
         }
         for to in &self.to {
             let by_url = cfg.standby.iter().find(|s| s.url.as_deref() == Some(to));
-            let s = match cfg.node(to).or(by_url) {
-                Some(s) => s.clone(),
+            let (s, configured) = match cfg.node(to).or(by_url) {
+                Some(s) => (s.clone(), true),
                 None if !to.contains('/') => {
                     let names: Vec<&str> = cfg.standby.iter().map(|s| s.name()).collect();
                     return Err(usage(format!(
@@ -71,16 +79,19 @@ impl RemoteArgs {
                 }
                 // Another store than any configured node's, reached with the
                 // first node's settings, under the default name.
-                None => Standby {
-                    name: None,
-                    url: Some(to.clone()),
-                    ..cfg.standby()
-                },
+                None => (
+                    Standby {
+                        name: None,
+                        url: Some(to.clone()),
+                        ..cfg.standby()
+                    },
+                    false,
+                ),
             };
             if out.iter().any(|n: &Node| n.name == s.name()) {
                 return Err(usage(format!("--to {to}: node {} named twice", s.name())));
             }
-            out.push(self.node(s)?);
+            out.push(self.node(s, configured)?);
         }
         Ok(out)
     }
@@ -99,7 +110,7 @@ impl RemoteArgs {
         Ok(nodes.remove(0))
     }
 
-    fn node(&self, s: Standby) -> Result<Node> {
+    fn node(&self, s: Standby, configured: bool) -> Result<Node> {
         let url = s.url.clone().ok_or_else(|| {
             usage(format!(
                 "node {}: no url: set url in its [standby] table or pass --to URL",
@@ -110,6 +121,7 @@ impl RemoteArgs {
             name: s.name().to_string(),
             target: parse_target(&url)?,
             config: s,
+            configured,
         })
     }
 

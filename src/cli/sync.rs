@@ -33,6 +33,7 @@ fn options(ctx: &Ctx, a: &Args) -> Result<SyncOptions> {
                 .map_or(DEFAULT_VERIFY_SAMPLE, |v| v as usize),
             delta: n.config.delta,
             materialize: n.config.materialize.then(|| remote_root(&n.config)),
+            record: n.configured,
             name: n.name,
             target: n.target,
         })
@@ -58,7 +59,7 @@ fn print(r: &SyncReport) {
     for n in &r.nodes {
         let Some(p) = &n.push else { continue };
         super::push::print_stats(p, &n.target);
-        if let Some(o) = &r.snapshot {
+        if let (Some(o), Some(Ok(()))) = (&r.snapshot, &n.result) {
             println!(
                 "{} has snapshot {}; {} chunks read back and verified",
                 n.name,

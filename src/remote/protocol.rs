@@ -175,10 +175,30 @@ fn text(d: &mut Decoder<'_>) -> Result<String> {
     Ok(String::from_utf8_lossy(b).into_owned())
 }
 
+/// Texts sent in one report at most, and their bytes: a deployment onto
+/// a file system that refuses every xattr warns once per entry, and its
+/// report must still fit a frame. What is left out is counted in a last
+/// text.
+const TEXTS_SENT_MAX: usize = 10_000;
+const TEXTS_SENT_BYTES: usize = 16 * 1024 * 1024;
+
 fn put_texts(e: &mut Encoder, texts: &[String]) {
-    e.u32(texts.len() as u32);
-    for t in texts {
+    let mut bytes = 0;
+    let sent = texts
+        .iter()
+        .take(TEXTS_SENT_MAX)
+        .take_while(|t| {
+            bytes += t.len().min(TEXT_MAX_BYTES) + 4;
+            bytes <= TEXTS_SENT_BYTES
+        })
+        .count();
+    let more = texts.len() - sent;
+    e.u32((sent + (more > 0) as usize) as u32);
+    for t in &texts[..sent] {
         e.bytes(&t.as_bytes()[..t.len().min(TEXT_MAX_BYTES)]);
+    }
+    if more > 0 {
+        e.bytes(format!("... and {more} more").as_bytes());
     }
 }
 

@@ -65,7 +65,7 @@ pub struct SharedReads {
 }
 
 /// A blob and the bases it is sent against (none: as stored).
-type SendKey = ([u8; 32], Vec<ChunkId>);
+type SendKey = (BlobId, Vec<ChunkId>);
 
 /// One blob's sent form once made, and how many pushes took it. Its lock
 /// is held while one push makes it, so the others of the run, which tend
@@ -338,7 +338,7 @@ fn outgoing(
 ) -> Result<Outgoing> {
     let make = || make_outgoing(local, loc, bases, cache);
     match shared {
-        Some(s) => s.get_or((loc.id.hash, bases.cloned().unwrap_or_default()), make),
+        Some(s) => s.get_or((loc.id, bases.cloned().unwrap_or_default()), make),
         None => make(),
     }
 }
@@ -679,15 +679,19 @@ pub fn verify_sample(remote: &mut Remote, ids: &[ChunkId]) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{BlobId, BlobKind};
+    use crate::id::BlobKind;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn id(n: u8) -> BlobId {
+        BlobId {
+            kind: BlobKind::Chunk,
+            hash: [n; 32],
+        }
+    }
 
     fn blob(n: u8, len: usize) -> Outgoing {
         Outgoing::Stored(StoredBlob {
-            id: BlobId {
-                kind: BlobKind::Chunk,
-                hash: [n; 32],
-            },
+            id: id(n),
             encoding: 0,
             plain_len: len as u32,
             stored: vec![n; len],
@@ -703,7 +707,7 @@ mod tests {
                 s.spawn(|| {
                     for n in 0..20u8 {
                         let out = shared
-                            .get_or(([n; 32], Vec::new()), || {
+                            .get_or((id(n), Vec::new()), || {
                                 made.fetch_add(1, Ordering::Relaxed);
                                 // Slow enough that the others ask meanwhile.
                                 std::thread::sleep(std::time::Duration::from_millis(2));
@@ -724,13 +728,13 @@ mod tests {
         // held up to the bound, oldest first out.
         for n in 0..30u8 {
             shared
-                .get_or(([n; 32], vec![ChunkId([1; 32])]), || Ok(blob(n, 1000)))
+                .get_or((id(n), vec![ChunkId([1; 32])]), || Ok(blob(n, 1000)))
                 .unwrap();
         }
         let g = shared.lock();
         assert!(g.bytes <= 10_000, "{}", g.bytes);
         assert_eq!(g.slots.len(), 10);
-        assert!(g.slots.contains_key(&([29; 32], vec![ChunkId([1; 32])])));
-        assert!(!g.slots.contains_key(&([0; 32], vec![ChunkId([1; 32])])));
+        assert!(g.slots.contains_key(&(id(29), vec![ChunkId([1; 32])])));
+        assert!(!g.slots.contains_key(&(id(0), vec![ChunkId([1; 32])])));
     }
 }

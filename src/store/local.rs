@@ -153,9 +153,12 @@ impl NewFile for LocalNewFile {
         let file = out
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        durable::fsync(&file, &self.tmp)?;
-        drop(file);
-        durable::publish(&self.tmp, &(self.dest)(name))
+        let published = durable::fsync(&file, &self.tmp)
+            .and_then(|()| durable::publish(&self.tmp, &(self.dest)(name)));
+        if published.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        published
     }
 
     fn describe(&self) -> String {
@@ -183,6 +186,10 @@ impl Backend for Local {
                 let mut out = Vec::new();
                 let dir = self.root.join(PACKS_DIR);
                 for fan in Self::names_in(&dir)? {
+                    // A stray file beside the fan-out folders is no pack.
+                    if !dir.join(&fan).is_dir() {
+                        continue;
+                    }
                     for n in Self::names_in(&dir.join(&fan))? {
                         if let Some(id) = n.strip_suffix(".pack") {
                             out.push(id.to_string());
