@@ -142,6 +142,17 @@ struct Walker<'a> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: Option<indicatif::ProgressBar>,
+    /// Every tree this walk stored (or found stored): each is complete
+    /// once the writer is finished, and is marked so.
+    trees: Mutex<Vec<[u8; 32]>>,
+}
+
+/// A directory's tree in the parent snapshot, and whether this store holds
+/// it complete (`Index::is_complete`: everything below it is stored), so
+/// that the unchanged files in it need no look-up of their chunks.
+struct PrevTree {
+    tree: Tree,
+    complete: bool,
 }
 
 fn name_bytes(name: &OsStr) -> Vec<u8> {
@@ -216,17 +227,24 @@ impl Walker<'_> {
                 max: TREE_MAX_BYTES as u64,
             });
         }
-        self.writer.add_tree(&bytes)
+        let id = self.writer.add_tree(&bytes)?;
+        self.trees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id.0);
+        Ok(id)
     }
 
     /// Snapshot the node at `path` (the managed-paths trie says how much of
-    /// it), with `prev` its entry in the parent snapshot.
+    /// it), with `prev` its entry in the parent snapshot, found in a tree
+    /// held complete here when `stored`.
     fn node_entry(
         &self,
         path: &Path,
         name: &[u8],
         node: &Node,
         prev: Option<&Entry>,
+        stored: bool,
     ) -> Result<Option<Entry>> {
         match node {
             Node::Full => {
@@ -241,7 +259,7 @@ impl Walker<'_> {
                     Err(e) => return Err(Error::io(path, e)),
                 };
                 let dev = md.dev();
-                self.entry(path, name, md, prev, dev, None)
+                self.entry(path, name, md, prev, stored, dev, None)
             }
             Node::Partial(children) => {
                 let md = match std::fs::symlink_metadata(path) {
@@ -271,8 +289,9 @@ impl Walker<'_> {
                     if self.excluded(&child_path) {
                         continue;
                     }
-                    let prev_child = prev_tree.as_ref().and_then(|t| t.get(child));
-                    if let Some(e) = self.node_entry(&child_path, child, sub, prev_child)? {
+                    let prev_child = prev_tree.as_ref().and_then(|t| t.tree.get(child));
+                    let stored = prev_tree.as_ref().is_some_and(|t| t.complete);
+                    if let Some(e) = self.node_entry(&child_path, child, sub, prev_child, stored)? {
                         entries.push(e);
                     }
                 }
@@ -290,10 +309,13 @@ impl Walker<'_> {
         }
     }
 
-    fn prev_subtree(&self, prev: Option<&Entry>) -> Result<Option<Tree>> {
+    fn prev_subtree(&self, prev: Option<&Entry>) -> Result<Option<PrevTree>> {
         match prev.map(|e| &e.kind) {
             Some(Kind::Dir(id)) => match self.store.read_tree(*id) {
-                Ok(t) => Ok(Some(t)),
+                Ok(tree) => Ok(Some(PrevTree {
+                    tree,
+                    complete: self.store.index().is_complete(&id.0)?,
+                })),
                 Err(e) => {
                     // A damaged parent only costs re-reading; say so once per tree.
                     crate::log::warn(&format!("parent tree unreadable, reading files again: {e}"));
@@ -304,14 +326,18 @@ impl Walker<'_> {
         }
     }
 
-    /// One walked entry. `fs_dev` is the device of the managed path; `up`
-    /// the directories above it (to stop symlink loops when following).
+    /// One walked entry. `prev` is its entry in the parent snapshot, from a
+    /// tree held complete here when `stored`; `fs_dev` is the device of
+    /// the managed path; `up` the directories above it (to stop symlink
+    /// loops when following).
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &self,
         path: &Path,
         name: &[u8],
         mut md: Metadata,
         prev: Option<&Entry>,
+        stored: bool,
         fs_dev: u64,
         up: Option<&Up<'_>>,
     ) -> Result<Option<Entry>> {
@@ -326,7 +352,7 @@ impl Walker<'_> {
         }
         let ft = md.file_type();
         if ft.is_file() {
-            return self.file_entry(path, name, md, prev);
+            return self.file_entry(path, name, md, prev, stored);
         }
         let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
             Some(x) => x,
@@ -381,6 +407,7 @@ impl Walker<'_> {
         name: &[u8],
         md: Metadata,
         prev: Option<&Entry>,
+        stored: bool,
     ) -> Result<Option<Entry>> {
         self.counters.files.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.progress {
@@ -392,7 +419,8 @@ impl Walker<'_> {
             ..
         }) = prev
             && fsread::unchanged(meta, content.size, &md)
-            && self.all_stored(content)?
+            // In a tree held complete, its chunks are stored: no look-up.
+            && (stored || self.all_stored(content)?)
         {
             // Setting an xattr changes the ctime, which `unchanged`
             // compared: the recorded ones are still right.
@@ -520,7 +548,7 @@ impl Walker<'_> {
     fn dir_tree(
         &self,
         path: &Path,
-        prev: Option<Tree>,
+        prev: Option<PrevTree>,
         fs_dev: u64,
         up: &Up<'_>,
     ) -> Result<Option<TreeId>> {
@@ -550,8 +578,9 @@ impl Walker<'_> {
                         return Ok(None);
                     };
                     let name = name_bytes(&de.file_name());
-                    let prev_entry = prev.as_ref().and_then(|t| t.get(&name));
-                    self.entry(&child, &name, md, prev_entry, fs_dev, Some(up))
+                    let prev_entry = prev.as_ref().and_then(|t| t.tree.get(&name));
+                    let stored = prev.as_ref().is_some_and(|t| t.complete);
+                    self.entry(&child, &name, md, prev_entry, stored, fs_dev, Some(up))
                 })
                 .collect::<Result<_>>()?;
             for e in entries.iter().flatten() {
@@ -693,7 +722,10 @@ fn create_on_this_pool(
     check_text("host name", &host)?;
     let parent = find_parent(store, &host, &paths)?;
     let prev_root = match &parent {
-        Some((_, s)) => store.read_tree(s.root).ok(),
+        Some((_, s)) => store.read_tree(s.root).ok().map(|tree| PrevTree {
+            tree,
+            complete: store.index().is_complete(&s.root.0).unwrap_or(false),
+        }),
         None => None,
     };
     let progress = crate::log::progress_enabled().then(|| {
@@ -714,6 +746,7 @@ fn create_on_this_pool(
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
+        trees: Mutex::new(Vec::new()),
     };
     let Node::Partial(top) = &trie else {
         return Err(Error::Usage("'/' cannot be a managed path".into()));
@@ -724,8 +757,9 @@ fn create_on_this_pool(
         if walker.excluded(&path) {
             continue;
         }
-        let prev = prev_root.as_ref().and_then(|t| t.get(name));
-        if let Some(e) = walker.node_entry(&path, name, node, prev)? {
+        let prev = prev_root.as_ref().and_then(|t| t.tree.get(name));
+        let stored = prev_root.as_ref().is_some_and(|t| t.complete);
+        if let Some(e) = walker.node_entry(&path, name, node, prev, stored)? {
             entries.push(e);
         }
     }
@@ -737,9 +771,23 @@ fn create_on_this_pool(
         writer,
         counters,
         warnings,
+        trees,
         ..
     } = walker;
     let written = writer.finish()?;
+    // Everything the trees name is durable and indexed now: mark them
+    // complete (those not marked yet), so that the next snapshot reuses
+    // their unchanged files without looking up each one's chunks.
+    let mut trees = trees.into_inner().unwrap_or_else(|p| p.into_inner());
+    trees.sort_unstable();
+    trees.dedup();
+    let marked = store.index().are_complete(&trees)?;
+    let new: Vec<[u8; 32]> = trees
+        .into_iter()
+        .zip(marked)
+        .filter_map(|(t, m)| (!m).then_some(t))
+        .collect();
+    store.index().mark_complete(&new)?;
     let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     let c = &counters;
     let snapshot = Snapshot {

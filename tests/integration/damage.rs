@@ -275,11 +275,21 @@ fn read_data_repair_makes_the_next_snapshot_store_damaged_data_again() {
     write(&src.join("big.bin"), &bytes(1024 * 1024, 31));
     write(&src.join("small.txt"), b"small");
     let first = env.snapshot(&[&src]);
+    // A snapshot's trees are held complete: the next one reuses their
+    // unchanged files without looking up each one's chunks.
+    let root_complete = || {
+        let store = hamn::store::Store::open_read_only(&env.store()).unwrap();
+        let id = hamn::id::SnapshotId::from_hex(&first).unwrap();
+        let root = store.read_snapshot(id).unwrap().root;
+        store.index().is_complete(&root.0).unwrap()
+    };
+    assert!(root_complete());
     damage_largest_chunk(&packs(&env.store())[0]);
 
     let out = env.run(&["--json", "check", "--read-data", "--repair"]);
     assert_eq!(code(&out), 1, "the damage is still there");
     assert_eq!(one_json(&out)["repair"]["blobs_dropped"], 1);
+    assert!(!root_complete(), "a dropped chunk leaves no tree held complete");
     // The file is unchanged, but its damaged chunk is no longer indexed:
     // the snapshot reads it again instead of reusing its chunk list.
     let v = env.json(&["snapshot", src.to_str().unwrap()]);
