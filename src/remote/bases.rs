@@ -19,7 +19,7 @@ const SMALL_BYTES: usize = 64 * 1024;
 /// Chunks whose anchors are kept (a few KiB each).
 const ANCHORS_CACHED: usize = 256;
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Cached {
     chunks: VecDeque<(ChunkId, Arc<Vec<u8>>)>,
     bytes: usize,
@@ -27,7 +27,7 @@ struct Cached {
 }
 
 /// Shared by the threads making or applying deltas.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct BaseCache {
     inner: Mutex<Cached>,
 }

@@ -62,6 +62,8 @@ pub struct SharedReads {
     readers: usize,
     max_bytes: usize,
     inner: Mutex<SharedInner>,
+    /// The delta bases read by any push of the run.
+    bases: BaseCache,
 }
 
 /// A blob and the bases it is sent against (none: as stored).
@@ -103,6 +105,7 @@ impl SharedReads {
             readers,
             max_bytes,
             inner: Mutex::new(SharedInner::default()),
+            bases: BaseCache::default(),
         }
     }
 
@@ -439,12 +442,16 @@ impl Pusher<'_> {
             s.spawn(move || {
                 // Deltas take CPU: make a few at once, in order.
                 use rayon::prelude::*;
-                let cache = BaseCache::default();
+                // The pushes of one run share their delta bases too: the
+                // one that makes a delta reads its bases, and the next
+                // blob's maker, often another push, needs the same ones.
+                let own = BaseCache::default();
+                let cache = shared.map_or(&own, |s| &s.bases);
                 for group in missing.chunks(READ_AHEAD_BLOBS) {
                     let out: Vec<Result<Outgoing>> = group
                         .par_iter()
                         .map(|loc| {
-                            outgoing(local, loc, bases.get(&ChunkId(loc.id.hash)), &cache, shared)
+                            outgoing(local, loc, bases.get(&ChunkId(loc.id.hash)), cache, shared)
                         })
                         .collect();
                     for read in out {

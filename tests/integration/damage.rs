@@ -289,7 +289,10 @@ fn read_data_repair_makes_the_next_snapshot_store_damaged_data_again() {
     let out = env.run(&["--json", "check", "--read-data", "--repair"]);
     assert_eq!(code(&out), 1, "the damage is still there");
     assert_eq!(one_json(&out)["repair"]["blobs_dropped"], 1);
-    assert!(!root_complete(), "a dropped chunk leaves no tree held complete");
+    assert!(
+        !root_complete(),
+        "a dropped chunk leaves no tree held complete"
+    );
     // The file is unchanged, but its damaged chunk is no longer indexed:
     // the snapshot reads it again instead of reusing its chunk list.
     let v = env.json(&["snapshot", src.to_str().unwrap()]);
