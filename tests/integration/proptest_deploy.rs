@@ -371,11 +371,28 @@ fn run_nights(nights: &[Night]) {
         sb.assert_live(Some(&copy), &format!("night {n}"));
         frozen.insert(id, copy.clone());
         deployed = Some(copy);
-        if night.rollback && n > 0 {
+        if night.rollback {
             let st = sb.json(&["status", "--root", sb.root.to_str().unwrap()]);
-            let previous = st["deployment"]["previous"].as_str().unwrap().to_string();
+            let Some(previous) = st["deployment"]["previous"].as_str() else {
+                // Nothing to go back to yet (the first deployment, or only
+                // nights with the deployed content since): a clear refusal
+                // that changes nothing.
+                let out = sb
+                    .cmd()
+                    .args(["rollback", "--root", sb.root.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert_eq!(code(&out), 1, "night {n}: {}", stderr(&out));
+                assert!(
+                    stderr(&out).contains("no previous generation"),
+                    "{}",
+                    stderr(&out)
+                );
+                sb.assert_live(deployed.as_deref(), &format!("night {n}, no rollback"));
+                continue;
+            };
             sb.json(&["rollback", "--root", sb.root.to_str().unwrap()]);
-            let back = frozen[&previous].clone();
+            let back = frozen[previous].clone();
             sb.assert_live(Some(&back), &format!("night {n}, rolled back"));
             deployed = Some(back);
         }
@@ -417,5 +434,36 @@ fn a_directory_whose_only_change_is_its_mtime_is_deployed_with_it() {
         night(vec![touch(4)]),
         night(vec![touch(2), touch(4)]),
         night(vec![touch(0)]),
+    ]);
+}
+
+/// A rollback with nothing to go back to: after the first deployment, and
+/// after a night whose snapshot had the deployed content (recorded
+/// without a new generation).
+#[test]
+fn a_rollback_with_nothing_to_go_back_to_is_refused_and_changes_nothing() {
+    let night = |ops, rollback| Night {
+        ops,
+        kill_at: None,
+        rollback,
+    };
+    run_nights(&[
+        night(
+            vec![Op::ChmodDir {
+                dir: 1,
+                mode: 0o750,
+            }],
+            true,
+        ),
+        // Appending to a file that does not exist changes nothing.
+        night(vec![Op::Append { file: 11, size: 10 }], true),
+        night(
+            vec![Op::TouchDir {
+                dir: 4,
+                sec: 1,
+                nsec: 2,
+            }],
+            true,
+        ),
     ]);
 }
