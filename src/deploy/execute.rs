@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::write::Dir;
 use crate::snapshot::{Snapshot, path_components};
 use crate::store::{Store, StoreLock};
-use crate::tree::Kind;
+use crate::tree::{Kind, Meta};
 
 /// Make the directories above a managed path exist, with the snapshot's
 /// metadata where they are created.
@@ -117,7 +117,7 @@ pub fn execute(
         // where reflinks make copies free.
         applier.share_with_live(d.base != "empty" && !generation.supports_reflinks());
         applier.apply(&staging, &d.actions, &d.kept_leaders)?;
-        let failed = staging.set_meta(&d.entry.meta).at(staging.path())?;
+        let failed = set_top_meta(&generation, STAGING.as_bytes(), &staging, &d.entry.meta)?;
         stats.warnings.extend(failed);
         // Everything staged is durable before it can become live.
         staging.syncfs().at(staging.path())?;
@@ -202,7 +202,12 @@ pub fn execute(
     // A mount point keeps its own inode: give it the snapshot's metadata.
     for (live, meta) in mount_roots {
         let d = Dir::open_root(&live).at(&live)?;
-        stats.warnings.extend(d.set_meta(&meta).at(&live)?);
+        let up = live.parent().unwrap_or(Path::new("/"));
+        let parent = Dir::open_root(up).at(up)?;
+        let name = live.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        stats
+            .warnings
+            .extend(set_top_meta(&parent, name, &d, &meta)?);
     }
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
@@ -279,4 +284,14 @@ pub(super) fn stage_file(
             .map(|i| i.1)
             .unwrap_or(0),
     })
+}
+
+/// Give a managed directory itself (`dir`, `parent`'s child `name`) the
+/// snapshot's metadata, xattrs that the snapshot does not have removed
+/// (a staging tree brought forward keeps those of its old generation).
+fn set_top_meta(parent: &Dir, name: &[u8], dir: &Dir, meta: &Meta) -> Result<Vec<String>> {
+    parent
+        .drop_other_xattrs(name, &meta.xattrs)
+        .at(dir.path())?;
+    dir.set_meta(meta).at(dir.path())
 }

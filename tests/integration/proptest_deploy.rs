@@ -467,3 +467,24 @@ fn a_rollback_with_nothing_to_go_back_to_is_refused_and_changes_nothing() {
         ),
     ]);
 }
+
+/// An xattr removed from the managed directory itself on the primary is
+/// removed on the standby too, when the staging tree comes from a
+/// generation that still had it.
+#[test]
+fn an_xattr_removed_from_the_managed_directory_goes_on_the_standby() {
+    let night = |ops| Night {
+        ops,
+        kill_at: None,
+        rollback: false,
+    };
+    run_nights(&[
+        night(vec![Op::SetXattr { dir: 0, value: 1 }]),
+        night(vec![Op::Write {
+            file: 3,
+            size: 10,
+            seed: 2,
+        }]),
+        night(vec![Op::RemoveXattr { dir: 0 }]),
+    ]);
+}
