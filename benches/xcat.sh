@@ -173,7 +173,7 @@ run_step() {
         drop_caches
         OKRC="0 24" measure_remote "rsyncA_$step" rsync -aHAXR --delete --stats -e "$rsh" \
             --rsync-path="$work/bin/remote-timed rsync" "${rel[@]}" "root@127.0.0.1:$work/rsync-A/"
-        put "rsyncA_$step.diff" "$(same "$work/rsync-A$P")"
+        put "rsyncA_$step.diff" "$(same "$work/rsync-A")"
     fi
     if [[ $RESTIC == 1 ]]; then
         say "$step: restic backup"

@@ -109,13 +109,15 @@ pub fn execute(
         if d.live.is_dir() {
             applier.reuse_from(gen_path.join(STAGING), d.live.clone());
         }
-        // Bringing a generation forward creates mostly the files the live
-        // tree got last time: without reflinks, those are shared with it
-        // (hard links) rather than written again. A generation built from
-        // nothing gets its own copies, so that the two stay independent
-        // for the next nights' metadata-only changes; so does every file
-        // where reflinks make copies free.
-        applier.share_with_live(d.base != "empty" && !generation.supports_reflinks());
+        // Without reflinks, a file the live tree already has exactly right
+        // is shared with it (a hard link) rather than written again: when
+        // a generation is brought forward, the files the live tree got
+        // last time; when one is built from nothing (the second
+        // deployment), nearly all of them. Rollback rewrites a shared file
+        // changed in place through the live tree before it swaps
+        // (`rollback::reconcile_shared`). Where reflinks make copies free,
+        // files are reflinked instead and the generations share no inode.
+        applier.share_with_live(!generation.supports_reflinks());
         applier.apply(&staging, &d.actions, &d.kept_leaders)?;
         let failed = set_top_meta(&generation, STAGING.as_bytes(), &staging, &d.entry.meta)?;
         stats.warnings.extend(failed);

@@ -748,13 +748,28 @@ fn a_file_only_touched_on_the_primary_is_not_rewritten() {
     write(&s.install.join("night1"), b"1");
     s.snapshot(&env);
     materialize(&env, &s.root, &[]);
-    // Night: the 3 MB package is touched (new mtime, same bytes).
-    set_mtime(&s.install.join("pool/kernel.rpm"), 1_800_000_000, 5);
+    // Night: the 3 MB package is touched (new mtime, same bytes). Where
+    // the generations share it (no reflinks: the second deployment linked
+    // it), its new metadata needs a new inode, written once; never more.
+    let rpm = s.install.join("pool/kernel.rpm");
+    set_mtime(&rpm, 1_800_000_000, 5);
     s.snapshot(&env);
     let st = materialize(&env, &s.root, &[]);
     s.assert_deployed_equals_source();
-    let written = st["bytes_written"].as_u64().unwrap() + st["bytes_copied"].as_u64().unwrap();
-    assert!(written < 100_000, "a touched file was rewritten: {st}");
+    let written = |st: &serde_json::Value| {
+        st["bytes_written"].as_u64().unwrap() + st["bytes_copied"].as_u64().unwrap()
+    };
+    let size = fs::metadata(&rpm).unwrap().len();
+    assert!(written(&st) < size + 100_000, "{st}");
+    // Touched again, and again: the generations no longer share it, so
+    // only its metadata changes.
+    for night in 1..=2 {
+        set_mtime(&rpm, 1_800_000_000 + night, 5);
+        s.snapshot(&env);
+        let st = materialize(&env, &s.root, &[]);
+        s.assert_deployed_equals_source();
+        assert!(written(&st) < 100_000, "a touched file was rewritten: {st}");
+    }
 }
 
 /// A site whose root is a tmpfs, which has no reflinks: there, files the
@@ -781,8 +796,13 @@ fn three_deployments(
     write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
     s.snapshot(env);
     let second = materialize(env, &s.root, &[]);
-    // A generation built from nothing has its own copy of every file.
-    assert_eq!(second["files_linked"], 0, "{second}");
+    // A generation built from nothing shares every unchanged file with
+    // the live tree (on a file system without reflinks), and writes the
+    // changed one.
+    if second["files_cloned"] == 0 {
+        assert!(second["files_linked"].as_u64().unwrap() >= 150, "{second}");
+        assert_eq!(second["files_copied"], 0, "{second}");
+    }
     let night1 = env.path("night1");
     copy_tree(&s.install, &night1);
     write(&s.install.join("d2/s2/f2.txt"), &bytes(200_000, 62));
@@ -982,6 +1002,43 @@ fn a_shared_file_changed_in_place_is_rebuilt_before_a_rollback() {
 }
 
 #[test]
+fn the_second_deployment_shares_unchanged_files_and_rollback_still_restores_the_first() {
+    let env = Env::new();
+    let (s, _root_fs) = site_without_reflinks(&env);
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    let night0 = env.path("night0");
+    copy_tree(&s.install, &night0);
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    s.snapshot(&env);
+    let second = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    // Nothing unchanged is written or copied again: it is linked.
+    assert!(second["files_linked"].as_u64().unwrap() >= 150, "{second}");
+    assert_eq!(second["files_copied"], 0, "{second}");
+    assert!(second["bytes_written"].as_u64().unwrap() < 400_000, "{second}");
+    let prev = gen_previous(&s.live_install());
+    let (f3, f1) = ("d3/s0/f3.txt", "d1/s1/f1.txt");
+    assert_eq!(ino(&s.live_install().join(f3)), ino(&prev.join(f3)));
+    assert_ne!(ino(&s.live_install().join(f1)), ino(&prev.join(f1)));
+    // An admin edits an unchanged file of the live tree in place: the
+    // previous generation's name sees it too, and rollback must still
+    // bring back the first snapshot exactly.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(s.live_install().join(f3))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"edited on the standby").unwrap();
+    drop(f);
+    let out = env.run(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed in place"), "{}", stderr(&out));
+    assert_same_tree(&night0, &s.live_install());
+    let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
+    assert_no_drift(&st);
+}
+
+#[test]
 fn rollback_after_a_deployment_that_did_not_finish_rebuilds_the_previous_snapshot() {
     let env = Env::new();
     let (s, _root_fs) = site_without_reflinks(&env);
@@ -1047,14 +1104,22 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_copied() {
     let s = site(&env);
     s.snapshot(&env);
     materialize(&env, &s.root, &[]);
-    // The second deployment copies unchanged files from the live tree:
-    // not this one.
-    corrupt_in_place(&s.live_install().join("d3/s0/f3.txt"));
+    // The second deployment links (or, with reflinks, copies) unchanged
+    // files from the live tree: not this one.
+    let f3 = "d3/s0/f3.txt";
+    corrupt_in_place(&s.live_install().join(f3));
     write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
     s.snapshot(&env);
     let second = materialize(&env, &s.root, &[]);
     s.assert_deployed_equals_source();
-    assert!(second["files_copied"].as_u64().unwrap() >= 150, "{second}");
+    let reused = second["files_copied"].as_u64().unwrap() + second["files_linked"].as_u64().unwrap();
+    assert!(reused >= 150, "{second}");
+    // The damaged live copy went to the previous generation, apart from
+    // the new live file.
+    assert_ne!(
+        ino(&s.live_install().join(f3)),
+        ino(&gen_previous(&s.live_install()).join(f3))
+    );
 }
 
 #[test]
@@ -1070,7 +1135,7 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
 }
 
 #[test]
-fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
+fn files_already_in_the_live_tree_are_linked_or_copied_not_rebuilt() {
     let env = Env::new();
     let s = site(&env);
     s.snapshot(&env);
@@ -1081,8 +1146,9 @@ fn files_already_in_the_live_tree_are_copied_not_rebuilt() {
     write(&s.live_install().join("d1/s1/f1.txt"), b"stale copy");
     let st = materialize(&env, &s.root, &[]);
     s.assert_deployed_equals_source();
-    let copied = st["files_copied"].as_u64().unwrap();
-    assert!(copied >= 190, "{st}");
+    // Hard links without reflinks, reflinked copies with them.
+    let reused = st["files_copied"].as_u64().unwrap() + st["files_linked"].as_u64().unwrap();
+    assert!(reused >= 190, "{st}");
     // Only the stale file (and nothing big) was rebuilt from the store.
     assert!(st["bytes_written"].as_u64().unwrap() < 10_000, "{st}");
     // The old tree stays as the previous generation, untouched.
