@@ -1016,7 +1016,10 @@ fn the_second_deployment_shares_unchanged_files_and_rollback_still_restores_the_
     // Nothing unchanged is written or copied again: it is linked.
     assert!(second["files_linked"].as_u64().unwrap() >= 150, "{second}");
     assert_eq!(second["files_copied"], 0, "{second}");
-    assert!(second["bytes_written"].as_u64().unwrap() < 400_000, "{second}");
+    assert!(
+        second["bytes_written"].as_u64().unwrap() < 400_000,
+        "{second}"
+    );
     let prev = gen_previous(&s.live_install());
     let (f3, f1) = ("d3/s0/f3.txt", "d1/s1/f1.txt");
     assert_eq!(ino(&s.live_install().join(f3)), ino(&prev.join(f3)));
@@ -1032,7 +1035,11 @@ fn the_second_deployment_shares_unchanged_files_and_rollback_still_restores_the_
     drop(f);
     let out = env.run(&["rollback", "--root", s.root.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains("changed in place"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed in place"),
+        "{}",
+        stderr(&out)
+    );
     assert_same_tree(&night0, &s.live_install());
     let st = env.json(&["status", "--root", s.root.to_str().unwrap()]);
     assert_no_drift(&st);
@@ -1112,7 +1119,8 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_copied() {
     s.snapshot(&env);
     let second = materialize(&env, &s.root, &[]);
     s.assert_deployed_equals_source();
-    let reused = second["files_copied"].as_u64().unwrap() + second["files_linked"].as_u64().unwrap();
+    let reused =
+        second["files_copied"].as_u64().unwrap() + second["files_linked"].as_u64().unwrap();
     assert!(reused >= 150, "{second}");
     // The damaged live copy went to the previous generation, apart from
     // the new live file.
