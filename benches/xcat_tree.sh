@@ -148,6 +148,25 @@ xcat_night_debs() {
     printf '%s\n' "${out[@]}"
 }
 
+xcat_pool_add() {
+    # xcat_pool_add POOL PKG...: the .deb files of PKG... put into POOL as
+    # a mirror lays them out (POOL/l/PKG/, POOL/libx/PKG/); prints how many.
+    local pool=$1 p f letter n=0
+    shift
+    xcat_debs "$XCAT_CACHE/pool" "$@"
+    for p in "$@"; do
+        for f in "$XCAT_CACHE/pool/${p}"_*.deb; do
+            [[ -e $f ]] || continue
+            letter=${p:0:1}
+            [[ $p == lib* ]] && letter=${p:0:4}
+            mkdir -p "$pool/$letter/$p"
+            cp -p "$f" "$pool/$letter/$p/"
+            n=$((n + 1))
+        done
+    done
+    echo "$n"
+}
+
 xcat_build() {
     local P=$1 name tarf d
     [[ $(id -u) == 0 ]] || die "the xCAT tree needs root (debootstrap, device nodes, chroot)"
@@ -163,21 +182,11 @@ xcat_build() {
     done
 
     # The package pool, laid out as a Debian mirror's pool.
-    local pool=$P/install/debian12/x86_64/pool/main names ndebs=0 f p letter
+    local pool=$P/install/debian12/x86_64/pool/main names ndebs
     # shellcheck disable=SC2086
     names=$(xcat_closure $xcat_pool_roots | head -n "$XCAT_POOL")
     # shellcheck disable=SC2086
-    xcat_debs "$XCAT_CACHE/pool" $names
-    for p in $names; do
-        for f in "$XCAT_CACHE/pool/${p}"_*.deb; do
-            [[ -e $f ]] || continue
-            letter=${p:0:1}
-            [[ $p == lib* ]] && letter=${p:0:4}
-            mkdir -p "$pool/$letter/$p"
-            cp -p "$f" "$pool/$letter/$p/"
-            ndebs=$((ndebs + 1))
-        done
-    done
+    ndebs=$(xcat_pool_add "$pool" $names)
     mkdir -p "$P/install/debian12/x86_64/dists"
     (cd "$P/install/debian12/x86_64" && find pool -name '*.deb' | sort >dists/Packages.list)
     ln -s debian12 "$P/install/debian12.0"
@@ -271,20 +280,11 @@ xcat_night() {
     esac
     # The pool: new debs (the next names of its closure), one package moved
     # to another directory, one deleted.
-    local names p f letter added=0
+    local names added
     # shellcheck disable=SC2086
     names=$(xcat_closure $xcat_pool_roots | sed -n "$((XCAT_POOL + 1 + (night - 1) * 6)),+5p")
     # shellcheck disable=SC2086
-    xcat_debs "$XCAT_CACHE/pool" $names
-    for p in $names; do
-        for f in "$XCAT_CACHE/pool/${p}"_*.deb; do
-            [[ -e $f ]] || continue
-            letter=${p:0:1}
-            mkdir -p "$pool/$letter/$p"
-            cp -p "$f" "$pool/$letter/$p/"
-            added=$((added + 1))
-        done
-    done
+    added=$(xcat_pool_add "$pool" $names)
     local moved
     moved=$(cd "$pool" && find . -mindepth 2 -maxdepth 2 -type d | sort | sed -n "$((night * 7))p")
     [[ -n $moved ]] && mv "$pool/$moved" "$pool/$(dirname "$moved")/$(basename "$moved").old$night"
