@@ -22,6 +22,10 @@ pub struct Config {
     /// Glob patterns matched against absolute paths; a match is not stored.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Glob patterns (as `exclude`) of deflate files (`*.tar.gz`,
+    /// `*.cpio.gz`) stored decompressed with what recreates them exactly.
+    #[serde(default)]
+    pub gzip_aware: Vec<String>,
     /// Stay on the file system of each managed path (default true).
     #[serde(default = "yes")]
     pub one_file_system: bool,
@@ -197,11 +201,13 @@ impl Config {
                 });
             }
         }
-        for g in &cfg.exclude {
-            globset::Glob::new(g).map_err(|e| Error::Config {
-                path: path.to_path_buf(),
-                message: format!("exclude pattern '{g}': {e}"),
-            })?;
+        for (key, globs) in [("exclude", &cfg.exclude), ("gzip_aware", &cfg.gzip_aware)] {
+            for g in globs {
+                globset::Glob::new(g).map_err(|e| Error::Config {
+                    path: path.to_path_buf(),
+                    message: format!("{key} pattern '{g}': {e}"),
+                })?;
+            }
         }
         let bad = |message: String| Error::Config {
             path: path.to_path_buf(),

@@ -29,6 +29,7 @@ pub mod error;
 pub mod extract;
 pub mod failpoint;
 pub mod fs;
+pub mod gzip;
 pub mod gc;
 pub mod id;
 pub mod log;

@@ -16,10 +16,10 @@ pub const XATTR_NAME_MAX_BYTES: usize = 255;
 pub const XATTR_VALUE_MAX_BYTES: usize = 64 * 1024;
 pub const OWNER_NAME_MAX_BYTES: usize = 255;
 
-/// How a file's bytes are made from its chunks. Only `PLAIN` exists today;
-/// the field leaves room for transforms (e.g. re-deflating a stored
-/// decompressed stream) without a change of tree version.
+/// How a file's bytes are made from its chunks (the entry's content
+/// encoding byte, docs/format.md section 7.4).
 pub const CONTENT_PLAIN: u8 = 0;
+pub const CONTENT_GZIP: u8 = 1;
 
 const KIND_FILE: u8 = 1;
 const KIND_DIR: u8 = 2;
@@ -57,19 +57,67 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// How a file's bytes are made from its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// The chunks laid into the data extents.
+    #[default]
+    Plain,
+    /// Deflate data stored decompressed (`crate::gzip`): the chunks begin
+    /// with `record_chunks` chunks of the recreation record, followed by
+    /// the `plain_len` decompressed bytes. The file has no holes; its bytes
+    /// are the record's recreation, whose BLAKE3 must be `file_hash`.
+    Gzip {
+        file_hash: [u8; 32],
+        plain_len: u64,
+        record_chunks: u32,
+    },
+}
+
+impl Encoding {
+    pub fn code(&self) -> u8 {
+        match self {
+            Encoding::Plain => CONTENT_PLAIN,
+            Encoding::Gzip { .. } => CONTENT_GZIP,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Encoding::Plain => "plain",
+            Encoding::Gzip { .. } => "gzip",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct FileContent {
     pub size: u64,
-    pub encoding: u8,
+    pub encoding: Encoding,
     /// Holes as (offset, length), sorted; the chunks hold the other bytes.
     pub holes: Vec<(u64, u64)>,
     pub chunks: Vec<ChunkRef>,
 }
 
 impl FileContent {
-    /// Bytes covered by chunks (the size less the holes).
+    /// Bytes a restore writes (the size less the holes).
     pub fn data_len(&self) -> u64 {
-        self.chunks.iter().map(|c| c.len as u64).sum()
+        self.size - self.holes.iter().map(|h| h.1).sum::<u64>()
+    }
+
+    /// The chunks of a gzip-aware file's recreation record (none for a
+    /// plain file).
+    pub fn record_refs(&self) -> &[ChunkRef] {
+        match self.encoding {
+            Encoding::Plain => &[],
+            Encoding::Gzip { record_chunks, .. } => &self.chunks[..record_chunks as usize],
+        }
+    }
+
+    /// The chunks that hold the data: the file's bytes for a plain file,
+    /// the decompressed bytes for a gzip-aware one.
+    pub fn data_refs(&self) -> &[ChunkRef] {
+        &self.chunks[self.record_refs().len()..]
     }
 
     /// The extents (offset, length) that hold data, in order.
@@ -316,7 +364,17 @@ fn encode_entry(e: &mut Encoder, ent: &Entry) {
     match &ent.kind {
         Kind::File(c) => {
             e.u64(c.size);
-            e.u8(c.encoding);
+            e.u8(c.encoding.code());
+            if let Encoding::Gzip {
+                file_hash,
+                plain_len,
+                record_chunks,
+            } = &c.encoding
+            {
+                e.id(file_hash);
+                e.u64(*plain_len);
+                e.u32(*record_chunks);
+            }
             e.u32(c.holes.len() as u32);
             for (off, len) in &c.holes {
                 e.u64(*off);
@@ -370,12 +428,19 @@ fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
     let kind = match kind {
         KIND_FILE => {
             let size = d.u64()?;
-            let encoding = d.u8()?;
-            if encoding != CONTENT_PLAIN {
-                return Err(d.err(format!(
-                    "content encoding {encoding} is not known to this hamn"
-                )));
-            }
+            let encoding = match d.u8()? {
+                CONTENT_PLAIN => Encoding::Plain,
+                CONTENT_GZIP => Encoding::Gzip {
+                    file_hash: d.id()?,
+                    plain_len: d.u64()?,
+                    record_chunks: d.u32()?,
+                },
+                other => {
+                    return Err(d.err(format!(
+                        "content encoding {other} is not known to this hamn"
+                    )));
+                }
+            };
             let nh = d.count(16)?;
             let mut holes = Vec::with_capacity(nh);
             let mut end = 0u64;
@@ -404,9 +469,31 @@ fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
                 holes,
                 chunks,
             };
-            let hole_bytes: u64 = c.holes.iter().map(|h| h.1).sum();
-            if c.data_len() + hole_bytes != size {
-                return Err(d.err("chunks and holes do not add up to the file size"));
+            let chunk_bytes = |refs: &[ChunkRef]| -> u64 { refs.iter().map(|c| u64::from(c.len)).sum() };
+            match c.encoding {
+                Encoding::Plain => {
+                    let hole_bytes: u64 = c.holes.iter().map(|h| h.1).sum();
+                    if chunk_bytes(&c.chunks) + hole_bytes != size {
+                        return Err(d.err("chunks and holes do not add up to the file size"));
+                    }
+                }
+                Encoding::Gzip {
+                    plain_len,
+                    record_chunks,
+                    ..
+                } => {
+                    if !c.holes.is_empty()
+                        || record_chunks == 0
+                        || record_chunks as usize > c.chunks.len()
+                    {
+                        return Err(d.err("a gzip-aware file has holes or no recreation record"));
+                    }
+                    if chunk_bytes(c.data_refs()) != plain_len
+                        || chunk_bytes(c.record_refs()) > crate::gzip::RECORD_MAX_BYTES as u64
+                    {
+                        return Err(d.err("a gzip-aware file's chunks do not add up"));
+                    }
+                }
             }
             Kind::File(c)
         }
@@ -460,7 +547,7 @@ mod tests {
             },
             kind: Kind::File(FileContent {
                 size: 10,
-                encoding: CONTENT_PLAIN,
+                encoding: Encoding::Plain,
                 holes: vec![(0, 4)],
                 chunks: vec![ChunkRef {
                     id: ChunkId([9; 32]),

@@ -47,6 +47,7 @@ pub fn options_from(
     Ok(SnapshotOptions {
         paths,
         excludes: cfg.exclude.iter().chain(&excludes).cloned().collect(),
+        gzip_aware: cfg.gzip_aware.clone(),
         one_file_system: cfg.one_file_system && !cross_file_systems,
         follow_symlinks: cfg.follow_symlinks || follow_symlinks,
         tags,

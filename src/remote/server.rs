@@ -17,7 +17,7 @@ use crate::retention::RetentionReport;
 use crate::snapshot::Snapshot;
 use crate::store::writer::BlobWriter;
 use crate::store::{FORMAT_VERSION, Store, StoreLock};
-use crate::tree::Kind;
+use crate::tree::{Encoding, Kind};
 
 /// Most blobs returned by one ReadBlobs request (their stored bytes must
 /// also fit in one frame).
@@ -196,21 +196,27 @@ impl<'s, W: Write> Session<'s, W> {
     /// is read once however often it is referenced (a peer can build a
     /// tree that references one subtree twice at every level). A chunk
     /// must be stored with the length the tree gives it.
-    fn verify_complete(&self, root: TreeId) -> Result<Vec<[u8; 32]>> {
+    /// Also says whether a walked tree holds a gzip-aware file.
+    fn verify_complete(&self, root: TreeId) -> Result<(Vec<[u8; 32]>, bool)> {
         let index = self.store.index();
         // Everything is sealed and indexed by now; nothing is written
         // while the walk runs, so one read transaction serves it.
         let blobs = index.reader()?;
-        // (trees walked, trees met)
-        let mut walk = (Vec::new(), std::collections::HashSet::<[u8; 32]>::new());
+        // (trees walked, trees met, a gzip-aware file seen)
+        let mut walk = (
+            Vec::new(),
+            std::collections::HashSet::<[u8; 32]>::new(),
+            false,
+        );
         crate::walk::trees(
             self.store,
             root,
             &mut walk,
-            |(_, seen), t| Ok(seen.insert(t.0) && !index.is_complete(&t.0)?),
-            |(walked, _), t, tree| {
+            |(_, seen, _), t| Ok(seen.insert(t.0) && !index.is_complete(&t.0)?),
+            |(walked, _, gzip), t, tree| {
                 for e in &tree.entries {
                     if let Kind::File(c) = &e.kind {
+                        *gzip |= c.encoding != Encoding::Plain;
                         for ch in c.stored_refs() {
                             check_chunk(&blobs, ch)?;
                         }
@@ -220,7 +226,7 @@ impl<'s, W: Write> Session<'s, W> {
                 Ok(())
             },
         )?;
-        Ok(walk.0)
+        Ok((walk.0, walk.2))
     }
 
     fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
@@ -233,7 +239,11 @@ impl<'s, W: Write> Session<'s, W> {
             ));
         }
         self.flush_writer()?;
-        let walked = self.verify_complete(snap.root)?;
+        let (walked, gzip) = self.verify_complete(snap.root)?;
+        if gzip {
+            self.store
+                .require_format(crate::store::FORMAT_GZIP_AWARE, lock)?;
+        }
         self.store.index().mark_complete(&walked)?;
         self.store.write_snapshot(lock, &snap)
     }

@@ -26,7 +26,7 @@ use crate::id::{SnapshotId, TreeId};
 use crate::snapshot::{Snapshot, SnapshotStats, check_text, normalized_path, path_components};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
-use crate::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Tree, TreeEncoder};
+use crate::tree::{ChunkRef, Encoding, Entry, FileContent, Kind, Tree, TreeEncoder};
 
 /// Attempts at reading a file that keeps changing under us.
 const READ_ATTEMPTS: u32 = 3;
@@ -39,6 +39,8 @@ pub struct SnapshotOptions {
     /// Absolute paths to snapshot.
     pub paths: Vec<String>,
     pub excludes: Vec<String>,
+    /// Globs of files stored gzip-aware (`crate::gzip`).
+    pub gzip_aware: Vec<String>,
     pub one_file_system: bool,
     pub follow_symlinks: bool,
     pub tags: Vec<String>,
@@ -137,6 +139,7 @@ struct Walker<'a> {
     writer: BlobWriter<'a>,
     store: &'a Store,
     excludes: globset::GlobSet,
+    gzip_aware: globset::GlobSet,
     opts: &'a SnapshotOptions,
     owners: Owners,
     counters: Counters,
@@ -491,6 +494,24 @@ impl Walker<'_> {
             // Replaced by something else since the directory was listed.
             return Ok(Some(None));
         }
+        if self.gzip_aware.is_match(path) && before.size() > 0 {
+            match self.read_gzip(path, &file, before.size())? {
+                None => return Ok(None),
+                Some(Ok(content)) => {
+                    let Some(after) = self.soft(path, file.metadata())? else {
+                        return Ok(None);
+                    };
+                    if !fsread::same_version(&before, &after) {
+                        return Ok(Some(None));
+                    }
+                    return Ok(Some(Some((content, before))));
+                }
+                Some(Err(why)) => crate::log::info(&format!(
+                    "{}: stored as plain chunks, not gzip-aware: {why}",
+                    path.display()
+                )),
+            }
+        }
         let Some(extents) = self.soft(path, fsread::data_extents(&file, &before))? else {
             return Ok(None);
         };
@@ -536,12 +557,93 @@ impl Walker<'_> {
         Ok(Some(Some((
             FileContent {
                 size: before.size(),
-                encoding: CONTENT_PLAIN,
+                encoding: Encoding::Plain,
                 holes,
                 chunks,
             },
             before,
         ))))
+    }
+
+    /// Store a file that `gzip_aware` matches as its decompressed bytes and
+    /// its recreation record (`crate::gzip`). `Ok(None)`: a warning was
+    /// given, leave it out. `Ok(Some(Err(why)))`: it is better stored as
+    /// plain chunks (what it stored so far is unreferenced, for gc).
+    #[allow(clippy::type_complexity)]
+    fn read_gzip(
+        &self,
+        path: &Path,
+        file: &std::fs::File,
+        size: u64,
+    ) -> Result<Option<std::result::Result<FileContent, String>>> {
+        let mut inflater = crate::gzip::Inflater::new(file, size);
+        let mut plain = Vec::new();
+        let mut plain_bytes = 0u64;
+        let mut shown = 0u64;
+        let read = CHUNK_BUF.with(|buf| {
+            chunk::chunk_stream(&mut inflater, &mut buf.borrow_mut(), |data| {
+                let id = self.writer.add_chunk(data)?;
+                plain_bytes += data.len() as u64;
+                plain.push(ChunkRef {
+                    id,
+                    len: data.len() as u32,
+                });
+                if let Some(p) = &self.progress
+                    && plain_bytes - shown >= 16 << 20
+                {
+                    shown = plain_bytes;
+                    p.set_message(format!(
+                        "gzip-aware: {} ({} MiB decompressed)",
+                        path.display(),
+                        plain_bytes >> 20
+                    ));
+                }
+                Ok(())
+            })
+        });
+        if let Some(p) = &self.progress {
+            p.set_message("");
+        }
+        match read {
+            Err(e) => {
+                if let Some(why) = inflater.failure() {
+                    return Ok(Some(Err(why.to_string())));
+                }
+                self.soft(path, Err::<(), _>(e))?;
+                return Ok(None);
+            }
+            Ok(stored) => stored?,
+        }
+        let (record, file_hash) = match inflater.finish() {
+            Ok(r) => r,
+            Err(crate::gzip::NotDeflate(why)) => return Ok(Some(Err(why))),
+        };
+        let encoded = record.encode();
+        let mut chunks = Vec::new();
+        let stored = CHUNK_BUF.with(|buf| {
+            chunk::chunk_stream(&encoded[..], &mut buf.borrow_mut(), |data| {
+                let id = self.writer.add_chunk(data)?;
+                chunks.push(ChunkRef {
+                    id,
+                    len: data.len() as u32,
+                });
+                Ok(())
+            })
+        });
+        stored.map_err(|e| Error::io(path, e))??;
+        self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+        let record_chunks = chunks.len() as u32;
+        chunks.extend(plain);
+        Ok(Some(Ok(FileContent {
+            size,
+            encoding: Encoding::Gzip {
+                file_hash,
+                plain_len: record.plain_len,
+                record_chunks,
+            },
+            holes: Vec::new(),
+            chunks,
+        })))
     }
 
     /// Snapshot a directory's contents; `None` when it could not be listed.
@@ -674,6 +776,21 @@ fn find_parent(
 /// (`benches/snapshot.sh`, docs/performance.md).
 pub const SNAPSHOT_THREADS_MIN: usize = 8;
 
+/// Globs matched against absolute paths, `*` not crossing `/`.
+fn glob_set(key: &str, patterns: &[String]) -> Result<globset::GlobSet> {
+    let mut globs = globset::GlobSetBuilder::new();
+    for g in patterns {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Usage(format!("{key} pattern '{g}': {e}")))?;
+        globs.add(glob);
+    }
+    globs
+        .build()
+        .map_err(|e| Error::Usage(format!("{key} patterns: {e}")))
+}
+
 /// Take a snapshot of `opts.paths` into `store`, on a pool of at least
 /// `SNAPSHOT_THREADS_MIN` threads.
 pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result<SnapshotOutcome> {
@@ -701,17 +818,11 @@ fn create_on_this_pool(
         ));
     }
     let trie = build_trie(&paths)?;
-    let mut globs = globset::GlobSetBuilder::new();
-    for g in &opts.excludes {
-        let glob = globset::GlobBuilder::new(g)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| Error::Usage(format!("exclude pattern '{g}': {e}")))?;
-        globs.add(glob);
+    let excludes = glob_set("exclude", &opts.excludes)?;
+    let gzip_aware = glob_set("gzip_aware", &opts.gzip_aware)?;
+    if !gzip_aware.is_empty() {
+        store.require_format(crate::store::FORMAT_GZIP_AWARE, lock)?;
     }
-    let excludes = globs
-        .build()
-        .map_err(|e| Error::Usage(format!("exclude patterns: {e}")))?;
 
     run_hooks(
         &opts.pre_snapshot,
@@ -741,6 +852,7 @@ fn create_on_this_pool(
         writer: BlobWriter::new(store, lock)?,
         store,
         excludes,
+        gzip_aware,
         opts,
         owners: Owners::default(),
         counters: Counters::default(),

@@ -39,7 +39,14 @@ pub use lock::StoreLock;
 pub use pack::BlobLoc;
 
 pub const MARKER_FILE: &str = "HAMN-STORE";
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest store format this hamn reads and writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// What `hamn init` writes: the oldest format that describes an empty
+/// store, so that a store is readable by every hamn that can read what it
+/// holds.
+pub const FORMAT_INITIAL: u32 = 1;
+/// The format whose trees may hold gzip-aware files (content encoding 1).
+pub const FORMAT_GZIP_AWARE: u32 = 2;
 pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const TMP_DIR: &str = "tmp";
@@ -94,12 +101,36 @@ impl Store {
             durable::make_dir_private(&path.join(d))?;
         }
         Index::open(&path.join(index::INDEX_FILE))?;
-        let marker = format!("hamn store\nformat {FORMAT_VERSION}\n");
+        Self::write_marker(path, FORMAT_INITIAL)
+    }
+
+    fn write_marker(path: &Path, version: u32) -> Result<()> {
+        let marker = format!("hamn store\nformat {version}\n");
         durable::write_atomic(
             &path.join(MARKER_FILE),
             &path.join(TMP_DIR),
             marker.as_bytes(),
         )
+    }
+
+    /// The format version the marker states.
+    pub fn format(&self) -> Result<u32> {
+        Self::check_marker(&self.root)
+    }
+
+    /// Raise the marker to `version` before anything of that format is
+    /// written, so that an older hamn refuses the store as a whole ("upgrade
+    /// hamn") instead of failing on the first file it cannot read. The
+    /// marker is replaced atomically and never lowered.
+    pub fn require_format(&self, version: u32, _lock: &StoreLock) -> Result<()> {
+        if self.format()? >= version {
+            return Ok(());
+        }
+        crate::log::info(&format!(
+            "store {}: format raised to {version} (gzip-aware files); hamn releases before it cannot read this store",
+            self.root.display()
+        ));
+        Self::write_marker(&self.root, version)
     }
 
     pub fn open(path: &Path) -> Result<Store> {
@@ -142,7 +173,7 @@ impl Store {
     }
 
     /// Check the `HAMN-STORE` marker: present, and a version we read.
-    fn check_marker(path: &Path) -> Result<()> {
+    fn check_marker(path: &Path) -> Result<u32> {
         let marker_path = path.join(MARKER_FILE);
         let marker = match std::fs::read_to_string(&marker_path) {
             Ok(m) => m,
@@ -167,7 +198,7 @@ impl Store {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(())
+        Ok(version)
     }
 
     pub fn root(&self) -> &Path {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use hamn::id::{BlobId, BlobKind, ChunkId, TreeId};
 use hamn::remote::protocol::*;
 use hamn::snapshot::{Snapshot, SnapshotStats};
-use hamn::tree::{CONTENT_PLAIN, ChunkRef, Entry, FileContent, Kind, Meta, Tree};
+use hamn::tree::{Encoding, ChunkRef, Entry, FileContent, Kind, Meta, Tree};
 
 use crate::common::*;
 
@@ -269,7 +269,7 @@ fn trees_with_escaping_names_are_refused() {
                 meta: Meta::default(),
                 kind: Kind::File(FileContent {
                     size: content.len() as u64,
-                    encoding: CONTENT_PLAIN,
+                    encoding: Encoding::Plain,
                     holes: vec![],
                     chunks: vec![ChunkRef {
                         id: ChunkId(chunk.id.hash),
@@ -323,7 +323,7 @@ fn file_of(name: &[u8], chunk: BlobId, len: u32) -> Entry {
         meta: Meta::default(),
         kind: Kind::File(FileContent {
             size: len as u64,
-            encoding: CONTENT_PLAIN,
+            encoding: Encoding::Plain,
             holes: vec![],
             chunks: vec![ChunkRef {
                 id: ChunkId(chunk.hash),
@@ -413,7 +413,7 @@ fn a_snapshot_with_missing_data_is_not_published() {
             meta: Meta::default(),
             kind: Kind::File(FileContent {
                 size: 5,
-                encoding: CONTENT_PLAIN,
+                encoding: Encoding::Plain,
                 holes: vec![],
                 chunks: vec![ChunkRef {
                     id: ChunkId([7; 32]),
