@@ -13,9 +13,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, IoContext, Result};
+use crate::gzip::Record;
 use crate::id::ChunkId;
 use crate::store::Store;
-use crate::gzip::Record;
 use crate::tree::{ChunkRef, Encoding, FileContent};
 
 impl FileContent {
@@ -48,9 +48,9 @@ impl<'s> ContentReader<'s> {
         content: &FileContent,
         emit: impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        match content.encoding {
+        match &content.encoding {
             Encoding::Plain => self.plain_data(content, emit),
-            Encoding::Gzip { file_hash, .. } => self.recreate(content, &file_hash, emit),
+            Encoding::Gzip(g) => self.recreate(content, &g.file_hash, emit),
         }
     }
 
@@ -181,8 +181,8 @@ impl<'s> ContentReader<'s> {
         if !content.holes.is_empty() {
             return false;
         }
-        if let Encoding::Gzip { file_hash, .. } = &content.encoding {
-            return hash_of(file, content.size).is_some_and(|h| &h == file_hash);
+        if let Encoding::Gzip(g) = &content.encoding {
+            return hash_of(file, content.size).is_some_and(|h| h == g.file_hash);
         }
         let mut buf = Vec::new();
         let mut off = 0u64;

@@ -210,6 +210,12 @@ pub struct Inflater<'f> {
     framing: Option<Framing>,
     state: State,
     pieces: Vec<Piece>,
+    /// Checksums of the current stream's decompressed bytes, compared with
+    /// its trailer: a damaged file that still parses as deflate is stored
+    /// plainly.
+    crc: crc32fast::Hasher,
+    adler: adler2::Adler32,
+    stream_len: u64,
     record: Record,
     out: Vec<u8>,
     out_at: usize,
@@ -228,6 +234,9 @@ impl<'f> Inflater<'f> {
             framing: None,
             state: State::Start,
             pieces: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            adler: adler2::Adler32::new(),
+            stream_len: 0,
             record: Record {
                 size,
                 plain_len: 0,
@@ -253,7 +262,11 @@ impl<'f> Inflater<'f> {
         // The window's bytes were all hashed as they were read; the file
         // must not have grown past the size the walk saw.
         let mut probe = [0u8; 1];
-        if self.file.read_at(&mut probe, self.size).is_ok_and(|n| n > 0) {
+        if self
+            .file
+            .read_at(&mut probe, self.size)
+            .is_ok_and(|n| n > 0)
+        {
             return Err(NotDeflate("grew while being read".into()));
         }
         let hash = *self.hasher.finalize().as_bytes();
@@ -333,6 +346,9 @@ impl<'f> Inflater<'f> {
                     Framing::Raw => 0,
                 };
                 self.framing = Some(framing);
+                self.crc = crc32fast::Hasher::new();
+                self.adler = adler2::Adler32::new();
+                self.stream_len = 0;
                 if header > 0 {
                     self.keep(header);
                 }
@@ -355,6 +371,12 @@ impl<'f> Inflater<'f> {
                 self.pos += r.compressed_size as u64;
                 let plain = stream.plain_text().text().to_vec();
                 self.record.plain_len += plain.len() as u64;
+                self.stream_len += plain.len() as u64;
+                match self.framing {
+                    Some(Framing::Gzip) => self.crc.update(&plain),
+                    Some(Framing::Zlib) => self.adler.write_slice(&plain),
+                    _ => {}
+                }
                 self.pieces.push(Piece {
                     plain_len: plain.len() as u32,
                     corrections: r.corrections,
@@ -365,7 +387,9 @@ impl<'f> Inflater<'f> {
                     self.state = State::Trailer;
                 } else {
                     if r.compressed_size == 0 {
-                        return Err(Fail::NotDeflate("the deflate analysis made no progress".into()));
+                        return Err(Fail::NotDeflate(
+                            "the deflate analysis made no progress".into(),
+                        ));
                     }
                     stream.shrink_to_dictionary();
                     self.state = State::Stream(stream);
@@ -378,8 +402,23 @@ impl<'f> Inflater<'f> {
                     Some(Framing::Zlib) => 4,
                     _ => 0,
                 };
-                if self.ahead().len() < n {
-                    return Err(Fail::NotDeflate("the stream's trailer is cut short".into()));
+                let trailer = self
+                    .ahead()
+                    .get(..n)
+                    .ok_or_else(|| Fail::NotDeflate("the stream's trailer is cut short".into()))?;
+                let intact = match self.framing {
+                    Some(Framing::Gzip) => {
+                        let mut want = self.crc.clone().finalize().to_le_bytes().to_vec();
+                        want.extend((self.stream_len as u32).to_le_bytes());
+                        trailer == want
+                    }
+                    Some(Framing::Zlib) => trailer == self.adler.checksum().to_be_bytes(),
+                    _ => true,
+                };
+                if !intact {
+                    return Err(Fail::NotDeflate(
+                        "its checksum does not match its data: the file is damaged".into(),
+                    ));
                 }
                 if n > 0 {
                     self.keep(n);
@@ -426,7 +465,10 @@ impl Read for Inflater<'_> {
                 return Ok(n);
             }
             if self.failure.is_some() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "not deflate data"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not deflate data",
+                ));
             }
             match self.step() {
                 Ok(Some(out)) => {
@@ -440,7 +482,10 @@ impl Read for Inflater<'_> {
                 Err(Fail::Io(e)) => return Err(e),
                 Err(Fail::NotDeflate(why)) => {
                     self.failure = Some(why);
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "not deflate data"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "not deflate data",
+                    ));
                 }
             }
         }
@@ -474,7 +519,9 @@ fn gzip_header_len(h: &[u8]) -> std::result::Result<usize, Fail> {
     }
     let flags = h[3];
     if flags & 0xe0 != 0 {
-        return Err(Fail::NotDeflate("reserved gzip header flags are set".into()));
+        return Err(Fail::NotDeflate(
+            "reserved gzip header flags are set".into(),
+        ));
     }
     let mut p = 10usize;
     if flags & 4 != 0 {
@@ -515,9 +562,9 @@ pub fn recreate(
                 for p in pieces {
                     buf.clear();
                     plain(&mut buf, p.plain_len as usize)?;
-                    let (out, _) = re
-                        .recompress(&mut &buf[..], &p.corrections)
-                        .map_err(|e| bad(format!("deflate recreation failed ({})", e.exit_code())))?;
+                    let (out, _) = re.recompress(&mut &buf[..], &p.corrections).map_err(|e| {
+                        bad(format!("deflate recreation failed ({})", e.exit_code()))
+                    })?;
                     emit(&out)?;
                 }
             }

@@ -58,34 +58,39 @@ pub struct ChunkRef {
 }
 
 /// How a file's bytes are made from its chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Encoding {
     /// The chunks laid into the data extents.
     #[default]
     Plain,
-    /// Deflate data stored decompressed (`crate::gzip`): the chunks begin
-    /// with `record_chunks` chunks of the recreation record, followed by
-    /// the `plain_len` decompressed bytes. The file has no holes; its bytes
-    /// are the record's recreation, whose BLAKE3 must be `file_hash`.
-    Gzip {
-        file_hash: [u8; 32],
-        plain_len: u64,
-        record_chunks: u32,
-    },
+    /// Deflate data stored decompressed (boxed: rare, and a plain file's
+    /// entry stays small).
+    Gzip(Box<Gzip>),
+}
+
+/// A gzip-aware file (`crate::gzip`): the chunks begin with
+/// `record_chunks` chunks of the recreation record, followed by the
+/// `plain_len` decompressed bytes. The file has no holes; its bytes are
+/// the record's recreation, whose BLAKE3 must be `file_hash`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gzip {
+    pub file_hash: [u8; 32],
+    pub plain_len: u64,
+    pub record_chunks: u32,
 }
 
 impl Encoding {
     pub fn code(&self) -> u8 {
         match self {
             Encoding::Plain => CONTENT_PLAIN,
-            Encoding::Gzip { .. } => CONTENT_GZIP,
+            Encoding::Gzip(_) => CONTENT_GZIP,
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Encoding::Plain => "plain",
-            Encoding::Gzip { .. } => "gzip",
+            Encoding::Gzip(_) => "gzip",
         }
     }
 }
@@ -108,9 +113,9 @@ impl FileContent {
     /// The chunks of a gzip-aware file's recreation record (none for a
     /// plain file).
     pub fn record_refs(&self) -> &[ChunkRef] {
-        match self.encoding {
+        match &self.encoding {
             Encoding::Plain => &[],
-            Encoding::Gzip { record_chunks, .. } => &self.chunks[..record_chunks as usize],
+            Encoding::Gzip(g) => &self.chunks[..g.record_chunks as usize],
         }
     }
 
@@ -365,15 +370,10 @@ fn encode_entry(e: &mut Encoder, ent: &Entry) {
         Kind::File(c) => {
             e.u64(c.size);
             e.u8(c.encoding.code());
-            if let Encoding::Gzip {
-                file_hash,
-                plain_len,
-                record_chunks,
-            } = &c.encoding
-            {
-                e.id(file_hash);
-                e.u64(*plain_len);
-                e.u32(*record_chunks);
+            if let Encoding::Gzip(g) = &c.encoding {
+                e.id(&g.file_hash);
+                e.u64(g.plain_len);
+                e.u32(g.record_chunks);
             }
             e.u32(c.holes.len() as u32);
             for (off, len) in &c.holes {
@@ -430,11 +430,11 @@ fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
             let size = d.u64()?;
             let encoding = match d.u8()? {
                 CONTENT_PLAIN => Encoding::Plain,
-                CONTENT_GZIP => Encoding::Gzip {
+                CONTENT_GZIP => Encoding::Gzip(Box::new(Gzip {
                     file_hash: d.id()?,
                     plain_len: d.u64()?,
                     record_chunks: d.u32()?,
-                },
+                })),
                 other => {
                     return Err(d.err(format!(
                         "content encoding {other} is not known to this hamn"
@@ -469,26 +469,23 @@ fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
                 holes,
                 chunks,
             };
-            let chunk_bytes = |refs: &[ChunkRef]| -> u64 { refs.iter().map(|c| u64::from(c.len)).sum() };
-            match c.encoding {
+            let chunk_bytes =
+                |refs: &[ChunkRef]| -> u64 { refs.iter().map(|c| u64::from(c.len)).sum() };
+            match &c.encoding {
                 Encoding::Plain => {
                     let hole_bytes: u64 = c.holes.iter().map(|h| h.1).sum();
                     if chunk_bytes(&c.chunks) + hole_bytes != size {
                         return Err(d.err("chunks and holes do not add up to the file size"));
                     }
                 }
-                Encoding::Gzip {
-                    plain_len,
-                    record_chunks,
-                    ..
-                } => {
+                Encoding::Gzip(g) => {
                     if !c.holes.is_empty()
-                        || record_chunks == 0
-                        || record_chunks as usize > c.chunks.len()
+                        || g.record_chunks == 0
+                        || g.record_chunks as usize > c.chunks.len()
                     {
                         return Err(d.err("a gzip-aware file has holes or no recreation record"));
                     }
-                    if chunk_bytes(c.data_refs()) != plain_len
+                    if chunk_bytes(c.data_refs()) != g.plain_len
                         || chunk_bytes(c.record_refs()) > crate::gzip::RECORD_MAX_BYTES as u64
                     {
                         return Err(d.err("a gzip-aware file's chunks do not add up"));
@@ -565,6 +562,51 @@ mod tests {
         let bytes = t.encode();
         assert_eq!(Tree::decode(&bytes).unwrap(), t);
         assert_eq!(TreeId::of(&bytes), TreeId::of(&t.encode()));
+    }
+
+    fn gzip_file(record_chunks: u32, plain_len: u64) -> Entry {
+        let mut e = file(b"img.tar.gz");
+        e.kind = Kind::File(FileContent {
+            size: 1000,
+            encoding: Encoding::Gzip(Box::new(Gzip {
+                file_hash: [7; 32],
+                plain_len,
+                record_chunks,
+            })),
+            holes: vec![],
+            chunks: vec![
+                ChunkRef {
+                    id: ChunkId([1; 32]),
+                    len: 40,
+                },
+                ChunkRef {
+                    id: ChunkId([2; 32]),
+                    len: 3000,
+                },
+            ],
+        });
+        e
+    }
+
+    #[test]
+    fn gzip_aware_files_round_trip_and_must_add_up() {
+        let t = Tree {
+            entries: vec![gzip_file(1, 3000)],
+        };
+        let back = Tree::decode(&t.encode()).unwrap();
+        assert_eq!(back, t);
+        let Kind::File(c) = &back.entries[0].kind else {
+            panic!()
+        };
+        assert_eq!(c.record_refs().len(), 1);
+        assert_eq!(c.data_refs()[0].len, 3000);
+        assert_eq!(c.data_len(), 1000);
+        for (records, plain) in [(0, 3040), (3, 3000), (1, 2999)] {
+            let t = Tree {
+                entries: vec![gzip_file(records, plain)],
+            };
+            assert!(Tree::decode(&t.encode()).is_err(), "{records} {plain}");
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod fanout;
 mod fidelity;
 #[path = "integration/gc.rs"]
 mod gc;
+#[path = "integration/gzip_aware.rs"]
+mod gzip_aware;
 #[path = "integration/lock.rs"]
 mod lock;
 #[path = "integration/materialize.rs"]

@@ -85,6 +85,7 @@ pub fn entry_json(path: &str, e: &Entry) -> serde_json::Value {
         Kind::CharDev(r) | Kind::BlockDev(r) => v["rdev"] = (*r).into(),
         Kind::File(c) => {
             v["chunks"] = c.chunks.len().into();
+            v["encoding"] = c.encoding.name().into();
             if m.nlink > 1 {
                 v["nlink"] = m.nlink.into();
             }

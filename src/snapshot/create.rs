@@ -636,11 +636,11 @@ impl Walker<'_> {
         chunks.extend(plain);
         Ok(Some(Ok(FileContent {
             size,
-            encoding: Encoding::Gzip {
+            encoding: Encoding::Gzip(Box::new(crate::tree::Gzip {
                 file_hash,
                 plain_len: record.plain_len,
                 record_chunks,
-            },
+            })),
             holes: Vec::new(),
             chunks,
         })))

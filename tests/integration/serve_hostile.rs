@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use hamn::id::{BlobId, BlobKind, ChunkId, TreeId};
 use hamn::remote::protocol::*;
 use hamn::snapshot::{Snapshot, SnapshotStats};
-use hamn::tree::{Encoding, ChunkRef, Entry, FileContent, Kind, Meta, Tree};
+use hamn::tree::{ChunkRef, Encoding, Entry, FileContent, Kind, Meta, Tree};
 
 use crate::common::*;
 
