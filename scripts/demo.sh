@@ -26,6 +26,9 @@ cp "$tree/install/rhels8/x86_64/Packages/kernel.rpm" "$tree/install/rhels8/x86_6
 printf '#!/bin/sh\necho setup\n' > "$tree/install/postscripts/setup"
 chmod 755 "$tree/install/postscripts/setup"
 echo "node1 specific" > "$tree/install/autoinst/node1"
+# The image packed as packimage does; stored gzip-aware (see gzip_aware).
+pack() { tar -C "$rootimg" -cf - . | gzip -6 > "$rootimg/../rootimg.tar.gz"; }
+pack
 printf '10.0.0.1 mn1\n10.0.0.2 mn2\n' > "$tree/etc/hosts"
 printf 'nameserver 10.0.0.1\n' > "$tree/etc/resolv.conf"
 
@@ -33,6 +36,7 @@ cat > "$work/hamn.toml" <<TOML
 store = "$work/primary-store"
 paths = ["$tree/install", "$tree/etc/hosts", "$tree/etc/resolv.conf"]
 exclude = ["$tree/install/autoinst"]
+gzip_aware = ["$tree/install/netboot/**/rootimg.tar.gz"]
 
 [standby]
 url = "$work/standby-store"      # a folder here; ssh://root@mn2/var/lib/hamn for real
@@ -59,6 +63,7 @@ echo "== night 2: hosts grows, a postscript and a root image file change"
 printf '10.0.0.3 cn1\n' >> "$tree/etc/hosts"
 printf '#!/bin/sh\necho setup v2\n' > "$tree/install/postscripts/setup"
 printf 'changed\n' > "$rootimg/etc/conf7"
+pack
 run sync
 run snapshots
 run diff latest~1 latest
