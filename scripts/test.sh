@@ -13,7 +13,7 @@ fi
 need=()
 for pair in mount:mount umount:mount /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client \
             pgrep:procps pkill:procps pkg-config:pkg-config groff:groff zsh:zsh fish:fish \
-            mkfs.xfs:xfsprogs gzip:gzip pigz:pigz; do
+            mkfs.xfs:xfsprogs gzip:gzip pigz:pigz cpio:cpio; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -18,6 +18,7 @@
 //! on disk) and in `store::lock` (flock, the holder's liveness) only;
 //! `ssh2` is imported by `remote::ssh` only.
 
+pub mod archive;
 pub mod check;
 pub mod chunk;
 pub mod codec;

@@ -28,6 +28,16 @@ use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
 use crate::tree::{ChunkRef, Encoding, Entry, FileContent, Kind, Tree, TreeEncoder};
 
+/// What became of a file `gzip_aware` matches.
+enum Gz {
+    Stored(FileContent),
+    /// Better stored as plain chunks, for this reason (what was stored of
+    /// it so far is unreferenced, for gc).
+    Plain(String),
+    /// It shrank while being read: read it again.
+    Changed,
+}
+
 /// Attempts at reading a file that keeps changing under us.
 const READ_ATTEMPTS: u32 = 3;
 /// Entries of one directory walked in parallel before they are encoded:
@@ -497,7 +507,7 @@ impl Walker<'_> {
         if self.gzip_aware.is_match(path) && before.size() > 0 {
             match self.read_gzip(path, &file, before.size())? {
                 None => return Ok(None),
-                Some(Ok(content)) => {
+                Some(Gz::Stored(content)) => {
                     let Some(after) = self.soft(path, file.metadata())? else {
                         return Ok(None);
                     };
@@ -506,7 +516,8 @@ impl Walker<'_> {
                     }
                     return Ok(Some(Some((content, before))));
                 }
-                Some(Err(why)) => crate::log::info(&format!(
+                Some(Gz::Changed) => return Ok(Some(None)),
+                Some(Gz::Plain(why)) => crate::log::info(&format!(
                     "{}: stored as plain chunks, not gzip-aware: {why}",
                     path.display()
                 )),
@@ -567,21 +578,18 @@ impl Walker<'_> {
 
     /// Store a file that `gzip_aware` matches as its decompressed bytes and
     /// its recreation record (`crate::gzip`). `Ok(None)`: a warning was
-    /// given, leave it out. `Ok(Some(Err(why)))`: it is better stored as
-    /// plain chunks (what it stored so far is unreferenced, for gc).
-    #[allow(clippy::type_complexity)]
-    fn read_gzip(
-        &self,
-        path: &Path,
-        file: &std::fs::File,
-        size: u64,
-    ) -> Result<Option<std::result::Result<FileContent, String>>> {
+    /// given, leave it out.
+    fn read_gzip(&self, path: &Path, file: &std::fs::File, size: u64) -> Result<Option<Gz>> {
         let mut inflater = crate::gzip::Inflater::new(file, size);
         let mut plain = Vec::new();
         let mut plain_bytes = 0u64;
         let mut shown = 0u64;
-        let read = CHUNK_BUF.with(|buf| {
-            chunk::chunk_stream(&mut inflater, &mut buf.borrow_mut(), |data| {
+        let mut segments = crate::archive::Segments::new(&mut inflater);
+        let read = CHUNK_BUF.with(|buf| -> io::Result<Result<()>> {
+            let mut buf = buf.borrow_mut();
+            // Each archive member of some size is chunked on its own, as
+            // the same file outside the archive is (crate::archive).
+            let mut each = |data: &[u8]| {
                 let id = self.writer.add_chunk(data)?;
                 plain_bytes += data.len() as u64;
                 plain.push(ChunkRef {
@@ -599,15 +607,27 @@ impl Walker<'_> {
                     ));
                 }
                 Ok(())
-            })
+            };
+            while segments.next()? {
+                if let Err(e) = chunk::chunk_stream(&mut segments, &mut buf, &mut each)? {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
         });
+        drop(segments);
         if let Some(p) = &self.progress {
             p.set_message("");
         }
         match read {
             Err(e) => {
                 if let Some(why) = inflater.failure() {
-                    return Ok(Some(Err(why.to_string())));
+                    return Ok(Some(Gz::Plain(why.to_string())));
+                }
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    // It shrank while being read: the caller's stat
+                    // comparison sees the change and reads it again.
+                    return Ok(Some(Gz::Changed));
                 }
                 self.soft(path, Err::<(), _>(e))?;
                 return Ok(None);
@@ -616,7 +636,7 @@ impl Walker<'_> {
         }
         let (record, file_hash) = match inflater.finish() {
             Ok(r) => r,
-            Err(crate::gzip::NotDeflate(why)) => return Ok(Some(Err(why))),
+            Err(crate::gzip::NotDeflate(why)) => return Ok(Some(Gz::Plain(why))),
         };
         let encoded = record.encode();
         let mut chunks = Vec::new();
@@ -634,7 +654,7 @@ impl Walker<'_> {
         self.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
         let record_chunks = chunks.len() as u32;
         chunks.extend(plain);
-        Ok(Some(Ok(FileContent {
+        Ok(Some(Gz::Stored(FileContent {
             size,
             encoding: Encoding::Gzip(Box::new(crate::tree::Gzip {
                 file_hash,

@@ -380,3 +380,83 @@ fn a_killed_gzip_aware_snapshot_leaves_the_store_whole() {
     let restored = restore_all(&env, &last, &src, "restored");
     assert_same_tree(&src, &restored);
 }
+
+#[test]
+fn an_image_packed_from_a_stored_tree_costs_only_its_headers() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    let img = src.join("netboot/compute/rootimg");
+    // 30 files of real text, 20 to 78 KB each, and small ones around them.
+    let text_of_crate = {
+        let mut all = Vec::new();
+        for sub in ["src", "docs"] {
+            let mut names: Vec<_> = fs::read_dir(sources().join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect();
+            names.sort();
+            for p in names {
+                all.extend(fs::read(p).unwrap());
+            }
+        }
+        all
+    };
+    for i in 0..30usize {
+        let len = 20_000 + i * 2_000;
+        let at = (i * 17_000) % (text_of_crate.len() - len);
+        let mut data = format!("file {i}\n").into_bytes();
+        data.extend_from_slice(&text_of_crate[at..at + len]);
+        write(&img.join(format!("usr/lib/f{i:02}.so")), &data);
+    }
+    make_tree(&img.join("etc"), 60, 9);
+    let image = src.join("netboot/compute/rootimg.tar.gz");
+    let pack = |reverse: bool| {
+        let order = if reverse { "sort -r" } else { "sort" };
+        let script = format!(
+            "find . -type f | {order} | tar --no-recursion -T - -cf - | gzip -6 > {}",
+            image.display()
+        );
+        let st = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&img)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    pack(false);
+    let first = snapshot(&env, &src);
+    let tree_bytes: u64 = walk_sizes(&img);
+    let plain = first["stats"]["bytes_added_plain"].as_u64().unwrap();
+    assert!(
+        plain < tree_bytes + tree_bytes / 3,
+        "the image and its tree stored {plain} bytes for a tree of {tree_bytes}"
+    );
+    // Re-packed in the opposite order: every large member is found again.
+    pack(true);
+    let second = snapshot(&env, &src);
+    let plain = second["stats"]["bytes_added_plain"].as_u64().unwrap();
+    assert!(
+        plain < tree_bytes / 4,
+        "the re-ordered image stored {plain} new bytes for a tree of {tree_bytes}"
+    );
+    let id = second["id"].as_str().unwrap();
+    let out = env.run(&["cat", id, image.to_str().unwrap()]);
+    assert!(out.stdout == fs::read(&image).unwrap());
+}
+
+/// Bytes of the regular files below `dir`.
+fn walk_sizes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        if md.is_dir() {
+            n += walk_sizes(&e.path());
+        } else {
+            n += md.len();
+        }
+    }
+    n
+}
