@@ -29,7 +29,7 @@ enum Format {
     None,
 }
 
-/// A reader that ends (returns 0) at every boundary; [`Segments::next`]
+/// A reader that ends (returns 0) at every boundary; [`Segments::next_segment`]
 /// starts the next segment.
 pub struct Segments<R> {
     inner: R,
@@ -63,7 +63,7 @@ impl<R: Read> Segments<R> {
     }
 
     /// Start the next segment; false at the end of the stream.
-    pub fn next(&mut self) -> io::Result<bool> {
+    pub fn next_segment(&mut self) -> io::Result<bool> {
         self.fill(1)?;
         if self.at == self.buf.len() {
             return Ok(false);
@@ -258,7 +258,7 @@ mod tests {
     fn segments(data: &[u8]) -> Vec<Vec<u8>> {
         let mut s = Segments::new(data);
         let mut out = Vec::new();
-        while s.next().unwrap() {
+        while s.next_segment().unwrap() {
             let mut seg = Vec::new();
             s.read_to_end(&mut seg).unwrap();
             out.push(seg);

@@ -608,7 +608,7 @@ impl Walker<'_> {
                 }
                 Ok(())
             };
-            while segments.next()? {
+            while segments.next_segment()? {
                 if let Err(e) = chunk::chunk_stream(&mut segments, &mut buf, &mut each)? {
                     return Ok(Err(e));
                 }
