@@ -15,7 +15,7 @@
 use std::io::{self, Read};
 
 /// Members with at least this much data get chunk boundaries of their own.
-pub const MEMBER_MIN_BYTES: u64 = 16 * 1024;
+pub const MEMBER_MIN_BYTES: u64 = 4 * 1024;
 
 /// Bytes kept ahead of the reader to parse a header.
 const LOOKAHEAD: usize = 64 * 1024;

@@ -210,6 +210,7 @@ pub struct Inflater<'f> {
     framing: Option<Framing>,
     state: State,
     pieces: Vec<Piece>,
+    verifier: Verifier,
     /// Checksums of the current stream's decompressed bytes, compared with
     /// its trailer: a damaged file that still parses as deflate is stored
     /// plainly.
@@ -234,6 +235,7 @@ impl<'f> Inflater<'f> {
             framing: None,
             state: State::Start,
             pieces: Vec::new(),
+            verifier: Verifier::default(),
             crc: crc32fast::Hasher::new(),
             adler: adler2::Adler32::new(),
             stream_len: 0,
@@ -259,6 +261,7 @@ impl<'f> Inflater<'f> {
         if !matches!(self.state, State::Done) {
             return Err(NotDeflate("not read to its end".into()));
         }
+        self.verifier.finish().map_err(NotDeflate)?;
         // Every byte up to the size was hashed as it was read; a file that
         // changed meanwhile is caught by the caller's stat comparison.
         let hash = *self.hasher.finalize().as_bytes();
@@ -344,11 +347,14 @@ impl<'f> Inflater<'f> {
                 if header > 0 {
                     self.keep(header);
                 }
+                // The check that each piece recreates exactly runs on the
+                // verifier's thread, beside the analysis of the next piece.
                 let config = PreflateConfig {
                     max_chain_length: MAX_CHAIN,
                     plain_text_limit: PIECE_PLAIN_BYTES,
-                    verify_compression: true,
+                    verify_compression: false,
                 };
+                self.verifier.send(Check::Stream)?;
                 self.state = State::Stream(Box::new(PreflateStreamProcessor::new(&config)));
                 Ok(Some(Vec::new()))
             }
@@ -360,6 +366,7 @@ impl<'f> Inflater<'f> {
                     };
                     Fail::NotDeflate(why)
                 })?;
+                let packed = self.ahead()[..r.compressed_size].to_vec();
                 self.pos += r.compressed_size as u64;
                 let plain = stream.plain_text().text().to_vec();
                 self.record.plain_len += plain.len() as u64;
@@ -369,6 +376,11 @@ impl<'f> Inflater<'f> {
                     Some(Framing::Zlib) => self.adler.write_slice(&plain),
                     _ => {}
                 }
+                self.verifier.send(Check::Piece {
+                    plain: plain.clone(),
+                    corrections: r.corrections.clone(),
+                    packed,
+                })?;
                 self.pieces.push(Piece {
                     plain_len: plain.len() as u32,
                     corrections: r.corrections,
@@ -434,6 +446,89 @@ impl<'f> Inflater<'f> {
             }
         }
     }
+}
+
+/// What the verifier's thread checks, in order.
+enum Check {
+    /// A new deflate stream starts.
+    Stream,
+    /// A piece: recreated from its plain text and corrections, it must
+    /// give exactly `packed`, the original deflate bytes.
+    Piece {
+        plain: Vec<u8>,
+        corrections: Vec<u8>,
+        packed: Vec<u8>,
+    },
+}
+
+/// Recreates each analysed piece on a thread of its own, one piece behind
+/// the analysis, so that the check costs the analysis no time where a core
+/// is free. Started on the first stream; at most two pieces wait for it.
+#[derive(Default)]
+struct Verifier {
+    tx: Option<std::sync::mpsc::SyncSender<Check>>,
+    thread: Option<std::thread::JoinHandle<std::result::Result<(), String>>>,
+}
+
+impl Verifier {
+    fn send(&mut self, check: Check) -> std::result::Result<(), Fail> {
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Check>(1);
+            let thread = std::thread::Builder::new()
+                .name("gzip-verify".into())
+                .spawn(move || verify(rx))
+                .map_err(Fail::Io)?;
+            self.tx = Some(tx);
+            self.thread = Some(thread);
+        }
+        if self.tx.as_ref().is_some_and(|tx| tx.send(check).is_ok()) {
+            return Ok(());
+        }
+        // The verifier stopped: it found a piece that does not recreate.
+        Err(Fail::NotDeflate(match self.finish() {
+            Err(why) => why,
+            Ok(()) => "the recreation check stopped".into(),
+        }))
+    }
+
+    /// Wait for every piece sent to be checked.
+    fn finish(&mut self) -> std::result::Result<(), String> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err("the recreation check panicked".into()),
+        }
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn verify(rx: std::sync::mpsc::Receiver<Check>) -> std::result::Result<(), String> {
+    let mut re = None;
+    for check in rx {
+        match check {
+            Check::Stream => re = Some(RecreateStreamProcessor::new()),
+            Check::Piece {
+                plain,
+                corrections,
+                packed,
+            } => {
+                let re = re.as_mut().ok_or("a piece before its stream")?;
+                let (out, _) = re
+                    .recompress(&mut &plain[..], &corrections)
+                    .map_err(|e| format!("its recreation check failed ({})", e.exit_code()))?;
+                if out != packed {
+                    return Err("its recreation check gave other bytes".into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 enum Fail {
