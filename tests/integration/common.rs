@@ -529,6 +529,16 @@ pub fn damage_largest_chunk(pack: &Path) -> PackEntry {
     victim
 }
 
+/// Run hamn on the store `store` (a standby's, say).
+pub fn standby(store: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("run hamn")
+}
+
 /// Parse stdout as exactly one JSON document (trailing output is an error).
 pub fn one_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

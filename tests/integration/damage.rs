@@ -318,14 +318,7 @@ fn read_data_repair_makes_the_next_push_resend_damaged_data() {
     write(&src.join("small.txt"), b"small");
     let first = env.snapshot(&[&src]);
     let sb = env.path("standby");
-    let standby = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .arg("--store")
-            .arg(&sb)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let standby = |args: &[&str]| standby(&sb, args);
     assert_eq!(code(&standby(&["init"])), 0);
     env.ok(&["push", "--to", sb.to_str().unwrap()]);
     damage_largest_chunk(&packs(&sb)[0]);

@@ -215,14 +215,7 @@ fn a_repacked_image_stores_and_ships_only_what_changed_inside_it() {
     write(&src.join("rootimg.tar.gz"), &first_gz);
     let first = snapshot(&env, &src);
     let sb = env.path("standby");
-    let standby = |args: &[&str]| {
-        Command::new(BIN)
-            .arg("--store")
-            .arg(&sb)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let standby = |args: &[&str]| standby(&sb, args);
     assert_eq!(code(&standby(&["init"])), 0);
     let push = |env: &Env| {
         let out = with_config(env, &["--json", "push", "--to", sb.to_str().unwrap()]);

@@ -92,15 +92,6 @@ fn pushed(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["push"].clone()
 }
 
-fn standby(store: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// The standby's newest snapshot restores to exactly `src`.
 fn assert_standby_restores(env: &Env, sb: &Path, src: &Path, name: &str) {
     let to = env.path(name);
