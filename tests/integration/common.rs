@@ -516,17 +516,22 @@ pub fn damage_largest_chunk(pack: &Path) -> PackEntry {
         .filter(|e| e.kind == 1)
         .max_by_key(|e| e.stored_len)
         .expect("a chunk in the pack");
+    damage_blob(pack, &victim);
+    victim
+}
+
+/// Flip one byte in the middle of `blob`'s stored bytes in `pack`.
+pub fn damage_blob(pack: &Path, blob: &PackEntry) {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(pack)
         .expect("open pack");
     use std::os::unix::fs::FileExt;
-    let at = victim.offset + victim.stored_len as u64 / 2;
+    let at = blob.offset + blob.stored_len as u64 / 2;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).expect("read");
     f.write_all_at(&[b[0] ^ 0x40], at).expect("write");
-    victim
 }
 
 /// Run hamn on the store `store` (a standby's, say).

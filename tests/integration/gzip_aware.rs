@@ -290,17 +290,7 @@ fn a_damaged_recreation_record_is_reported_and_never_returned() {
         .into_iter()
         .rfind(|e| e.kind == 1)
         .unwrap();
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&pack)
-        .unwrap();
-    use std::os::unix::fs::FileExt;
-    let at = record.offset + u64::from(record.stored_len) / 2;
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
-    drop(f);
+    damage_blob(&pack, &record);
 
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(code(&out), 1);
