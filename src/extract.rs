@@ -17,7 +17,7 @@ use crate::content::ContentReader;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write::{Dir, set_meta_fd};
 use crate::store::Store;
-use crate::tree::{Entry, FileContent, Kind};
+use crate::tree::{Entry, FileContent, Kind, Tree};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ExtractStats {
@@ -38,6 +38,11 @@ pub struct ExtractStats {
     /// counted in `files`), and their bytes: see [`Extractor::share_with_live`].
     pub files_linked: u64,
     pub bytes_linked: u64,
+    /// Live files read to check them before they were linked or copied,
+    /// and their bytes; a file unchanged since the live deployment was
+    /// sealed is taken unread ([`Extractor::live_deployed`]).
+    pub live_files_read: u64,
+    pub live_bytes_read: u64,
     /// Entries that could not be restored, with the reason: damaged or
     /// missing data, or a device node without the privilege to make it.
     pub errors: Vec<String>,
@@ -62,7 +67,79 @@ pub struct Extractor<'a> {
     /// Set inside [`Extractor::parallel`]: files are created here and
     /// filled by worker threads.
     filler: Option<Filler>,
+    /// What the live tree holds, as its deployment recorded it.
+    deployed: Option<LiveDeployed>,
     pub stats: ExtractStats,
+}
+
+/// The snapshot deployed in the live tree that files are linked or copied
+/// from, and when that deployment was sealed
+/// ([`crate::deploy::state::DeployState::sealed_ns`]). A live file whose
+/// entry there has the target's content, and whose ctime is older than
+/// the seal, is as that deployment wrote (or kept) it: nothing has
+/// written to it, renamed it or linked it since, so it is taken without
+/// reading it again.
+pub struct LiveDeployed {
+    /// The live tree's directory in that snapshot.
+    pub tree: crate::id::TreeId,
+    pub sealed_ns: i64,
+    /// The directories of the last lookup below `tree`, by name, with
+    /// their trees (None: not a directory in that snapshot).
+    open: Vec<(Vec<u8>, Option<Tree>)>,
+    root: Option<Tree>,
+}
+
+impl LiveDeployed {
+    pub fn new(tree: crate::id::TreeId, sealed_ns: i64) -> Self {
+        LiveDeployed {
+            tree,
+            sealed_ns,
+            open: Vec::new(),
+            root: None,
+        }
+    }
+
+    /// The content the deployed snapshot has for `rel/name` (`rel`
+    /// relative to the live tree), when it is a regular file there.
+    fn content(&mut self, store: &Store, rel: &Path, name: &[u8]) -> Option<&FileContent> {
+        use std::os::unix::ffi::OsStrExt;
+        if self.root.is_none() {
+            self.root = Some(store.read_tree(self.tree).ok()?);
+        }
+        let comps: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
+        let shared = self
+            .open
+            .iter()
+            .zip(&comps)
+            .take_while(|((n, _), c)| n.as_slice() == **c)
+            .count();
+        self.open.truncate(shared);
+        for c in &comps[shared..] {
+            let up = match self.open.last() {
+                Some((_, t)) => t.as_ref(),
+                None => self.root.as_ref(),
+            };
+            let sub = up.and_then(|t| match t.get(c).map(|e| &e.kind) {
+                Some(Kind::Dir(id)) => store.read_tree(*id).ok(),
+                _ => None,
+            });
+            self.open.push((c.to_vec(), sub));
+        }
+        let dir = match self.open.last() {
+            Some((_, t)) => t.as_ref(),
+            None => self.root.as_ref(),
+        }?;
+        match &dir.get(name)?.kind {
+            Kind::File(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a live file's stat shows no change since the seal: its ctime
+/// is older than the seal's (the same clock; equal times prove nothing).
+fn untouched_since(md: &std::fs::Metadata, sealed_ns: Option<i64>) -> bool {
+    sealed_ns.is_some_and(|s| crate::fs::read::ctime_ns(md) < s)
 }
 
 /// Files whose content is being written at once by the workers of
@@ -89,6 +166,8 @@ struct FillJob {
     dir: Dir,
     file: File,
     entry: Entry,
+    /// The live deployment's seal, when its snapshot has this content here.
+    sealed_ns: Option<i64>,
 }
 
 /// The sending end of the workers' queue.
@@ -102,7 +181,9 @@ impl Fill<'_> {
     /// With `share` set, make `e` in `dir` a hard link to its live copy
     /// when that already is exactly the target: a regular file with no
     /// other name, the same size, mtime, owner, mode and xattrs, no holes,
-    /// and every chunk's bytes hashing to its id. Nothing is written; the
+    /// and every chunk's bytes hashing to its id (not read when the live
+    /// deployment has this content here, `sealed_ns`, and the file is
+    /// untouched since its seal). Nothing is written; the
     /// two trees share the inode until a deployment replaces it in one of
     /// them (deployments never change a shared file in place:
     /// [`crate::deploy::plan`]).
@@ -111,6 +192,7 @@ impl Fill<'_> {
         dir: &Dir,
         e: &Entry,
         c: &FileContent,
+        sealed_ns: Option<i64>,
         stats: &mut ExtractStats,
     ) -> bool {
         use std::os::unix::fs::MetadataExt;
@@ -127,7 +209,7 @@ impl Fill<'_> {
             && dir.dev().is_ok_and(|d| d == md.dev())
             && md.size() == c.size
             && crate::fs::read::has_meta(&src.child_path(&e.name), &md, &e.meta)
-            && ContentReader::holds(&file, c);
+            && (untouched_since(&md, sealed_ns) || live_holds(&file, c, stats));
         if !same || dir.link_from(&e.name, &src, &e.name).is_err() {
             return false;
         }
@@ -158,13 +240,15 @@ impl Fill<'_> {
 
     /// Fill `file` (`dir`'s child for `e`) from its live copy if that is
     /// the same version: same size and mtime, no holes to keep, every
-    /// chunk's bytes hashing to its id.
+    /// chunk's bytes hashing to its id (read unless untouched since the
+    /// seal, as in [`Fill::link_from_live`]).
     fn copy_from_live(
         &self,
         file: &File,
         dir: &Dir,
         e: &Entry,
         c: &FileContent,
+        sealed_ns: Option<i64>,
         stats: &mut ExtractStats,
     ) -> bool {
         use std::os::unix::fs::MetadataExt;
@@ -174,11 +258,14 @@ impl Fill<'_> {
         let Some((_, src)) = self.live_file(dir, &e.name) else {
             return false;
         };
-        let same = src.metadata().is_ok_and(|m| {
-            m.size() == c.size
-                && m.mtime() == e.meta.mtime_sec
-                && m.mtime_nsec() as u32 == e.meta.mtime_nsec
-        }) && ContentReader::holds(&src, c);
+        let Ok(m) = src.metadata() else {
+            return false;
+        };
+        let same = m.size() == c.size
+            && m.mtime() == e.meta.mtime_sec
+            && m.mtime_nsec() as u32 == e.meta.mtime_nsec
+            && c.holes.is_empty()
+            && (untouched_since(&m, sealed_ns) || live_holds(&src, c, stats));
         if same && let Ok(cloned) = crate::fs::write::clone_or_copy(&src, file, c.size) {
             stats.files_copied += 1;
             stats.bytes_copied += c.size;
@@ -220,10 +307,11 @@ impl Fill<'_> {
         file: File,
         e: &Entry,
         content: &FileContent,
+        sealed_ns: Option<i64>,
         stats: &mut ExtractStats,
     ) -> Result<bool> {
         let path = dir.child_path(&e.name);
-        let written = if self.copy_from_live(&file, dir, e, content, stats) {
+        let written = if self.copy_from_live(&file, dir, e, content, sealed_ns, stats) {
             Ok(())
         } else {
             self.write_content(&file, &path, content, stats)
@@ -266,13 +354,22 @@ impl Fill<'_> {
             let Kind::File(content) = &job.entry.kind else {
                 continue;
             };
-            if let Err(err) = self.file(&job.dir, job.file, &job.entry, content, &mut stats) {
+            let sealed = job.sealed_ns;
+            if let Err(err) = self.file(&job.dir, job.file, &job.entry, content, sealed, &mut stats)
+            {
                 stop.store(true, Ordering::Relaxed);
                 first = Some(err);
             }
         }
         (stats, first)
     }
+}
+
+/// [`ContentReader::holds`], counted as live bytes read.
+fn live_holds(file: &File, c: &FileContent, stats: &mut ExtractStats) -> bool {
+    stats.live_files_read += 1;
+    stats.live_bytes_read += c.size;
+    ContentReader::holds(file, c)
 }
 
 fn note(stats: &mut ExtractStats, path: &Path, failed: Vec<String>) {
@@ -296,6 +393,8 @@ impl ExtractStats {
         self.bytes_cloned += o.bytes_cloned;
         self.files_linked += o.files_linked;
         self.bytes_linked += o.bytes_linked;
+        self.live_files_read += o.live_files_read;
+        self.live_bytes_read += o.live_bytes_read;
         self.errors.extend(o.errors);
         self.warnings.extend(o.warnings);
     }
@@ -311,6 +410,7 @@ impl<'a> Extractor<'a> {
             },
             links: HashMap::new(),
             filler: None,
+            deployed: None,
             stats: ExtractStats::default(),
         }
     }
@@ -322,6 +422,22 @@ impl<'a> Extractor<'a> {
     /// Copy unchanged files from `live` (the tree `top` is a new copy of).
     pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
         self.fill.reuse = Some((top, live));
+    }
+
+    /// What the live tree of [`Extractor::reuse_from`] holds, as its
+    /// deployment recorded it (None: unknown, every live file is read).
+    pub fn live_deployed(&mut self, deployed: Option<LiveDeployed>) {
+        self.deployed = deployed;
+    }
+
+    /// The live deployment's seal when its snapshot has `content` for
+    /// `dir`'s child `name`.
+    fn sealed_for(&mut self, dir: &Dir, name: &[u8], content: &FileContent) -> Option<i64> {
+        let (top, _) = self.fill.reuse.as_ref()?;
+        let rel = dir.path().strip_prefix(top).ok()?;
+        let d = self.deployed.as_mut()?;
+        let sealed = d.sealed_ns;
+        (d.content(self.fill.store, rel, name)? == content).then_some(sealed)
     }
 
     /// Hard-link groups already on disk, (source dev, source ino) -> path:
@@ -420,7 +536,11 @@ impl<'a> Extractor<'a> {
                     self.stats.hardlinks += 1;
                     return Ok(());
                 }
-                if self.fill.link_from_live(dir, e, content, &mut self.stats) {
+                let sealed = self.sealed_for(dir, &e.name, content);
+                if self
+                    .fill
+                    .link_from_live(dir, e, content, sealed, &mut self.stats)
+                {
                     return Ok(());
                 }
                 let file = dir.create_file(&e.name).at(&path)?;
@@ -431,9 +551,12 @@ impl<'a> Extractor<'a> {
                         dir: dir.try_clone().at(dir.path())?,
                         file,
                         entry: e.clone(),
+                        sealed_ns: sealed,
                     });
                 }
-                let filled = self.fill.file(dir, file, e, content, &mut self.stats)?;
+                let filled = self
+                    .fill
+                    .file(dir, file, e, content, sealed, &mut self.stats)?;
                 if filled && e.meta.nlink > 1 {
                     self.links.insert(key, path);
                 }

@@ -27,6 +27,12 @@ impl<'a> Applier<'a> {
         self.restorer.reuse_from(top, live);
     }
 
+    /// What the live tree holds, as its deployment recorded it: files
+    /// untouched since are linked or copied unread.
+    pub fn live_deployed(&mut self, d: Option<crate::extract::LiveDeployed>) {
+        self.restorer.live_deployed(d);
+    }
+
     /// Files already exactly right in `live` are hard-linked, not copied.
     pub fn share_with_live(&mut self, share: bool) {
         self.restorer.share_with_live(share);

@@ -14,7 +14,7 @@ use super::swap::commit;
 use super::*;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write::Dir;
-use crate::snapshot::{Snapshot, path_components};
+use crate::snapshot::{Found, Snapshot, lookup, path_components};
 use crate::store::{Store, StoreLock};
 use crate::tree::{Kind, Meta};
 
@@ -70,6 +70,8 @@ pub fn execute(
                 previous: before.previous,
                 time: now_text(),
                 hooks_pending: before.hooks_pending,
+                // The live trees did not change.
+                sealed_ns: before.sealed_ns,
             },
         )?;
         stats.same_content_as = Some(dep);
@@ -82,6 +84,14 @@ pub fn execute(
     let mut mount_roots = Vec::new();
     let mut file_swaps = Vec::new();
     let mut applier = apply::Applier::new(store);
+    // The snapshot the live trees hold, if nothing has changed them since
+    // its deployment was sealed (checked per file by its ctime).
+    let live_snap = before
+        .sealed_ns
+        .and(before.deployed)
+        .and_then(|id| store.read_snapshot(id).ok());
+    // The oldest seal of the managed directories' staging trees.
+    let mut seal = None;
     for d in &plan.dirs {
         ensure_parents(store, snap, &opts.root, &d.path)?;
         if d.mount_point {
@@ -109,6 +119,16 @@ pub fn execute(
         if d.live.is_dir() {
             applier.reuse_from(gen_path.join(STAGING), d.live.clone());
         }
+        applier.live_deployed(live_snap.as_ref().and_then(|s| {
+            let tree = match lookup(store, s.root, "", d.path.as_bytes()).ok()? {
+                Found::Root(_) => s.root,
+                Found::Entry(e) => match e.kind {
+                    Kind::Dir(id) => id,
+                    _ => return None,
+                },
+            };
+            Some(crate::extract::LiveDeployed::new(tree, before.sealed_ns?))
+        }));
         // Without reflinks, a file the live tree already has exactly right
         // is shared with it (a hard link) rather than written again: when
         // a generation is brought forward, the files the live tree got
@@ -121,6 +141,9 @@ pub fn execute(
         applier.apply(&staging, &d.actions, &d.kept_leaders)?;
         let failed = set_top_meta(&generation, STAGING.as_bytes(), &staging, &d.entry.meta)?;
         stats.warnings.extend(failed);
+        crate::failpoint::failpoint("deploy:sealing");
+        let sealed = stamp_seal(&generation)?;
+        seal = Some(seal.map_or(sealed, |s: i64| s.min(sealed)));
         // Everything staged is durable before it can become live.
         staging.syncfs().at(staging.path())?;
         let had_live = d.live.symlink_metadata().is_ok();
@@ -171,6 +194,8 @@ pub fn execute(
     stats.bytes_cloned = a.bytes_cloned;
     stats.files_linked = a.files_linked;
     stats.bytes_linked = a.bytes_linked;
+    stats.live_files_read = a.live_files_read;
+    stats.live_bytes_read = a.live_bytes_read;
     stats.warnings.extend(a.warnings);
     if !a.errors.is_empty() {
         return Err(Error::Other(format!(
@@ -198,6 +223,7 @@ pub fn execute(
             previous: stats.previous,
             time: now_text(),
             hooks_pending: !opts.post_materialize.is_empty(),
+            sealed_ns: seal,
         },
     };
     commit(store, lock, &mut j)?;
@@ -286,6 +312,18 @@ pub(super) fn stage_file(
             .map(|i| i.1)
             .unwrap_or(0),
     })
+}
+
+/// Stamp the seal in the generation directory, once every file
+/// of its staging tree is written: its ctime, from the file system.
+fn stamp_seal(generation: &Dir) -> Result<i64> {
+    let p = generation.child_path(state::SEAL.as_bytes());
+    // A new inode: its ctime is the file system's now.
+    let md = generation
+        .create_file(state::SEAL.as_bytes())
+        .and_then(|f| f.metadata())
+        .at(&p)?;
+    Ok(crate::fs::read::ctime_ns(&md))
 }
 
 /// Give a managed directory itself (`dir`, `parent`'s child `name`) the

@@ -126,6 +126,11 @@ pub struct MaterializeStats {
     /// `files_written`), and their bytes.
     pub files_linked: u64,
     pub bytes_linked: u64,
+    /// Live files read to check them before they were linked or copied
+    /// (those untouched since the live deployment was sealed are not), and
+    /// their bytes.
+    pub live_files_read: u64,
+    pub live_bytes_read: u64,
     pub entries_removed: u64,
     pub entries_reowned: u64,
     pub files_reused: u64,
@@ -153,6 +158,8 @@ impl MaterializeStats {
             bytes_cloned: 0,
             files_linked: 0,
             bytes_linked: 0,
+            live_files_read: 0,
+            live_bytes_read: 0,
             entries_removed: 0,
             entries_reowned: 0,
             files_reused: 0,

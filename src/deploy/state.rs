@@ -22,7 +22,20 @@ pub struct DeployState {
     /// in between, the next materialize runs them.
     #[serde(default)]
     pub hooks_pending: bool,
+    /// The ctime (Unix ns) the file system gave a mark made after this
+    /// deployment had written every file of its trees, before they went
+    /// live ([`SEAL`]): a live file whose ctime is older has not been
+    /// written, renamed, linked or re-owned since. None after a rollback
+    /// (the generation swapped back may hold changes made while it was
+    /// live before) and in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_ns: Option<i64>,
 }
+
+/// The mark in each generation directory whose ctime seals a deployment:
+/// stamped by the same clock, at the same granularity, as the files
+/// beside it.
+pub const SEAL: &str = "seal";
 
 /// The state file's name for `root`.
 fn file(root: &Path) -> String {

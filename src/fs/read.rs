@@ -140,6 +140,13 @@ pub fn meta_from(md: &Metadata, owners: &Owners, xattrs: Vec<(Vec<u8>, Vec<u8>)>
     }
 }
 
+/// A stat's ctime in Unix nanoseconds.
+pub fn ctime_ns(md: &Metadata) -> i64 {
+    md.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.ctime_nsec())
+}
+
 /// Whether a stat still describes the version of a file recorded in `meta`.
 pub fn unchanged(meta: &Meta, size: u64, md: &Metadata) -> bool {
     meta.dev == md.dev()

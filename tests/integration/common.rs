@@ -106,6 +106,23 @@ impl Env {
 
 /// Exit code, asserting the process was not killed by a signal (a panic
 /// aborts with 101, which also fails the callers' expectations).
+/// Wait until `child` has stopped itself (a `stop:` failpoint).
+pub fn wait_stopped(child: &std::process::Child) {
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        if stat.split_whitespace().nth(2) == Some("T") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Continue a stopped `child`.
+pub fn resume(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+}
+
 pub fn code(out: &Output) -> i32 {
     out.status
         .code()

@@ -235,20 +235,12 @@ fn gc_and_a_writer_never_interleave() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = rustix::process::Pid::from_raw(gc.id() as i32).unwrap();
-    // Wait until it has stopped.
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", gc.id())).unwrap();
-        if stat.split_whitespace().nth(2) == Some("T") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_stopped(&gc);
     // A snapshot that re-references the data of forgotten snapshots cannot run now.
     write(&src.join("image.img"), &bytes(2_000_000, 60));
     let out = env.run(&["snapshot", src.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
-    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    resume(&gc);
     assert!(gc.wait().unwrap().success());
     let id = env.snapshot(&[&src]);
     env.ok(&["check", "--read-data"]);

@@ -1141,6 +1141,89 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
     assert_eq!(third["files_linked"], 0, "{third}");
 }
 
+/// `materialize` that pauses just before it seals its staging trees, so
+/// that the files it wrote are stamped at least one clock tick before the
+/// seal (the seal only proves what is strictly older).
+fn materialize_sealed_later(env: &Env, root: &Path) -> serde_json::Value {
+    let child = env
+        .cmd()
+        .args(["--json", "materialize", "--root", root.to_str().unwrap()])
+        .env("HAMN_FAILPOINT", "stop:deploy:sealing")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(&child);
+    std::thread::sleep(Duration::from_millis(50));
+    resume(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    one_json(&out)["materialize"].clone()
+}
+
+#[test]
+fn files_untouched_since_the_live_deployment_are_linked_without_reading_them() {
+    let env = Env::new();
+    let (s, _root_fs) = site_without_reflinks(&env);
+    s.snapshot(&env);
+    materialize_sealed_later(&env, &s.root);
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    s.snapshot(&env);
+    let second = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert!(second["files_linked"].as_u64().unwrap() >= 150, "{second}");
+    assert_eq!(second["live_files_read"], 0, "{second}");
+    assert_eq!(second["live_bytes_read"], 0, "{second}");
+}
+
+#[test]
+fn a_file_changed_on_the_primary_with_its_size_and_mtime_kept_is_not_linked_unread() {
+    let env = Env::new();
+    let (s, _root_fs) = site_without_reflinks(&env);
+    s.snapshot(&env);
+    materialize_sealed_later(&env, &s.root);
+    // The live copy is untouched since its deployment, and its stat is
+    // the new snapshot's; only its chunks differ from the new version.
+    let f3 = "d3/s0/f3.txt";
+    corrupt_in_place(&s.install.join(f3));
+    s.snapshot(&env);
+    let second = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert!(second["live_files_read"].as_u64().unwrap() >= 1, "{second}");
+    assert_ne!(
+        ino(&s.live_install().join(f3)),
+        ino(&gen_previous(&s.live_install()).join(f3))
+    );
+}
+
+#[test]
+fn after_a_rollback_live_files_are_read_again_before_they_are_linked() {
+    let env = Env::new();
+    let (s, _root_fs) = site_without_reflinks(&env);
+    let f = "d3/s0/f3.txt";
+    let original = fs::read(s.install.join(f)).unwrap();
+    let md = fs::metadata(s.install.join(f)).unwrap();
+    s.snapshot(&env);
+    materialize(&env, &s.root, &[]);
+    // An admin edits the live copy in place, keeping its size and mtime.
+    corrupt_in_place(&s.live_install().join(f));
+    write(&s.install.join(f), b"version 1");
+    s.snapshot(&env);
+    materialize_sealed_later(&env, &s.root);
+    // Back to the first generation, edit included.
+    env.ok(&["rollback", "--root", s.root.to_str().unwrap()]);
+    assert_ne!(fs::read(s.live_install().join(f)).unwrap(), original);
+    // The primary goes back to the first version, mtime and all: the
+    // rolled-back snapshot has exactly this entry, and the edited live
+    // copy's ctime is older than any seal. It must still be read.
+    write(&s.install.join(f), &original);
+    set_mtime(&s.install.join(f), md.mtime(), md.mtime_nsec());
+    s.snapshot(&env);
+    let third = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert!(third["live_files_read"].as_u64().unwrap() >= 1, "{third}");
+}
+
 #[test]
 fn files_already_in_the_live_tree_are_linked_or_copied_not_rebuilt() {
     let env = Env::new();
