@@ -191,6 +191,59 @@ fn push_over_ssh_sends_only_what_is_missing() {
     assert_eq!(code(&standby(&sb, &["check", "--read-data"])), 0);
 }
 
+/// Whether this CPU has AES in hardware, as /proc/cpuinfo says.
+fn cpu_has_aes() -> bool {
+    let info = fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .expect("a flags line in /proc/cpuinfo");
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    (has("aes") && has("pclmulqdq")) || (has("aes") && has("pmull"))
+}
+
+/// The ciphers `push -v` says it negotiated, out and in.
+fn negotiated_ciphers(out: &std::process::Output) -> (String, String) {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .find(|l| l.contains(": cipher "))
+        .unwrap_or_else(|| panic!("no cipher line in {err}"));
+    let rest = line.split(": cipher ").nth(1).unwrap();
+    let mut w = rest.split_whitespace();
+    let out_c = w.next().unwrap().to_string();
+    assert_eq!(w.next(), Some("out,"), "{line}");
+    (out_c, w.next().unwrap().to_string())
+}
+
+#[test]
+fn the_fastest_cipher_the_standby_offers_is_chosen_and_a_restricted_standby_still_works() {
+    let env = Env::new();
+    let (src, sb) = primary_and_standby(&env, 40);
+    // OpenSSH's default list offers both AES-GCM and ChaCha20-Poly1305.
+    let sshd = Sshd::start("");
+    let out = push(&env, &sshd, &sb, &["-v"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let want = if cpu_has_aes() {
+        "aes256-gcm@openssh.com"
+    } else {
+        "chacha20-poly1305@openssh.com"
+    };
+    assert_eq!(negotiated_ciphers(&out), (want.into(), want.into()));
+    drop(sshd);
+
+    // A standby whose sshd allows only other ciphers is still reached.
+    for only in ["aes128-ctr", "chacha20-poly1305@openssh.com"] {
+        let sb2 = env.path(&format!("standby-{only}"));
+        assert_eq!(code(&standby(&sb2, &["init"])), 0);
+        let sshd = Sshd::start_with("", &format!("Ciphers {only}"));
+        let out = push(&env, &sshd, &sb2, &["-v"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(negotiated_ciphers(&out), (only.into(), only.into()));
+        assert_standby_restores(&env, &sb2, &src, &format!("from-{only}"));
+    }
+}
+
 #[test]
 fn a_changed_image_travels_as_a_delta_against_its_old_version() {
     let env = Env::new();

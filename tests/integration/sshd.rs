@@ -36,6 +36,11 @@ impl Sshd {
     /// Start sshd; `key_options` prefixes the client key in authorized_keys
     /// (e.g. a forced command).
     pub fn start(key_options: &str) -> Sshd {
+        Sshd::start_with(key_options, "")
+    }
+
+    /// Start sshd with `extra` appended to its config (e.g. `Ciphers ...`).
+    pub fn start_with(key_options: &str, extra: &str) -> Sshd {
         require_root();
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
@@ -70,7 +75,7 @@ impl Sshd {
                  PidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 50\n",
+                 PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 50\n{extra}\n",
                 d = d.display()
             ),
         )
