@@ -187,60 +187,13 @@ fn host_key_methods(lines: &[KnownLine], supported: &[&str]) -> Option<String> {
         ("ssh-rsa", "ssh-rsa"),
         ("ssh-dss", "ssh-dss"),
     ];
-    let methods: Vec<&str> = ORDER
+    let mut methods: Vec<&str> = ORDER
         .iter()
         .filter(|(key_type, method)| {
             supported.contains(method) && lines.iter().any(|l| l.key_type == *key_type)
         })
         .map(|(_, method)| *method)
         .collect();
-    preferred_then_the_rest(methods, supported)
-}
-
-/// The ciphers offered, best first, among those this libssh2 supports
-/// (`supported`). With AES in hardware (AES-NI, the ARMv8 crypto
-/// extension) AES-GCM through OpenSSL moves several GB/s per core where
-/// libssh2's portable ChaCha20-Poly1305 moves a few hundred MB/s, and
-/// libssh2 would otherwise pick ChaCha20 first; without it ChaCha20 is
-/// the faster. Every supported cipher stays on the list after these, so
-/// a standby whose sshd allows only others still connects. None: the
-/// list would be libssh2's own.
-fn cipher_methods(supported: &[&str], aes_in_hardware: bool) -> Option<String> {
-    const AES_GCM: [&str; 2] = ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"];
-    const CHACHA: &str = "chacha20-poly1305@openssh.com";
-    let first: Vec<&str> = if aes_in_hardware {
-        AES_GCM.iter().chain([&CHACHA]).copied().collect()
-    } else {
-        [CHACHA].into_iter().chain(AES_GCM).collect()
-    };
-    let methods: Vec<&str> = first
-        .into_iter()
-        .filter(|m| supported.contains(m))
-        .collect();
-    preferred_then_the_rest(methods, supported)
-}
-
-/// Whether this CPU encrypts AES in hardware.
-fn aes_in_hardware() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
-}
-
-/// A method list for libssh2: `preferred` first, then the rest of
-/// `supported` in libssh2's order. None when nothing is preferred.
-fn preferred_then_the_rest<'a>(mut methods: Vec<&'a str>, supported: &[&'a str]) -> Option<String> {
     if methods.is_empty() {
         return None;
     }
@@ -298,14 +251,6 @@ impl SshConnection {
         if let Some(methods) = host_key_methods(&kh_lines, &supported) {
             // Best effort: libssh2 refuses only a list it supports none of.
             let _ = sess.method_pref(MethodType::HostKey, &methods);
-        }
-        let hw = aes_in_hardware();
-        for way in [MethodType::CryptCs, MethodType::CryptSc] {
-            let supported = sess.supported_algs(way).unwrap_or_default();
-            if let Some(methods) = cipher_methods(&supported, hw) {
-                // Best effort, as above.
-                let _ = sess.method_pref(way, &methods);
-            }
         }
         // libssh2 takes an int of milliseconds.
         let millis = |secs: u64| secs.saturating_mul(1000).min(i32::MAX as u64) as u32;
@@ -563,39 +508,5 @@ impl SshConnection {
         let _ = channel.wait_eof();
         let _ = channel.wait_close();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIBSSH2: [&str; 4] = [
-        "chacha20-poly1305@openssh.com",
-        "aes256-gcm@openssh.com",
-        "aes128-gcm@openssh.com",
-        "aes256-ctr",
-    ];
-
-    #[test]
-    fn aes_gcm_comes_first_with_aes_in_hardware_and_chacha20_without() {
-        assert_eq!(
-            cipher_methods(&LIBSSH2, true).unwrap(),
-            "aes256-gcm@openssh.com,aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-ctr"
-        );
-        assert_eq!(
-            cipher_methods(&LIBSSH2, false).unwrap(),
-            "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr"
-        );
-        // A libssh2 without GCM keeps the rest of its list.
-        assert_eq!(
-            cipher_methods(&["aes256-ctr", "aes128-ctr"], true),
-            None,
-            "nothing preferred is supported: libssh2's own order"
-        );
-        assert_eq!(
-            cipher_methods(&["aes128-ctr", "aes128-gcm@openssh.com"], true).unwrap(),
-            "aes128-gcm@openssh.com,aes128-ctr"
-        );
     }
 }
