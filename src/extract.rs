@@ -73,8 +73,8 @@ pub struct Extractor<'a> {
 }
 
 /// The snapshot deployed in the live tree that files are linked or copied
-/// from, and when that deployment was sealed
-/// ([`crate::deploy::state::DeployState::sealed_ns`]). A live file whose
+/// from, and when that deployment sealed this managed directory
+/// ([`crate::deploy::state::DeployState::seals`]). A live file whose
 /// entry there has the target's content, and whose ctime is older than
 /// the seal, is as that deployment wrote (or kept) it: nothing has
 /// written to it, renamed it or linked it since, so it is taken without

@@ -2,7 +2,8 @@
 //! is `NAME` or `NAME:N`, the process kills itself with SIGKILL the first
 //! (or N-th) time it reaches `failpoint("NAME")`; with `stop:NAME` it
 //! stops itself (SIGSTOP) there instead, so a test can run something else
-//! while it holds whatever it holds, then continue it. Crash-safety tests use
+//! while it holds whatever it holds, then continue it (`stop:NAME:every`:
+//! each time it gets there). Crash-safety tests use
 //! this to stop a run exactly between two steps of a commit protocol. A
 //! real SIGKILL: nothing is flushed or cleaned up on the way out.
 
@@ -20,6 +21,8 @@ fn target() -> &'static Option<(String, u64, bool)> {
             None => (v, false),
         };
         match v.rsplit_once(':') {
+            // 0: every time.
+            Some((name, "every")) if stop => Some((name.to_string(), 0, stop)),
             Some((name, n)) if n.parse::<u64>().is_ok() => {
                 Some((name.to_string(), n.parse().unwrap_or(1), stop))
             }
@@ -41,7 +44,7 @@ pub fn failpoint(name: &str) {
         .entry(name.to_string())
         .or_insert(0);
     *n += 1;
-    if *n == *nth {
+    if *n == *nth || *nth == 0 {
         let sig = if *stop {
             rustix::process::Signal::STOP
         } else {

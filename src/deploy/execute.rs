@@ -71,7 +71,7 @@ pub fn execute(
                 time: now_text(),
                 hooks_pending: before.hooks_pending,
                 // The live trees did not change.
-                sealed_ns: before.sealed_ns,
+                seals: before.seals.clone(),
             },
         )?;
         stats.same_content_as = Some(dep);
@@ -87,11 +87,11 @@ pub fn execute(
     // The snapshot the live trees hold, if nothing has changed them since
     // its deployment was sealed (checked per file by its ctime).
     let live_snap = before
-        .sealed_ns
-        .and(before.deployed)
+        .deployed
+        .filter(|_| !before.seals.is_empty())
         .and_then(|id| store.read_snapshot(id).ok());
-    // The oldest seal of the managed directories' staging trees.
-    let mut seal = None;
+    // Each managed directory's seal, as its staging tree is sealed.
+    let mut seals = std::collections::BTreeMap::new();
     for d in &plan.dirs {
         ensure_parents(store, snap, &opts.root, &d.path)?;
         if d.mount_point {
@@ -127,7 +127,10 @@ pub fn execute(
                     _ => return None,
                 },
             };
-            Some(crate::extract::LiveDeployed::new(tree, before.sealed_ns?))
+            Some(crate::extract::LiveDeployed::new(
+                tree,
+                *before.seals.get(&d.path)?,
+            ))
         }));
         // Without reflinks, a file the live tree already has exactly right
         // is shared with it (a hard link) rather than written again: when
@@ -142,8 +145,7 @@ pub fn execute(
         let failed = set_top_meta(&generation, STAGING.as_bytes(), &staging, &d.entry.meta)?;
         stats.warnings.extend(failed);
         crate::failpoint::failpoint("deploy:sealing");
-        let sealed = stamp_seal(&generation)?;
-        seal = Some(seal.map_or(sealed, |s: i64| s.min(sealed)));
+        seals.insert(d.path.clone(), stamp_seal(&generation)?);
         // Everything staged is durable before it can become live.
         staging.syncfs().at(staging.path())?;
         let had_live = d.live.symlink_metadata().is_ok();
@@ -223,7 +225,7 @@ pub fn execute(
             previous: stats.previous,
             time: now_text(),
             hooks_pending: !opts.post_materialize.is_empty(),
-            sealed_ns: seal,
+            seals,
         },
     };
     commit(store, lock, &mut j)?;

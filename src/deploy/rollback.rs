@@ -148,7 +148,7 @@ pub fn rollback(store: &Store, lock: &StoreLock, root: &Path) -> Result<Material
             previous: Some(deployed),
             time: now_text(),
             hooks_pending: false,
-            sealed_ns: None,
+            seals: Default::default(),
         },
     };
     commit(store, lock, &mut j)?;

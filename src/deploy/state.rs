@@ -2,6 +2,7 @@
 //! root), so `status`, `rollback` and the next `materialize` know the
 //! deployed and previous snapshots.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -22,14 +23,17 @@ pub struct DeployState {
     /// in between, the next materialize runs them.
     #[serde(default)]
     pub hooks_pending: bool,
-    /// The ctime (Unix ns) the file system gave a mark made after this
-    /// deployment had written every file of its trees, before they went
-    /// live ([`SEAL`]): a live file whose ctime is older has not been
-    /// written, renamed, linked or re-owned since. None after a rollback
-    /// (the generation swapped back may hold changes made while it was
-    /// live before) and in older state files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sealed_ns: Option<i64>,
+    /// Per managed directory (its path, as in the plan), the ctime (Unix
+    /// ns) its file system gave a mark made after this deployment had
+    /// written every file of that directory's staging tree, before it went
+    /// live ([`SEAL`]): a live file there whose ctime is older has not
+    /// been written, renamed, linked or re-owned since. Each directory has
+    /// its own: the directories are staged one after another, and may lie
+    /// on file systems whose timestamps differ in granularity. Empty after
+    /// a rollback (the generation swapped back may hold changes made while
+    /// it was live before) and in older state files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seals: BTreeMap<String, i64>,
 }
 
 /// The mark in each generation directory whose ctime seals a deployment:

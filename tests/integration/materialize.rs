@@ -1141,21 +1141,28 @@ fn a_live_file_changed_with_its_size_and_mtime_kept_is_not_linked() {
     assert_eq!(third["files_linked"], 0, "{third}");
 }
 
-/// `materialize` that pauses just before it seals its staging trees, so
-/// that the files it wrote are stamped at least one clock tick before the
-/// seal (the seal only proves what is strictly older).
+/// `materialize` that pauses just before it seals each staging tree
+/// (`dirs`: the managed directories), so that the files it wrote are
+/// stamped at least one clock tick before their seal (a seal only proves
+/// what is strictly older).
 fn materialize_sealed_later(env: &Env, root: &Path) -> serde_json::Value {
+    materialize_sealed_later_each(env, root, 1)
+}
+
+fn materialize_sealed_later_each(env: &Env, root: &Path, dirs: usize) -> serde_json::Value {
     let child = env
         .cmd()
         .args(["--json", "materialize", "--root", root.to_str().unwrap()])
-        .env("HAMN_FAILPOINT", "stop:deploy:sealing")
+        .env("HAMN_FAILPOINT", "stop:deploy:sealing:every")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_stopped(&child);
-    std::thread::sleep(Duration::from_millis(50));
-    resume(&child);
+    for _ in 0..dirs {
+        wait_stopped(&child);
+        std::thread::sleep(Duration::from_millis(50));
+        resume(&child);
+    }
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     one_json(&out)["materialize"].clone()
@@ -1174,6 +1181,29 @@ fn files_untouched_since_the_live_deployment_are_linked_without_reading_them() {
     assert!(second["files_linked"].as_u64().unwrap() >= 150, "{second}");
     assert_eq!(second["live_files_read"], 0, "{second}");
     assert_eq!(second["live_bytes_read"], 0, "{second}");
+}
+
+#[test]
+fn each_managed_directory_is_trusted_by_its_own_seal() {
+    let env = Env::new();
+    let (s, _root_fs) = site_without_reflinks(&env);
+    // A second managed directory: the two are staged and sealed one after
+    // the other, so the files of the one staged second are written after
+    // the first one's seal.
+    let xcat = env.path("primary/etc/xcat");
+    make_tree(&xcat, 60, 5);
+    let paths = [s.install.as_path(), s.hosts.as_path(), xcat.as_path()];
+    env.snapshot(&paths);
+    let first = materialize_sealed_later_each(&env, &s.root, 2);
+    assert_eq!(first["live_files_read"], 0, "{first}");
+    write(&s.install.join("d1/s1/f1.txt"), &bytes(300_000, 61));
+    write(&xcat.join("site.conf"), b"master=10.0.0.1\n");
+    env.snapshot(&paths);
+    let second = materialize(&env, &s.root, &[]);
+    s.assert_deployed_equals_source();
+    assert_same_tree(&xcat, &under(&s.root, &xcat));
+    assert!(second["files_linked"].as_u64().unwrap() >= 200, "{second}");
+    assert_eq!(second["live_files_read"], 0, "{second}");
 }
 
 #[test]
