@@ -18,6 +18,13 @@
 #   KEEP=1         keep the temp dir
 #   PROXY=0        (scripts with an sshd) connect straight to sshd, without
 #                  the byte-counting relay; no wire byte counts then
+#   PIN=1          (scripts with an sshd) two machines of one core each on
+#                  this one: the primary's commands run on CPU 0
+#                  (taskset -c 0, via "${pin_primary[@]}"), sshd and all it
+#                  starts (the standby's side) on CPU 1; the byte-counting
+#                  relay is left to float
+#   SSHD_CONFIG_EXTRA=TEXT  (scripts with an sshd) more sshd_config lines,
+#                  e.g. "Ciphers aes128-ctr" to see what another cipher costs
 #   FS=xfs|btrfs   put the temp dir on a fresh file system of that type
 #                  (XFS with reflinks, as RHEL makes /install), in a sparse
 #                  image loop-mounted for the run (root; installs xfsprogs
@@ -28,6 +35,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 SMALL=${SMALL:-0}
+# PIN=1: the primary's side on CPU 0 (sshd_start puts the standby's on CPU 1).
+pin_primary=()
+[[ ${PIN:-0} == 1 ]] && pin_primary=(taskset -c 0)
 SEED=${SEED:-1}
 KEEP=${KEEP:-0}
 DROP=${DROP:-1}
@@ -245,8 +255,16 @@ PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 LogLevel ERROR
 MaxStartups 50
+${SSHD_CONFIG_EXTRA:-}
 EOF
-    /usr/sbin/sshd -D -e -f "$d/sshd_config" </dev/null >/dev/null 2>"$d/sshd.log" &
+    local pin_standby=()
+    if [[ ${PIN:-0} == 1 ]]; then
+        command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
+        (($(nproc) >= 2)) || die "PIN=1 needs 2 CPUs"
+        pin_standby=(taskset -c 1)
+    fi
+    put pin "${PIN:-0}"
+    "${pin_standby[@]}" /usr/sbin/sshd -D -e -f "$d/sshd_config" </dev/null >/dev/null 2>"$d/sshd.log" &
     sshd_pid=$!
     started_pids+=("$sshd_pid")
     if [[ ${PROXY:-1} == 1 ]]; then

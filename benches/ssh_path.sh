@@ -16,7 +16,9 @@
 # of the standby side (sshd and what it ran), the cipher hamn negotiated.
 #
 # Environment (besides benches/lib.sh's DROP, HAMN_BIN, HAMN_REV, OUT,
-# BENCH_TMP, KEEP): SIZE_MIB (default 512), REPS (default 3). PROXY
+# BENCH_TMP, KEEP, SSHD_CONFIG_EXTRA): SIZE_MIB (default 512), REPS
+# (default 3), CAT_CIPHERS (the ciphers of the `ssh` rows, default
+# "aes256-gcm@openssh.com chacha20-poly1305@openssh.com"). PROXY
 # defaults to 0 here: the byte-counting relay would be the bottleneck.
 set -euo pipefail
 PROXY=${PROXY:-0}
@@ -24,12 +26,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SIZE_MIB=${SIZE_MIB:-512}
 REPS=${REPS:-3}
+# The ciphers `ssh ... cat` is timed with (those the standby's sshd allows).
+read -r -a CAT_CIPHERS <<<"${CAT_CIPHERS:-aes256-gcm@openssh.com chacha20-poly1305@openssh.com}"
 
 bench_setup ssh_path
 sshd_start
 put gen_json "{\"entries\": $((SIZE_MIB / 64 + 1)), \"files\": $((SIZE_MIB / 64)), \"bytes\": $((SIZE_MIB << 20))}"
 put reps "$REPS"
 put size_mib "$SIZE_MIB"
+put cat_ciphers "${CAT_CIPHERS[*]}"
 
 src=$work/src
 mkdir -p "$src"
@@ -60,7 +65,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     measure_remote "push$rep" "$hamn" -v --store "$work/primary" --json push --no-delta \
         --to "ssh://root@127.0.0.1:$port$work/standby" --identity "$ssh_key" \
         --known-hosts "$ssh_known_hosts" --remote-bin "$work/bin/hamn-remote"
-    for c in aes256-gcm@openssh.com chacha20-poly1305@openssh.com; do
+    for c in "${CAT_CIPHERS[@]}"; do
         drop_caches
         measure_remote "cat-$c-$rep" bash -c 'cat "$1"/*.bin | ssh "${@:2}" "cat > /dev/null"' - "$src" \
             "${ssh_opts[@]}" -c "$c" root@127.0.0.1
@@ -99,8 +104,6 @@ lines = [
     "| command | wall | MB/s | CPU, client | CPU, standby side |",
     "|---|---:|---:|---:|---:|",
     row("`hamn push --no-delta`", "push"),
-    row("`ssh -c aes256-gcm@openssh.com standby 'cat > /dev/null'`", "cat-aes256-gcm@openssh.com-"),
-    row("`ssh -c chacha20-poly1305@openssh.com standby 'cat > /dev/null'`", "cat-chacha20-poly1305@openssh.com-"),
-]
+] + [row(f"`ssh -c {c} standby 'cat > /dev/null'`", f"cat-{c}-") for c in res["cat_ciphers"].split()]
 emit("\n".join(lines) + "\n")
 PY

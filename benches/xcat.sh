@@ -171,12 +171,12 @@ run_step() {
     local step=$1
     say "$step: hamn sync"
     drop_caches
-    measure_remote "hamn_$step" "$hamn" --json sync
+    measure_remote "hamn_$step" "${pin_primary[@]}" "$hamn" --json sync
     put "hamn_$step.diff" "$(same "$work/standby-root$P")"
     if [[ $RSYNC == 1 ]]; then
         say "$step: rsync -aHAX --delete"
         drop_caches
-        OKRC="0 24" measure_remote "rsyncA_$step" rsync -aHAXR --delete --stats -e "$rsh" \
+        OKRC="0 24" measure_remote "rsyncA_$step" "${pin_primary[@]}" rsync -aHAXR --delete --stats -e "$rsh" \
             --rsync-path="$work/bin/remote-timed rsync" "${rel[@]}" "root@127.0.0.1:$work/rsync-A/"
         put "rsyncA_$step.diff" "$(same "$work/rsync-A")"
     fi
@@ -315,7 +315,8 @@ head = [f"### hamn sync vs rsync -aHAX over ssh on an xCAT-shaped tree: {gen['en
         f"({gen['files']:,} files, {gen['symlinks']:,} symlinks ({gen['dangling']:,} dangling), "
         f"{gen['hardlinked']:,} hard-linked files, {gen['devices']} device nodes, {gen['xattr_files']} files with xattrs), "
         f"{gen['dirs']:,} dirs, {mib(gen['bytes'])}", "",
-        f"* machine: {res['cpus']} CPUs ({res['cpu_model']}); load average at start {res['load_start']}, at end {res['load_end']}",
+        f"* machine: {res['cpus']} CPUs ({res['cpu_model']}); load average at start {res['load_start']}, at end {res['load_end']}"
+        + ("; PIN=1: two one-core machines, the primary's commands on CPU 0, the standby's sshd and all it runs on CPU 1" if res.get("pin") == "1" else ""),
         f"* hamn: {res['hamn_version']}; {res.get('rsync_version', '')}; {res.get('ssh_version', '')}; "
         f"{res.get('restic_version', '')}",
         f"* the tree: images compute and service (debootstrap, Debian 12 minbase + kernel and services), "

@@ -21,7 +21,7 @@ use crate::metrics::{self, Gauge};
 use crate::nodes::{self, NodeRecord};
 use crate::remote::Target;
 use crate::remote::client::{ConnectOptions, Remote};
-use crate::remote::push::{self, PushOptions, PushStats, SharedReads};
+use crate::remote::push::{self, Early, EarlyFeed, EarlyPush, PushOptions, PushStats, SharedReads};
 use crate::retention::{self, Policy, RetentionReport};
 use crate::snapshot::create::{self, SnapshotOptions, SnapshotOutcome};
 use crate::store::{Store, StoreLock};
@@ -165,17 +165,25 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
             "no standby to sync: set [standby] in the config".into(),
         ));
     }
-    let store = Store::open(store_path)?;
+    let store = Arc::new(Store::open(store_path)?);
     let lock = store.lock(opts.lock_wait, &opts.command)?;
     crate::log::info("sync: snapshot");
-    // Sessions with the first nodes are opened while the snapshot runs.
+    let shared = Arc::new(SharedReads::new(opts.nodes.len(), SHARED_READS_BYTES));
+    // Sessions with the first nodes are opened while the snapshot runs,
+    // and sent what it stores as it goes.
     let early: Vec<EarlySession> = opts
         .nodes
         .iter()
         .take(opts.parallel.max(1))
-        .map(EarlySession::start)
+        .map(|n| EarlySession::start(n, &store, &shared))
         .collect::<Result<_>>()?;
-    let outcome = match create::create(&store, &lock, &opts.snapshot) {
+    let feed = EarlyFeed::new(
+        early.iter().filter_map(|s| s.feed.clone()).collect(),
+        opts.nodes.iter().any(|n| n.delta),
+    );
+    let created = create::create_watched(&store, &lock, &opts.snapshot, Some(&feed));
+    drop(feed);
+    let outcome = match created {
         Ok(o) => o,
         Err(e) => {
             EarlySession::abandon(early);
@@ -191,7 +199,6 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
         s.snapshot_done();
     }
     let early = Mutex::new(early);
-    let shared = Arc::new(SharedReads::new(opts.nodes.len(), SHARED_READS_BYTES));
     let next = AtomicUsize::new(0);
     let parallel = opts.parallel.clamp(1, opts.nodes.len());
     let reports: Mutex<Vec<(usize, NodeReport)>> = Mutex::new(Vec::new());
@@ -278,12 +285,12 @@ impl Turn<'_> {
     fn run(&self, early: Option<EarlySession>, r: &mut NodeReport) -> Result<()> {
         let n = self.node;
         let (id, _) = self.snapshot;
-        let mut remote = match early.map(EarlySession::take).transpose()?.flatten() {
-            Some(remote) => remote,
-            None => Remote::connect(&n.target, &n.connect)?,
+        let (mut remote, early) = match early.map(EarlySession::take).transpose()?.flatten() {
+            Some((remote, sent)) => (remote, Some(sent)),
+            None => (Remote::connect(&n.target, &n.connect)?, None),
         };
         crate::log::info(&format!("sync: push to {} ({})", n.name, n.target));
-        let stats = push::push(
+        let mut stats = push::push(
             self.store,
             self.lock,
             &mut remote,
@@ -295,6 +302,9 @@ impl Turn<'_> {
                 shared: Some(self.shared.clone()),
             },
         )?;
+        if let Some(e) = &early {
+            stats.add_early(e);
+        }
         // The push hands each snapshot over and the node answers with the
         // id it stored: this run's must be among them.
         let stored = stats.snapshots_sent.contains(&id);
@@ -372,54 +382,74 @@ impl Turn<'_> {
 }
 
 /// How often a session opened during the snapshot asks the node
-/// something, inside any `serve --idle-timeout` of 2 s or more.
+/// something when it has nothing to send, inside any `serve
+/// --idle-timeout` of 2 s or more.
 const KEEPALIVE: Duration = Duration::from_secs(1);
-/// Longest a session opened during the snapshot waits for it. A node's
-/// `serve` holds its store's lock from the start of a write session: a
-/// primary whose snapshot hangs (a `pre_snapshot` hook, a hung mount)
-/// must not keep the standby locked, which a failover needs free. A
-/// nightly snapshot takes seconds; a longer one gets a new session.
+/// Longest a session opened during the snapshot waits without anything
+/// to send. A node's `serve` holds its store's lock from the start of a
+/// write session: a primary whose snapshot hangs (a `pre_snapshot` hook,
+/// a hung mount) must not keep the standby locked, which a failover needs
+/// free. A snapshot that stores nothing new for that long gets a new
+/// session afterwards.
 const EARLY_SESSION_MAX: Duration = Duration::from_secs(10);
 /// How long a failed snapshot waits for the early sessions to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// What an early session ends as: the session and what its early push
+/// sent; or, when the connection was still being made as the snapshot
+/// ended and then failed, its error (Some), the node's error as it would
+/// have been after the snapshot; or None for a connection that failed or
+/// a session lost during the snapshot, and the node's turn connects again.
+type EarlyEnd = std::result::Result<(Remote, PushStats), Option<Error>>;
+
 /// A session with one node opened by a thread of its own while the
 /// snapshot runs (TCP, SSH key exchange, `hamn serve` started there), so
-/// its push starts as soon as the snapshot is committed. The session is
-/// pinged every `KEEPALIVE` until the snapshot is done, and once more
-/// then. It ends as: the session; or, when the connection was still being
-/// made as the snapshot ended and then failed, its error, the node's
-/// error as it would have been after the snapshot; or None for a
-/// connection that failed or a session lost during the snapshot (the link
-/// dropped, the node's `serve` ended) or given up after
-/// `EARLY_SESSION_MAX`, and the node's turn connects again.
+/// that its push starts before the snapshot is committed: the thread runs
+/// the node's [`EarlyPush`], sending the blobs of each pack the snapshot
+/// seals, and pings the node when there is nothing to send. It ends when
+/// the snapshot is committed ([`Early::Done`]) as an [`EarlyEnd`]; the
+/// session is closed (what was sent flushed there first) when the
+/// snapshot fails, when the link drops or the node's `serve` ends, or
+/// after `EARLY_SESSION_MAX` without anything to send.
 struct EarlySession {
-    /// Ok(()) sent: the snapshot is committed; dropped: it failed.
-    done: Option<mpsc::Sender<()>>,
-    /// Err(Some(e)): the connection failed; Err(None): the session was not kept.
-    session: mpsc::Receiver<std::result::Result<Remote, Option<Error>>>,
+    /// What the snapshot tells the thread; dropped: it failed.
+    feed: Option<mpsc::Sender<Early>>,
+    session: mpsc::Receiver<EarlyEnd>,
 }
 
 impl EarlySession {
-    fn start(n: &NodeOptions) -> Result<EarlySession> {
+    fn start(
+        n: &NodeOptions,
+        store: &Arc<Store>,
+        shared: &Arc<SharedReads>,
+    ) -> Result<EarlySession> {
         let (target, copts, name) = (n.target.clone(), n.connect.clone(), n.name.clone());
-        let (done, wait) = mpsc::channel::<()>();
+        let popts = PushOptions {
+            delta: n.delta,
+            shared: Some(shared.clone()),
+            ..PushOptions::default()
+        };
+        let store = store.clone();
+        let (feed, wait) = mpsc::channel::<Early>();
         let (give, session) = mpsc::channel();
-        let early = move || -> std::result::Result<Remote, Option<Error>> {
-            let started = Instant::now();
+        let early = move || -> EarlyEnd {
             let mut remote = Remote::connect(&target, &copts).map_err(|e| {
-                match wait.try_recv() {
-                    // Still snapshotting: connecting again after it costs
-                    // no more than connecting only then would have.
-                    Err(mpsc::TryRecvError::Empty) => {
-                        crate::log::verbose(&format!(
-                            "sync: connecting to {name} during the snapshot failed: {e}"
-                        ));
-                        None
+                loop {
+                    match wait.try_recv() {
+                        // What the snapshot stored meanwhile goes with its push.
+                        Ok(Early::Parent(_) | Early::Bases(..) | Early::Sealed(_)) => continue,
+                        // Still snapshotting: connecting again after it costs
+                        // no more than connecting only then would have.
+                        Err(mpsc::TryRecvError::Empty) => {
+                            crate::log::verbose(&format!(
+                                "sync: connecting to {name} during the snapshot failed: {e}"
+                            ));
+                            break None;
+                        }
+                        // The snapshot is done and waited for this attempt: its
+                        // error is the node's.
+                        Ok(Early::Done) | Err(mpsc::TryRecvError::Disconnected) => break Some(e),
                     }
-                    // The snapshot is done and waited for this attempt: its
-                    // error is the node's.
-                    _ => Some(e),
                 }
             })?;
             let lost = |e: Error| {
@@ -428,16 +458,45 @@ impl EarlySession {
                 ));
                 None
             };
+            let mut pushing = EarlyPush::new(&store, &popts, &remote);
+            // The last time the node was asked or sent something, and the
+            // last time the snapshot gave something to send.
+            let (mut talked, mut fed) = (Instant::now(), Instant::now());
             loop {
                 match wait.recv_timeout(KEEPALIVE) {
                     // The snapshot is committed: still there for the push?
-                    Ok(()) => return remote.ping().map(|()| remote).map_err(lost),
-                    Err(RecvTimeoutError::Timeout) if started.elapsed() < EARLY_SESSION_MAX => {
+                    Ok(Early::Done) => {
+                        return match remote.ping() {
+                            Ok(()) => {
+                                let sent = pushing.finish(&remote);
+                                Ok((remote, sent))
+                            }
+                            Err(e) => Err(lost(e)),
+                        };
+                    }
+                    Ok(e) => {
+                        let talks = matches!(e, Early::Parent(Some(_)) | Early::Sealed(_));
+                        if let Err(e) = pushing.take(&mut remote, e) {
+                            // Its push after the snapshot meets it again,
+                            // and reports it.
+                            lost(e);
+                            break;
+                        }
+                        fed = Instant::now();
+                        if talks {
+                            talked = fed;
+                        } else if talked.elapsed() >= KEEPALIVE {
+                            remote.ping().map_err(lost)?;
+                            talked = Instant::now();
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) if fed.elapsed() < EARLY_SESSION_MAX => {
                         remote.ping().map_err(lost)?;
+                        talked = Instant::now();
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         crate::log::verbose(&format!(
-                            "sync: the snapshot takes over {} s: closing the session opened for {name}",
+                            "sync: the snapshot stored nothing new for {} s: closing the session opened for {name}",
                             EARLY_SESSION_MAX.as_secs()
                         ));
                         break;
@@ -446,8 +505,12 @@ impl EarlySession {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            // Closed, not dropped, so the node has released its lock
-            // before anyone connects again.
+            // What was sent is kept there (the next push finds it); closed,
+            // not dropped, so the node has released its lock before anyone
+            // connects again.
+            if pushing.sent() {
+                let _ = remote.flush();
+            }
             let _ = remote.close();
             Err(None)
         };
@@ -458,14 +521,14 @@ impl EarlySession {
             })
             .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
         Ok(EarlySession {
-            done: Some(done),
+            feed: Some(feed),
             session,
         })
     }
 
     fn snapshot_done(&mut self) {
-        if let Some(d) = self.done.take() {
-            let _ = d.send(());
+        if let Some(d) = self.feed.take() {
+            let _ = d.send(Early::Done);
         }
     }
 
@@ -477,7 +540,7 @@ impl EarlySession {
         let waiting: Vec<_> = sessions
             .into_iter()
             .map(|mut s| {
-                s.done = None;
+                s.feed = None;
                 s.session
             })
             .collect();
@@ -488,7 +551,7 @@ impl EarlySession {
 
     /// Wait for the session: Ok(Some) to use, Ok(None) to connect again,
     /// Err for the node's error.
-    fn take(self) -> Result<Option<Remote>> {
+    fn take(self) -> Result<Option<(Remote, PushStats)>> {
         match self.session.recv() {
             Ok(Ok(r)) => Ok(Some(r)),
             Ok(Err(Some(e))) => Err(e),

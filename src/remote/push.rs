@@ -2,10 +2,11 @@
 //! trees top-down (a tree the standby holds complete implies everything
 //! below it), ask in batches which blobs are missing, send those as stored
 //! (already compressed), flush regularly so an interrupted push keeps what
-//! arrived, and publish the snapshot record last.
+//! arrived, and publish the snapshot record last. Under `sync`, an early
+//! push ([`EarlyPush`]) sends what the snapshot stores while it still runs.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use crate::error::Result;
@@ -13,9 +14,10 @@ use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::remote::bases::BaseCache;
 use crate::remote::client::Remote;
 use crate::remote::protocol::{DeltaChunk, IDS_PER_REQUEST_MAX, StoredBlob};
+use crate::snapshot::create::Watch;
 use crate::store::pack::BlobLoc;
 use crate::store::{Store, StoreLock};
-use crate::tree::{FileContent, Kind, Tree};
+use crate::tree::{ChunkRef, FileContent, Kind, Tree};
 
 /// Bytes sent between two flushes (each flush makes them durable there).
 pub const FLUSH_EVERY_BYTES: u64 = 64 * 1024 * 1024;
@@ -189,8 +191,27 @@ pub struct PushStats {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub seconds: f64,
+    /// Of the blobs and bytes sent, those sent while the snapshot was
+    /// still being taken (`sync`'s early push).
+    pub blobs_sent_early: u64,
+    pub bytes_sent_early: u64,
     #[serde(skip)]
     pub sample: Vec<ChunkId>,
+}
+
+impl PushStats {
+    /// Count in what an early push sent before this push.
+    pub fn add_early(&mut self, early: &PushStats) {
+        self.blobs_sent += early.blobs_sent;
+        self.deltas_sent += early.deltas_sent;
+        self.delta_bytes_saved += early.delta_bytes_saved;
+        self.delta_base_bytes += early.delta_base_bytes;
+        self.bytes_sent += early.bytes_sent;
+        self.bytes_received += early.bytes_received;
+        self.seconds += early.seconds;
+        self.blobs_sent_early += early.blobs_sent;
+        self.bytes_sent_early += early.bytes_sent;
+    }
 }
 
 struct Pusher<'a> {
@@ -424,6 +445,14 @@ impl Pusher<'_> {
     fn send_missing(&mut self, ids: &mut Vec<BlobId>) -> Result<()> {
         ids.sort_by_key(|b| b.hash);
         ids.dedup_by_key(|b| b.hash);
+        // The bases of these chunks; those of others stay for later.
+        let bases: HashMap<ChunkId, Vec<ChunkId>> = ids
+            .iter()
+            .filter_map(|b| {
+                let c = ChunkId(b.hash);
+                self.delta_bases.remove(&c).map(|v| (c, v))
+            })
+            .collect();
         let have = self.remote.have_blobs(ids)?;
         let mut missing = ids
             .iter()
@@ -433,7 +462,6 @@ impl Pusher<'_> {
             .collect::<Result<Vec<BlobLoc>>>()?;
         ids.clear();
         missing.sort_by_key(|l| (l.pack, l.offset));
-        let bases = std::mem::take(&mut self.delta_bases);
         let local = self.local;
         let shared = self.opts.shared.as_deref();
         std::thread::scope(|s| {
@@ -648,6 +676,161 @@ pub fn push(
     stats.bytes_received = remote.bytes_received() - received_before;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// What a snapshot tells the early pushes of `sync` ([`EarlyFeed`]).
+pub enum Early {
+    /// The snapshot's parent.
+    Parent(Option<SnapshotId>),
+    /// A new chunk and the old version's chunks to send it against.
+    Bases(ChunkId, Vec<ChunkId>),
+    /// The blobs of a pack the snapshot sealed.
+    Sealed(Vec<BlobId>),
+    /// The snapshot is committed.
+    Done,
+}
+
+/// The snapshot's side of the early pushes: what it stores, forwarded to
+/// each node's early push, with the delta bases of each new chunk chosen
+/// as [`push`] chooses them (the file's old version at the same path).
+pub struct EarlyFeed {
+    to: Vec<mpsc::Sender<Early>>,
+    delta: bool,
+}
+
+impl EarlyFeed {
+    /// `delta`: whether any node takes deltas.
+    pub fn new(to: Vec<mpsc::Sender<Early>>, delta: bool) -> EarlyFeed {
+        EarlyFeed { to, delta }
+    }
+
+    fn send(&self, e: impl Fn() -> Early) {
+        // A node whose early push ended takes nothing more.
+        for t in &self.to {
+            let _ = t.send(e());
+        }
+    }
+}
+
+impl Watch for EarlyFeed {
+    fn parent(&self, parent: Option<SnapshotId>) {
+        self.send(|| Early::Parent(parent));
+    }
+
+    fn chunk_of_changed_file(&self, old: &FileContent, offset: u64, chunk: &ChunkRef) {
+        if !self.delta || old.encoding != crate::tree::Encoding::Plain {
+            return;
+        }
+        let bases = bases_for(old, offset, chunk.len as u64);
+        if !bases.is_empty() && !bases.contains(&chunk.id) {
+            self.send(|| Early::Bases(chunk.id, bases.clone()));
+        }
+    }
+
+    fn sealed(&self, blobs: &[BlobId]) {
+        self.send(|| Early::Sealed(blobs.to_vec()));
+    }
+}
+
+/// A push to one node while the snapshot is still taken (`sync`): the
+/// blobs of each pack the snapshot seals that the node lacks, new chunks
+/// of changed files as deltas against their old versions, exactly as
+/// [`push`] would send them. Only when the node holds the snapshot's
+/// parent, or there is none: a delta's bases must be there, and a node
+/// further behind is sent what it lacks by [`push`] after the snapshot
+/// (against the newest snapshot both hold). [`push`] then finds on the
+/// node what this sent, and sends the rest, the trees and the record.
+pub struct EarlyPush<'a> {
+    local: &'a Store,
+    opts: &'a PushOptions,
+    /// None until the parent is known; then whether to send.
+    on: Option<bool>,
+    stats: PushStats,
+    delta_bases: HashMap<ChunkId, Vec<ChunkId>>,
+    since_flush: u64,
+    /// Time spent asking and sending (not waiting for the snapshot).
+    busy: std::time::Duration,
+    sent_before: u64,
+    received_before: u64,
+}
+
+impl<'a> EarlyPush<'a> {
+    pub fn new(local: &'a Store, opts: &'a PushOptions, remote: &Remote) -> EarlyPush<'a> {
+        EarlyPush {
+            local,
+            opts,
+            on: None,
+            stats: PushStats::default(),
+            delta_bases: HashMap::new(),
+            since_flush: 0,
+            busy: std::time::Duration::ZERO,
+            sent_before: remote.bytes_sent(),
+            received_before: remote.bytes_received(),
+        }
+    }
+
+    /// Whether anything was sent.
+    pub fn sent(&self) -> bool {
+        self.stats.blobs_sent > 0
+    }
+
+    /// Act on one thing the snapshot said (`Done` is the caller's).
+    pub fn take(&mut self, remote: &mut Remote, e: Early) -> Result<()> {
+        let started = Instant::now();
+        let taken = self.take_timed(remote, e);
+        self.busy += started.elapsed();
+        taken
+    }
+
+    fn take_timed(&mut self, remote: &mut Remote, e: Early) -> Result<()> {
+        match e {
+            Early::Parent(None) => self.on = Some(true),
+            Early::Parent(Some(id)) => {
+                let held = remote.snapshots()?.iter().any(|(s, _)| *s == id);
+                if !held {
+                    crate::log::verbose(&format!(
+                        "sync: {} lacks the snapshot's parent {}: nothing is sent during the snapshot",
+                        remote.peer(),
+                        id.short()
+                    ));
+                }
+                self.on = Some(held);
+            }
+            Early::Bases(c, b) if self.opts.delta && self.on != Some(false) => {
+                self.delta_bases.insert(c, b);
+            }
+            Early::Sealed(mut ids) if self.on == Some(true) => {
+                let mut p = Pusher {
+                    local: self.local,
+                    remote,
+                    opts: self.opts,
+                    stats: std::mem::take(&mut self.stats),
+                    since_flush: self.since_flush,
+                    seen_chunks: 0,
+                    rng: fastrand::Rng::new(),
+                    progress: None,
+                    delta_bases: std::mem::take(&mut self.delta_bases),
+                    sent_before: self.sent_before,
+                };
+                let sent = p.send_missing(&mut ids);
+                self.stats = p.stats;
+                self.delta_bases = p.delta_bases;
+                self.since_flush = p.since_flush;
+                sent?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// What it sent, for [`PushStats::add_early`].
+    pub fn finish(self, remote: &Remote) -> PushStats {
+        let mut stats = self.stats;
+        stats.bytes_sent = remote.bytes_sent() - self.sent_before;
+        stats.bytes_received = remote.bytes_received() - self.received_before;
+        stats.seconds = self.busy.as_secs_f64();
+        stats
+    }
 }
 
 /// Read `ids` back from the standby and check each against its id.

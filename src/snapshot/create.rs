@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use crate::chunk::{self, TREE_MAX_BYTES};
 use crate::error::{Error, Result};
 use crate::fs::read::{self as fsread, Owners};
-use crate::id::{SnapshotId, TreeId};
+use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::snapshot::{Snapshot, SnapshotStats, check_text, normalized_path, path_components};
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
@@ -145,8 +145,22 @@ struct Counters {
     bytes_read: AtomicU64,
 }
 
+/// What a snapshot tells whoever works alongside it while it runs (the
+/// push of `sync`, started before the snapshot is committed). Called from
+/// the snapshot's threads; each call returns at once.
+pub trait Watch: Sync {
+    /// The snapshot's parent, before anything is read.
+    fn parent(&self, parent: Option<SnapshotId>);
+    /// A chunk of a file read anew, at `offset`, before it is stored;
+    /// `old` is the file's content in the parent snapshot.
+    fn chunk_of_changed_file(&self, old: &FileContent, offset: u64, chunk: &ChunkRef);
+    /// A pack was sealed and indexed, holding `blobs`.
+    fn sealed(&self, blobs: &[BlobId]);
+}
+
 struct Walker<'a> {
     writer: BlobWriter<'a>,
+    watch: Option<&'a dyn Watch>,
     store: &'a Store,
     excludes: globset::GlobSet,
     gzip_aware: globset::GlobSet,
@@ -449,7 +463,14 @@ impl Walker<'_> {
             }));
         }
         for _ in 0..READ_ATTEMPTS {
-            let Some(read) = self.read_file(path)? else {
+            let old = match prev {
+                Some(Entry {
+                    kind: Kind::File(c),
+                    ..
+                }) => Some(c),
+                _ => None,
+            };
+            let Some(read) = self.read_file(path, old)? else {
                 return Ok(None);
             };
             let Some((content, before)) = read else {
@@ -492,7 +513,11 @@ impl Walker<'_> {
     /// Read and store one file. `Ok(None)`: a warning was given, leave it
     /// out. `Ok(Some(None))`: it changed while read, try again.
     #[allow(clippy::type_complexity)]
-    fn read_file(&self, path: &Path) -> Result<Option<Option<(FileContent, Metadata)>>> {
+    fn read_file(
+        &self,
+        path: &Path,
+        old: Option<&FileContent>,
+    ) -> Result<Option<Option<(FileContent, Metadata)>>> {
         let Some(file) = self.soft(path, fsread::open_source(path, self.opts.follow_symlinks))?
         else {
             return Ok(None);
@@ -532,12 +557,18 @@ impl Walker<'_> {
         let read = CHUNK_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             chunk::chunk_stream(&mut reader, &mut buf, |data| {
-                let id = self.writer.add_chunk(data)?;
-                bytes += data.len() as u64;
-                chunks.push(ChunkRef {
-                    id,
+                let c = ChunkRef {
+                    id: ChunkId::of(data),
                     len: data.len() as u32,
-                });
+                };
+                // Told before it is stored: before the pack holding it
+                // can be sealed.
+                if let (Some(w), Some(old)) = (self.watch, old) {
+                    w.chunk_of_changed_file(old, bytes, &c);
+                }
+                self.writer.add_chunk_as(c.id, data)?;
+                bytes += data.len() as u64;
+                chunks.push(c);
                 Ok(())
             })
         });
@@ -814,19 +845,30 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<globset::GlobSet> {
 /// Take a snapshot of `opts.paths` into `store`, on a pool of at least
 /// `SNAPSHOT_THREADS_MIN` threads.
 pub fn create(store: &Store, lock: &StoreLock, opts: &SnapshotOptions) -> Result<SnapshotOutcome> {
+    create_watched(store, lock, opts, None)
+}
+
+/// `create`, telling `watch` what it stores as it goes.
+pub fn create_watched(
+    store: &Store,
+    lock: &StoreLock,
+    opts: &SnapshotOptions,
+    watch: Option<&dyn Watch>,
+) -> Result<SnapshotOutcome> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cores.max(SNAPSHOT_THREADS_MIN))
         .thread_name(|i| format!("hamn-snapshot-{i}"))
         .build()
         .map_err(|e| Error::Other(format!("cannot start the snapshot's threads: {e}")))?;
-    pool.install(|| create_on_this_pool(store, lock, opts))
+    pool.install(|| create_on_this_pool(store, lock, opts, watch))
 }
 
 fn create_on_this_pool(
     store: &Store,
     lock: &StoreLock,
     opts: &SnapshotOptions,
+    watch: Option<&dyn Watch>,
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
@@ -852,6 +894,9 @@ fn create_on_this_pool(
     let host = crate::store::lock::hostname();
     check_text("host name", &host)?;
     let parent = find_parent(store, &host, &paths)?;
+    if let Some(w) = watch {
+        w.parent(parent.as_ref().map(|(id, _)| *id));
+    }
     let prev_root = match &parent {
         Some((_, s)) => store.read_tree(s.root).ok().map(|tree| PrevTree {
             tree,
@@ -868,8 +913,11 @@ fn create_on_this_pool(
         p.enable_steady_tick(std::time::Duration::from_millis(200));
         p
     });
+    let sealed = watch.map(|w| move |blobs: &[BlobId]| w.sealed(blobs));
     let walker = Walker {
-        writer: BlobWriter::new(store, lock)?,
+        writer: BlobWriter::new(store, lock)?
+            .on_sealed(sealed.as_ref().map(|f| f as &(dyn Fn(&[BlobId]) + Sync))),
+        watch,
         store,
         excludes,
         gzip_aware,

@@ -32,6 +32,9 @@ struct Counters {
     packs_written: AtomicU64,
 }
 
+/// What a writer tells of each pack it seals: the blobs in it.
+pub type SealedHook<'s> = &'s (dyn Fn(&[BlobId]) + Sync);
+
 pub struct BlobWriter<'s> {
     store: &'s Store,
     _lock: &'s StoreLock,
@@ -42,6 +45,8 @@ pub struct BlobWriter<'s> {
     /// every other writer out, so nothing else changes it meanwhile).
     reader: RwLock<Arc<BlobReader>>,
     counters: Counters,
+    /// Told the blobs of each pack once it is sealed and indexed.
+    on_sealed: Option<SealedHook<'s>>,
 }
 
 impl<'s> BlobWriter<'s> {
@@ -53,7 +58,15 @@ impl<'s> BlobWriter<'s> {
             pending: Mutex::new(HashSet::new()),
             reader: RwLock::new(Arc::new(store.index().reader()?)),
             counters: Counters::default(),
+            on_sealed: None,
         })
+    }
+
+    /// Call `f` with the blobs of each pack this writer seals, once the
+    /// pack is durable and indexed (from the thread that sealed it).
+    pub fn on_sealed(mut self, f: Option<SealedHook<'s>>) -> Self {
+        self.on_sealed = f;
+        self
     }
 
     fn is_pending(&self, hash: &[u8; ID_LEN]) -> bool {
@@ -83,6 +96,11 @@ impl<'s> BlobWriter<'s> {
         let id = ChunkId::of(plain);
         self.add(id.into(), plain)?;
         Ok(id)
+    }
+
+    /// `add_chunk` for a chunk whose id the caller computed from `plain`.
+    pub fn add_chunk_as(&self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        self.add(id.into(), plain)
     }
 
     pub fn add_tree(&self, plain: &[u8]) -> Result<TreeId> {
@@ -160,6 +178,11 @@ impl<'s> BlobWriter<'s> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for l in &sealed.blobs {
             pending.remove(&l.id.hash);
+        }
+        drop(pending);
+        if let Some(f) = self.on_sealed {
+            let ids: Vec<BlobId> = sealed.blobs.iter().map(|l| l.id).collect();
+            f(&ids);
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! interrupted pushes resume, and errors are one clear line.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -244,14 +245,7 @@ fn a_changed_image_travels_as_a_delta_against_its_old_version() {
     let sb_no_delta = env.path("standby-no-delta");
     copy_tree(&sb, &sb_no_delta);
 
-    // Re-packed: a module inserted near the start and a byte changed in
-    // every 100 KB, so no chunk of the new image is stored anywhere.
-    let mut new = old[..1000].to_vec();
-    new.extend_from_slice(b"a new kernel module");
-    new.extend_from_slice(&old[1000..]);
-    for i in (0..new.len()).step_by(100_000) {
-        new[i] ^= 0xff;
-    }
+    let new = repacked(&old);
     write(&img, &new);
     env.snapshot(&[&src]);
     let night = pushed(&push(&env, &sshd, &sb, &[]));
@@ -1432,4 +1426,126 @@ fn a_slow_standby_that_logs_on_stderr_still_gets_the_whole_push() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(standby_snapshots(&sb), 1);
     assert_standby_restores(&env, &sb, &src, "from-standby");
+}
+
+/// A primary tree with a 6 MiB image, a standby store, and a config that
+/// syncs to it through `sshd` and deploys under a root of its own.
+fn image_site(env: &Env, sshd: &Sshd) -> (PathBuf, PathBuf, PathBuf, PathBuf, Vec<u8>) {
+    let src = env.path("install");
+    make_tree(&src, 60, 12);
+    let old = bytes(6 * 1024 * 1024, 78);
+    write(&src.join("images/rootimg.cpio.gz"), &old);
+    let sb = env.path("standby");
+    assert_eq!(code(&standby(&sb, &["init"])), 0);
+    let root = env.path("standby-root");
+    fs::create_dir_all(&root).unwrap();
+    let lines = format!(
+        "{}materialize = true\nroot = '{}'\n",
+        ssh_standby(sshd, &sb),
+        root.display()
+    );
+    let cfg = write_config(env, &[&src], &lines, "");
+    (src, sb, root, cfg, old)
+}
+
+/// `old` re-packed: a module inserted near the start and a byte changed
+/// in every 100 KB, so that no chunk of it is stored anywhere.
+fn repacked(old: &[u8]) -> Vec<u8> {
+    let mut new = old[..1000].to_vec();
+    new.extend_from_slice(b"a new kernel module");
+    new.extend_from_slice(&old[1000..]);
+    for i in (0..new.len()).step_by(100_000) {
+        new[i] ^= 0xff;
+    }
+    new
+}
+
+#[test]
+fn sync_sends_what_the_snapshot_stores_while_it_runs_with_its_deltas() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb, root, cfg, old) = image_site(&env, &sshd);
+    let first = sync(&cfg);
+    // Every blob the snapshot stored was sent before it was committed.
+    let p = &first["push"];
+    assert!(p["blobs_sent"].as_u64().unwrap() > 60, "{p}");
+    assert_eq!(p["blobs_sent_early"], p["blobs_sent"], "{p}");
+    assert!(
+        p["bytes_sent_early"].as_u64().unwrap() > old.len() as u64,
+        "{p}"
+    );
+
+    let new = repacked(&old);
+    write(&src.join("images/rootimg.cpio.gz"), &new);
+    write(&src.join("d0/s0/f0.txt"), b"edited tonight");
+    let night = sync(&cfg);
+    let p = &night["push"];
+    assert_eq!(p["blobs_sent_early"], p["blobs_sent"], "{p}");
+    // The new chunks of the image went as deltas against the old ones.
+    assert!(p["deltas_sent"].as_u64().unwrap() >= 3, "{p}");
+    assert!(
+        p["bytes_sent"].as_u64().unwrap() < new.len() as u64 / 10,
+        "{p}"
+    );
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &root.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn a_standby_without_the_snapshots_parent_is_sent_it_after_the_snapshot() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb, root, cfg, old) = image_site(&env, &sshd);
+    // A snapshot the standby never got: the parent of the sync's.
+    env.snapshot(&[&src]);
+    write(&src.join("images/rootimg.cpio.gz"), &repacked(&old));
+    let v = sync(&cfg);
+    let p = &v["push"];
+    // Nothing could be sent as deltas against a parent it lacks, and
+    // nothing was sent during the snapshot; the push sent both snapshots.
+    assert_eq!(p["blobs_sent_early"], 0, "{p}");
+    assert_eq!(p["snapshots_sent"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(standby_snapshots(&sb), 2);
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_same_tree(&src, &root.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn a_sync_killed_after_its_early_push_leaves_the_standby_whole_and_the_next_completes() {
+    let env = Env::new();
+    let sshd = Sshd::start("");
+    let (src, sb, root, cfg, old) = image_site(&env, &sshd);
+    sync(&cfg);
+    let live = root.join(src.strip_prefix("/").unwrap());
+    let night1 = env.path("night1");
+    copy_tree(&src, &night1);
+    write(&src.join("images/rootimg.cpio.gz"), &repacked(&old));
+    // kill -9 once the snapshot's data is durable, before its record: the
+    // early push has been sending meanwhile.
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .env("HAMN_FAILPOINT", "snapshot:data-durable")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    // The standby's serve ends with the connection; its store checks
+    // clean and holds one snapshot; the live tree is the first night's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checked = loop {
+        let out = standby(&sb, &["--lock-wait", "0", "check", "--read-data"]);
+        if code(&out) != 4 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code(&checked), 0, "{}", stderr(&checked));
+    assert_eq!(standby_snapshots(&sb), 1);
+    assert_same_tree(&night1, &live);
+    let v = sync(&cfg);
+    assert_eq!(v["materialize"]["snapshot"], v["snapshot"]["id"]);
+    assert_same_tree(&src, &live);
+    let out = standby(&sb, &["check", "--read-data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
