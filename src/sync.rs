@@ -475,15 +475,17 @@ impl EarlySession {
                         };
                     }
                     Ok(e) => {
-                        let talks = matches!(e, Early::Parent(Some(_)) | Early::Sealed(_));
-                        if let Err(e) = pushing.take(&mut remote, e) {
-                            // Its push after the snapshot meets it again,
-                            // and reports it.
-                            lost(e);
-                            break;
-                        }
+                        let talked_now = match pushing.take(&mut remote, e) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                // Its push after the snapshot meets it
+                                // again, and reports it.
+                                lost(e);
+                                break;
+                            }
+                        };
                         fed = Instant::now();
-                        if talks {
+                        if talked_now {
                             talked = fed;
                         } else if talked.elapsed() >= KEEPALIVE {
                             remote.ping().map_err(lost)?;

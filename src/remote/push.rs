@@ -774,15 +774,16 @@ impl<'a> EarlyPush<'a> {
         self.stats.blobs_sent > 0
     }
 
-    /// Act on one thing the snapshot said (`Done` is the caller's).
-    pub fn take(&mut self, remote: &mut Remote, e: Early) -> Result<()> {
+    /// Act on one thing the snapshot said (`Done` is the caller's);
+    /// whether the node was asked or sent anything.
+    pub fn take(&mut self, remote: &mut Remote, e: Early) -> Result<bool> {
         let started = Instant::now();
         let taken = self.take_timed(remote, e);
         self.busy += started.elapsed();
         taken
     }
 
-    fn take_timed(&mut self, remote: &mut Remote, e: Early) -> Result<()> {
+    fn take_timed(&mut self, remote: &mut Remote, e: Early) -> Result<bool> {
         match e {
             Early::Parent(None) => self.on = Some(true),
             Early::Parent(Some(id)) => {
@@ -795,6 +796,7 @@ impl<'a> EarlyPush<'a> {
                     ));
                 }
                 self.on = Some(held);
+                return Ok(true);
             }
             Early::Bases(c, b) if self.opts.delta && self.on != Some(false) => {
                 self.delta_bases.insert(c, b);
@@ -817,10 +819,11 @@ impl<'a> EarlyPush<'a> {
                 self.delta_bases = p.delta_bases;
                 self.since_flush = p.since_flush;
                 sent?;
+                return Ok(true);
             }
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     /// What it sent, for [`PushStats::add_early`].
