@@ -21,6 +21,13 @@ management node's /install looks like:
   post/otherpkgs/<os>/x86_64/*.rpm         ~10% of the packages, duplicated
   postscripts/, custom/, autoinst/         small text files
 
+--image-files K makes a tree of many images instead of one: each holds at
+most K entries (image i > 1 at netboot/<os>/x86_64/compute<i>/), so its
+directories keep a real image's sizes (a debootstrapped image holds ~30k
+entries) while --files grows; without it the one image's directories grow
+with --files. A night then changes one image in six (~1% of the entries)
+and re-packs those.
+
 --files counts every non-directory entry (regular files, symlinks,
 hardlinks); --bytes is the approximate total size of regular files (each
 hardlinked name counted once). The rough byte split is 40% packages, 4%
@@ -64,6 +71,23 @@ CPIO = f"netboot/{OS_NAME}/{ARCH}/compute/rootimg.cpio.gz"
 PACKAGES = f"{OS_NAME}/{ARCH}/Packages"
 REPODATA = f"{OS_NAME}/{ARCH}/repodata"
 OTHERPKGS = f"post/otherpkgs/{OS_NAME}/{ARCH}"
+
+
+def image_paths(i):
+    """(rootimg, packed image) of the tree's image number i (0: the first)."""
+    if i == 0:
+        return ROOTIMG, CPIO
+    profile = f"{os.path.dirname(ROOTIMG)}{i + 1}"
+    return f"{profile}/rootimg", f"{profile}/rootimg.cpio.gz"
+
+
+def tree_images(out):
+    """The (rootimg, packed image) pairs of a tree made by generate mode."""
+    pairs, i = [], 0
+    while os.path.isdir(os.path.join(out, image_paths(i)[0])):
+        pairs.append(image_paths(i))
+        i += 1
+    return pairs
 
 
 # ---------------------------------------------------------------- content
@@ -708,22 +732,27 @@ def generate(args):
         small.append((f"autoinst/{name}", content.text(rng, 6000), 0o644))
 
     n_root = n - n_rpm - len(dups) - len(small) - 3  # 3: cpio, repodata
+    n_images = max(1, -(-n_root // args.image_files)) if args.image_files else 1
+    n_root -= n_images - 1  # each further image has its own cpio
     cpio_target = int(budget * 0.14)
     rpm_bytes_total = sum(rpm_sizes) + sum(rpm_sizes[i] for i in dups)
     root_budget = budget - rpm_bytes_total - cpio_target - sum(len(d) for _, d, _ in small)
-    planner = Planner(rng, content)
-    planner.rootimg(max(50, n_root))
-    scale_sizes(planner.entries, max(root_budget, n_root * 64))
-
-    # Write: rootimg, then its packed image, then the rest.
-    rootimg = os.path.join(out, ROOTIMG)
-    os.makedirs(rootimg)
-    materialize(rootimg, planner.entries, content, rng, stats)
-    for d in planner.empty_dirs:
-        os.makedirs(os.path.join(rootimg, d), exist_ok=True)
-    cpio_size = pack_image(rootimg, os.path.join(out, CPIO), cpio_target, BASE_TIME * 10**9)
-    stats["files"] += 1
-    stats["bytes"] += cpio_size
+    for i in range(n_images):
+        # Plan and write one image at a time: the planner holds its entries.
+        n_img = n_root // n_images + (1 if i < n_root % n_images else 0)
+        planner = Planner(rng, content)
+        planner.rootimg(max(50, n_img))
+        scale_sizes(planner.entries, max(root_budget // n_images, n_img * 64))
+        rel_root, rel_cpio = image_paths(i)
+        rootimg = os.path.join(out, rel_root)
+        os.makedirs(rootimg)
+        materialize(rootimg, planner.entries, content, rng, stats)
+        for d in planner.empty_dirs:
+            os.makedirs(os.path.join(rootimg, d), exist_ok=True)
+        del planner
+        cpio_size = pack_image(rootimg, os.path.join(out, rel_cpio), cpio_target // n_images, BASE_TIME * 10**9)
+        stats["files"] += 1
+        stats["bytes"] += cpio_size
     for i, (name, size) in enumerate(zip(rpm_names, rpm_sizes)):
         data = rpm_bytes(rng, name, size)
         t = mtime_ns(rng)
@@ -747,6 +776,7 @@ def generate(args):
     stats["packages"] = n_rpm
     stats["packages_duplicated"] = len(dups)
     stats["cpio_bytes"] = cpio_size
+    stats["images"] = n_images
     print(json.dumps(stats))
 
 
@@ -758,17 +788,8 @@ def looks_random(data):
     return len(sample) > 256 and len(zlib.compress(sample, 1)) > 0.9 * len(sample)
 
 
-def mutate(args):
-    out = safe_out(args.out)
-    rootimg = os.path.join(out, ROOTIMG)
-    if not os.path.isdir(rootimg):
-        sys.exit(f"gen_tree: {out} is not a tree made by gen_tree.py (no {ROOTIMG})")
-    os.umask(0o022)
-    night = args.mutate
-    content = Content(args.seed)
-    rng = random.Random(f"{args.seed}:night:{night}")
-    st = {"night": night, "rewritten": 0, "patched": 0, "touched": 0, "deleted": 0, "renamed": 0,
-          "new_files": 0, "new_packages": 0, "updated_packages": 0, "hosts_lines": 0, "bytes_written": 0}
+def mutate_image(rootimg, rng, content, night, st):
+    """Night NIGHT's change inside one root image."""
     walk = sorted_walk(rootimg)
     regular = [rel for rel, s in walk if stat.S_ISREG(s.st_mode) and rel != "etc/hosts"]
     dirs = [rel for rel, s in walk if stat.S_ISDIR(s.st_mode)]
@@ -863,6 +884,26 @@ def mutate(args):
         os.utime(hosts, ns=(t, t))
         st["hosts_lines"] = add
 
+
+
+def mutate(args):
+    out = safe_out(args.out)
+    images = tree_images(out)
+    if not images:
+        sys.exit(f"gen_tree: {out} is not a tree made by gen_tree.py (no {ROOTIMG})")
+    os.umask(0o022)
+    night = args.mutate
+    content = Content(args.seed)
+    rng = random.Random(f"{args.seed}:night:{night}")
+    st = {"night": night, "rewritten": 0, "patched": 0, "touched": 0, "deleted": 0, "renamed": 0,
+          "new_files": 0, "new_packages": 0, "updated_packages": 0, "hosts_lines": 0, "bytes_written": 0}
+    if len(images) > 1:
+        # A tree of many images: one in six is worked on, ~1% of the entries.
+        images = sorted(rng.sample(images, max(1, round(len(images) / 6))))
+    for rel_root, _ in images:
+        mutate_image(os.path.join(out, rel_root), rng, content, night, st)
+    st["images_changed"] = len(images)
+
     # Packages: some updated (old version removed), some new.
     pkgdir = os.path.join(out, PACKAGES)
     pkgs = sorted(os.listdir(pkgdir)) if os.path.isdir(pkgdir) else []
@@ -903,10 +944,12 @@ def mutate(args):
             t = mtime_ns(rng, night)
             os.utime(p, ns=(t, t))
 
-    cpio = os.path.join(out, CPIO)
-    if os.path.exists(cpio) and not args.no_repack:
-        st["cpio_bytes"] = pack_image(rootimg, cpio, os.path.getsize(cpio), mtime_ns(rng, night))
-        st["bytes_written"] += st["cpio_bytes"]
+    for rel_root, rel_cpio in images:
+        cpio = os.path.join(out, rel_cpio)
+        if os.path.exists(cpio) and not args.no_repack:
+            st["cpio_bytes"] = pack_image(os.path.join(out, rel_root), cpio, os.path.getsize(cpio),
+                                          mtime_ns(rng, night))
+            st["bytes_written"] += st["cpio_bytes"]
     set_dir_times(CHANGED_DIRS, (BASE_TIME + night * DAY) * 10**9)
     print(json.dumps(st))
 
@@ -928,6 +971,9 @@ def main():
                     help="approximate bytes of regular files, e.g. 1G, 100M (default 1G)")
     ap.add_argument("--seed", type=int, default=1, help="seed (default 1)")
     ap.add_argument("--mutate", type=int, metavar="NIGHT", help="apply night NIGHT's change to OUT")
+    ap.add_argument("--image-files", type=int, metavar="K",
+                    help="at most K entries per root image: a tree of many images of a real image's "
+                         "directory sizes, instead of one image whose directories grow with --files")
     ap.add_argument("--no-repack", action="store_true", help="with --mutate: leave rootimg.cpio.gz alone")
     args = ap.parse_args()
     if args.mutate is not None:
