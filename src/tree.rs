@@ -174,6 +174,20 @@ impl Kind {
         }
     }
 
+    /// Whether an entry of this kind is what a stat of type `ft` shows.
+    pub fn is_type_of(&self, ft: std::fs::FileType) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        match self {
+            Kind::File(_) => ft.is_file(),
+            Kind::Dir(_) => ft.is_dir(),
+            Kind::Symlink(_) => ft.is_symlink(),
+            Kind::CharDev(_) => ft.is_char_device(),
+            Kind::BlockDev(_) => ft.is_block_device(),
+            Kind::Fifo => ft.is_fifo(),
+            Kind::Socket => ft.is_socket(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Kind::File(_) => "file",

@@ -147,14 +147,22 @@ pub fn ctime_ns(md: &Metadata) -> i64 {
         .saturating_add(md.ctime_nsec())
 }
 
-/// Whether a stat still describes the version of a file recorded in `meta`.
-pub fn unchanged(meta: &Meta, size: u64, md: &Metadata) -> bool {
+/// Whether a stat is of the inode recorded in `meta`, its inode untouched
+/// since: then its xattrs are the recorded ones (setting or removing one
+/// changes the ctime), and so is a symlink's target (never changed in
+/// place).
+pub fn same_inode_version(meta: &Meta, md: &Metadata) -> bool {
     meta.dev == md.dev()
         && meta.ino == md.ino()
-        && meta.mtime_sec == md.mtime()
-        && meta.mtime_nsec == md.mtime_nsec() as u32
         && meta.ctime_sec == md.ctime()
         && meta.ctime_nsec == md.ctime_nsec() as u32
+}
+
+/// Whether a stat still describes the version of a file recorded in `meta`.
+pub fn unchanged(meta: &Meta, size: u64, md: &Metadata) -> bool {
+    same_inode_version(meta, md)
+        && meta.mtime_sec == md.mtime()
+        && meta.mtime_nsec == md.mtime_nsec() as u32
         && size == md.size()
 }
 

@@ -178,6 +178,7 @@ struct Walker<'a> {
 /// it complete (`Index::is_complete`: everything below it is stored), so
 /// that the unchanged files in it need no look-up of their chunks.
 struct PrevTree {
+    id: TreeId,
     tree: Tree,
     complete: bool,
 }
@@ -242,11 +243,18 @@ impl Walker<'_> {
 
     /// Store the tree of the directory `path`, refusing one that no reader
     /// would accept rather than publishing a snapshot that cannot be read.
-    fn write_tree(&self, path: &Path, tree: &Tree) -> Result<TreeId> {
-        self.write_tree_bytes(path, tree.encode())
+    fn write_tree(&self, path: &Path, tree: &Tree, prev: Option<&PrevTree>) -> Result<TreeId> {
+        self.write_tree_bytes(path, tree.encode(), prev)
     }
 
-    fn write_tree_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<TreeId> {
+    /// [`Walker::write_tree`] of an encoded tree; one equal to `prev`,
+    /// read from this store, is known stored.
+    fn write_tree_bytes(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        prev: Option<&PrevTree>,
+    ) -> Result<TreeId> {
         if bytes.len() > TREE_MAX_BYTES {
             return Err(Error::TreeTooLarge {
                 path: path.to_path_buf(),
@@ -254,7 +262,10 @@ impl Walker<'_> {
                 max: TREE_MAX_BYTES as u64,
             });
         }
-        let id = self.writer.add_tree(&bytes)?;
+        let id = match prev {
+            Some(p) => self.writer.add_tree_like(&bytes, p.id)?,
+            None => self.writer.add_tree(&bytes)?,
+        };
         self.trees
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -307,7 +318,7 @@ impl Walker<'_> {
                         path.display()
                     )));
                 }
-                let prev_tree = self.prev_subtree(prev)?;
+                let prev_tree = self.prev_subtree(prev, stored)?;
                 let mut entries = Vec::new();
                 for (child, sub) in children {
                     let child_path = path.join(OsStr::from_bytes(child));
@@ -322,7 +333,7 @@ impl Walker<'_> {
                         entries.push(e);
                     }
                 }
-                let id = self.write_tree(path, &Tree { entries })?;
+                let id = self.write_tree(path, &Tree { entries }, prev_tree.as_ref())?;
                 let xattrs = self
                     .soft(path, fsread::xattrs(path, self.follows(&md)))?
                     .unwrap_or_default();
@@ -336,12 +347,16 @@ impl Walker<'_> {
         }
     }
 
-    fn prev_subtree(&self, prev: Option<&Entry>) -> Result<Option<PrevTree>> {
+    /// The parent snapshot's tree of a directory whose entry there is
+    /// `prev`, found in a tree held complete when `in_complete` (then
+    /// this one is complete too: everything below that one is stored).
+    fn prev_subtree(&self, prev: Option<&Entry>, in_complete: bool) -> Result<Option<PrevTree>> {
         match prev.map(|e| &e.kind) {
             Some(Kind::Dir(id)) => match self.store.read_tree(*id) {
                 Ok(tree) => Ok(Some(PrevTree {
+                    id: *id,
                     tree,
-                    complete: self.store.index().is_complete(&id.0)?,
+                    complete: in_complete || self.store.index().is_complete(&id.0)?,
                 })),
                 Err(e) => {
                     // A damaged parent only costs re-reading; say so once per tree.
@@ -381,9 +396,16 @@ impl Walker<'_> {
         if ft.is_file() {
             return self.file_entry(path, name, md, prev, stored);
         }
-        let xattrs = match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
-            Some(x) => x,
-            None => return Ok(None),
+        // An inode untouched since the parent snapshot has the xattrs, and
+        // a symlink the target, recorded there: no syscall reads them.
+        let same =
+            prev.filter(|p| p.kind.is_type_of(ft) && fsread::same_inode_version(&p.meta, &md));
+        let xattrs = match same {
+            Some(p) => p.meta.xattrs.clone(),
+            None => match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
+                Some(x) => x,
+                None => return Ok(None),
+            },
         };
         let kind = if ft.is_dir() {
             self.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +421,7 @@ impl Walker<'_> {
                     ino: md.ino(),
                     parent: up,
                 };
-                match self.dir_tree(path, self.prev_subtree(prev)?, fs_dev, &here)? {
+                match self.dir_tree(path, self.prev_subtree(prev, stored)?, fs_dev, &here)? {
                     Some(id) => Kind::Dir(id),
                     None => return Ok(None),
                 }
@@ -407,9 +429,14 @@ impl Walker<'_> {
         } else {
             self.counters.other.fetch_add(1, Ordering::Relaxed);
             if ft.is_symlink() {
-                match self.soft(path, std::fs::read_link(path))? {
-                    Some(t) => Kind::Symlink(t.as_os_str().as_bytes().to_vec()),
-                    None => return Ok(None),
+                match same.map(|p| &p.kind) {
+                    Some(Kind::Symlink(t)) if t.len() as u64 == md.len() => {
+                        Kind::Symlink(t.clone())
+                    }
+                    _ => match self.soft(path, std::fs::read_link(path))? {
+                        Some(t) => Kind::Symlink(t.as_os_str().as_bytes().to_vec()),
+                        None => return Ok(None),
+                    },
                 }
             } else if ft.is_char_device() {
                 Kind::CharDev(md.rdev())
@@ -740,7 +767,11 @@ impl Walker<'_> {
                 tree.push(e);
             }
         }
-        Ok(Some(self.write_tree_bytes(path, tree.finish())?))
+        Ok(Some(self.write_tree_bytes(
+            path,
+            tree.finish(),
+            prev.as_ref(),
+        )?))
     }
 }
 
@@ -899,6 +930,7 @@ fn create_on_this_pool(
     }
     let prev_root = match &parent {
         Some((_, s)) => store.read_tree(s.root).ok().map(|tree| PrevTree {
+            id: s.root,
             tree,
             complete: store.index().is_complete(&s.root.0).unwrap_or(false),
         }),
@@ -943,7 +975,7 @@ fn create_on_this_pool(
             entries.push(e);
         }
     }
-    let root = walker.write_tree(Path::new("/"), &Tree { entries })?;
+    let root = walker.write_tree(Path::new("/"), &Tree { entries }, None)?;
     if let Some(p) = &walker.progress {
         p.finish_and_clear();
     }

@@ -109,6 +109,20 @@ impl<'s> BlobWriter<'s> {
         Ok(id)
     }
 
+    /// [`BlobWriter::add_tree`] where the caller has just read `stored`
+    /// from this store: a tree equal to it needs no look-up.
+    pub fn add_tree_like(&self, plain: &[u8], stored: TreeId) -> Result<TreeId> {
+        let id = TreeId::of(plain);
+        if id == stored {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(id);
+        }
+        self.add(id.into(), plain)?;
+        Ok(id)
+    }
+
     /// Store a blob whose id the caller computed from `plain`.
     fn add(&self, id: BlobId, plain: &[u8]) -> Result<()> {
         if self.has(id)? {

@@ -52,6 +52,43 @@ fn unchanged_files_are_not_read_again() {
     assert_eq!(third["files_reused"], 299);
 }
 
+/// A directory, symlink or device untouched since the parent snapshot is
+/// taken with the xattrs (and target) recorded there; one whose inode
+/// changed, by a new xattr or by being made anew, is read again.
+#[test]
+fn entries_other_than_files_are_read_again_only_when_their_inode_changed() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir/sub")).unwrap();
+    write(&src.join("dir/sub/file"), b"data");
+    std::os::unix::fs::symlink("target-aaaa", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("target-bbbb", src.join("kept")).unwrap();
+    let set = |p: &Path, v: &[u8]| {
+        rustix::fs::lsetxattr(p, "trusted.hamn", v, rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    set(&src.join("dir"), b"one");
+    set(&src.join("kept"), b"one");
+    let s = src.to_str().unwrap();
+    env.ok(&["snapshot", s]);
+    // A second snapshot with no change, so the third has a parent that
+    // itself reused everything.
+    assert_eq!(stats(&env, &[s])["files_reused"], 1);
+    set(&src.join("dir"), b"two");
+    set(&src.join("dir/sub"), b"new");
+    set(&src.join("kept"), b"two");
+    // Same length, new inode (the number may well be reused).
+    fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("target-cccc", src.join("link")).unwrap();
+    env.ok(&["snapshot", s]);
+    let restored = restore_all(&env, "latest", &src, "restored");
+    assert_same_tree(&src, &restored);
+    assert_eq!(
+        fs::read_link(restored.join("link")).unwrap(),
+        Path::new("target-cccc")
+    );
+}
+
 /// Reading a file for a snapshot leaves the page cache as it was: a file
 /// read from the disk is dropped again, a cached one (what the node
 /// serves) stays cached.
