@@ -69,7 +69,22 @@ pub struct Extractor<'a> {
     filler: Option<Filler>,
     /// What the live tree holds, as its deployment recorded it.
     deployed: Option<LiveDeployed>,
+    /// The directory being written last and the live directory it
+    /// mirrors ([`Fill::live_dir`]), opened once for all its files.
+    live_dir: Option<(PathBuf, Option<Dir>)>,
     pub stats: ExtractStats,
+}
+
+/// [`Fill::live_dir`] of `dir`, kept in `cache` while `dir` is written.
+fn cached_live_dir<'c>(
+    fill: &Fill<'_>,
+    cache: &'c mut Option<(PathBuf, Option<Dir>)>,
+    dir: &Dir,
+) -> Option<&'c Dir> {
+    if cache.as_ref().is_none_or(|(p, _)| p != dir.path()) {
+        *cache = Some((dir.path().to_path_buf(), fill.live_dir(dir)));
+    }
+    cache.as_ref()?.1.as_ref()
 }
 
 /// The snapshot deployed in the live tree that files are linked or copied
@@ -187,9 +202,12 @@ impl Fill<'_> {
     /// two trees share the inode until a deployment replaces it in one of
     /// them (deployments never change a shared file in place:
     /// [`crate::deploy::plan`]).
+    /// `live` is the live directory `dir` mirrors ([`Fill::live_dir`]).
+    #[allow(clippy::too_many_arguments)]
     fn link_from_live(
         &self,
         dir: &Dir,
+        live: Option<&Dir>,
         e: &Entry,
         c: &FileContent,
         sealed_ns: Option<i64>,
@@ -199,7 +217,10 @@ impl Fill<'_> {
         if !self.share || e.meta.nlink > 1 {
             return false;
         }
-        let Some((src, file)) = self.live_file(dir, &e.name) else {
+        let Some(src) = live else {
+            return false;
+        };
+        let Ok(file) = src.open_file(&e.name) else {
             return false;
         };
         let Ok(md) = file.metadata() else {
@@ -208,9 +229,9 @@ impl Fill<'_> {
         let same = md.nlink() == 1
             && dir.dev().is_ok_and(|d| d == md.dev())
             && md.size() == c.size
-            && crate::fs::read::has_meta(&src.child_path(&e.name), &md, &e.meta)
+            && crate::fs::read::file_has_meta(&file, &md, &e.meta)
             && (untouched_since(&md, sealed_ns) || live_holds(&file, c, stats));
-        if !same || dir.link_from(&e.name, &src, &e.name).is_err() {
+        if !same || dir.link_from(&e.name, src, &e.name).is_err() {
             return false;
         }
         // The live name may have been replaced since it was opened.
@@ -230,12 +251,18 @@ impl Fill<'_> {
     /// live directory holding it, opened below the live tree without
     /// following symlinks.
     fn live_file(&self, dir: &Dir, name: &[u8]) -> Option<(Dir, File)> {
+        let parent = self.live_dir(dir)?;
+        let file = parent.open_file(name).ok()?;
+        Some((parent, file))
+    }
+
+    /// The live directory that `dir` (being written) mirrors, opened below
+    /// the live tree without following symlinks.
+    fn live_dir(&self, dir: &Dir) -> Option<Dir> {
         use std::os::unix::ffi::OsStrExt;
         let (top, live) = self.reuse.as_ref()?;
         let rel = dir.path().strip_prefix(top).ok()?;
-        let parent = Dir::beneath(live, rel.as_os_str().as_bytes()).ok()?;
-        let file = parent.open_file(name).ok()?;
-        Some((parent, file))
+        Dir::beneath(live, rel.as_os_str().as_bytes()).ok()
     }
 
     /// Fill `file` (`dir`'s child for `e`) from its live copy if that is
@@ -411,6 +438,7 @@ impl<'a> Extractor<'a> {
             links: HashMap::new(),
             filler: None,
             deployed: None,
+            live_dir: None,
             stats: ExtractStats::default(),
         }
     }
@@ -421,6 +449,7 @@ impl<'a> Extractor<'a> {
 
     /// Copy unchanged files from `live` (the tree `top` is a new copy of).
     pub fn reuse_from(&mut self, top: PathBuf, live: PathBuf) {
+        self.live_dir = None;
         self.fill.reuse = Some((top, live));
     }
 
@@ -537,9 +566,13 @@ impl<'a> Extractor<'a> {
                     return Ok(());
                 }
                 let sealed = self.sealed_for(dir, &e.name, content);
+                let live = match self.fill.share && e.meta.nlink <= 1 {
+                    true => cached_live_dir(&self.fill, &mut self.live_dir, dir),
+                    false => None,
+                };
                 if self
                     .fill
-                    .link_from_live(dir, e, content, sealed, &mut self.stats)
+                    .link_from_live(dir, live, e, content, sealed, &mut self.stats)
                 {
                     return Ok(());
                 }

@@ -63,14 +63,34 @@ impl Owners {
 /// with `follow` of a symlink's target. A file system without xattr
 /// support has none.
 pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if follow {
+        xattrs_with(
+            |names| rustix::fs::listxattr(path, names),
+            |name, value| rustix::fs::getxattr(path, name, value),
+        )
+    } else {
+        xattrs_with(
+            |names| rustix::fs::llistxattr(path, names),
+            |name, value| rustix::fs::lgetxattr(path, name, value),
+        )
+    }
+}
+
+/// [`xattrs`] of an open file.
+pub fn xattrs_of_file(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_with(
+        |names| rustix::fs::flistxattr(file, names),
+        |name, value| rustix::fs::fgetxattr(file, name, value),
+    )
+}
+
+fn xattrs_with(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let n = loop {
-        let listed = if follow {
-            rustix::fs::listxattr(path, &mut names[..])
-        } else {
-            rustix::fs::llistxattr(path, &mut names[..])
-        };
-        match listed {
+        match list(&mut names[..]) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
                 let len = names.len() * 4;
@@ -84,12 +104,7 @@ pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let mut value = vec![0u8; 256];
         let len = loop {
-            let got = if follow {
-                rustix::fs::getxattr(path, name, &mut value[..])
-            } else {
-                rustix::fs::lgetxattr(path, name, &mut value[..])
-            };
-            match got {
+            match get(name, &mut value[..]) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) if value.len() < XATTR_VALUE_MAX_BYTES => {
                     value.resize(XATTR_VALUE_MAX_BYTES, 0)
@@ -111,14 +126,19 @@ pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
 /// Whether the entry at `path` (with `md`, its `lstat`) has `m`'s mode
 /// (not for symlinks), mtime (not for directories), owner and xattrs.
 pub fn has_meta(path: &Path, md: &Metadata, m: &Meta) -> bool {
+    has_stat_meta(md, m) && xattrs(path, false).is_ok_and(|x| x == m.xattrs)
+}
+
+/// [`has_meta`] of an open regular file, `md` its `fstat`.
+pub fn file_has_meta(file: &File, md: &Metadata, m: &Meta) -> bool {
+    has_stat_meta(md, m) && xattrs_of_file(file).is_ok_and(|x| x == m.xattrs)
+}
+
+fn has_stat_meta(md: &Metadata, m: &Meta) -> bool {
     let mode_ok = md.file_type().is_symlink() || md.mode() & 0o7777 == m.mode;
     let time_ok = md.file_type().is_dir()
         || (md.mtime() == m.mtime_sec && md.mtime_nsec() as u32 == m.mtime_nsec);
-    mode_ok
-        && time_ok
-        && md.uid() == m.uid
-        && md.gid() == m.gid
-        && xattrs(path, false).is_ok_and(|x| x == m.xattrs)
+    mode_ok && time_ok && md.uid() == m.uid && md.gid() == m.gid
 }
 
 /// Tree metadata from a stat result and the entry's xattrs.
