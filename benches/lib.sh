@@ -304,6 +304,24 @@ EOF
     put "sshd_version" "$(/usr/sbin/sshd -V 2>&1 | head -1 || true)"
 }
 
+# standby_toml PRIMARY_STORE TREE STANDBY_STORE ROOT: a primary's config
+# managing TREE, with one standby behind the private sshd that deploys
+# into ROOT (its `hamn serve` is $work/bin/hamn-remote).
+standby_toml() {
+    cat <<EOF
+store = "$1"
+paths = ["$2"]
+
+[standby]
+url = "ssh://root@127.0.0.1:$port$3"
+identity = "$ssh_key"
+known_hosts = "$ssh_known_hosts"
+remote_bin = "$work/bin/hamn-remote"
+materialize = true
+root = "$4"
+EOF
+}
+
 # The listener's cumulative CPU of reaped children (every session: sshd's
 # crypto and the command it ran), in clock ticks.
 sshd_child_ticks() {

@@ -91,18 +91,8 @@ hamn_setup() {
     "$hamn" --store "$work/primary-store$sfx" init >/dev/null
     "$hamn" --store "$work/standby-store$sfx" init >/dev/null
     mkdir -p "$work/standby-root$sfx"
-    cat >"$work/hamn$sfx.toml" <<EOF
-store = "$work/primary-store$sfx"
-paths = ["$tree"]
-
-[standby]
-url = "ssh://root@127.0.0.1:$port$work/standby-store$sfx"
-identity = "$ssh_key"
-known_hosts = "$ssh_known_hosts"
-remote_bin = "$work/bin/hamn-remote"
-materialize = true
-root = "$work/standby-root$sfx"
-EOF
+    standby_toml "$work/primary-store$sfx" "$tree" "$work/standby-store$sfx" "$work/standby-root$sfx" \
+        >"$work/hamn$sfx.toml"
     HAMN_CONFIG=$work/hamn$sfx.toml "$hamn" config check >"$work/config-check.out" 2>&1 ||
         die "hamn config check: $(cat "$work/config-check.out")"
 }

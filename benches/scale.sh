@@ -81,18 +81,7 @@ for n in $SIZES; do
     "$hamn" --store "$d/primary" init >/dev/null
     "$hamn" --store "$d/standby" init >/dev/null
     mkdir -p "$d/root"
-    cat >"$d/hamn.toml" <<EOF
-store = "$d/primary"
-paths = ["$tree"]
-
-[standby]
-url = "ssh://root@127.0.0.1:$port$d/standby"
-identity = "$ssh_key"
-known_hosts = "$ssh_known_hosts"
-remote_bin = "$work/bin/hamn-remote"
-materialize = true
-root = "$d/root"
-EOF
+    standby_toml "$d/primary" "$tree" "$d/standby" "$d/root" >"$d/hamn.toml"
     export HAMN_CONFIG=$d/hamn.toml
     "$hamn" config check >/dev/null
 
