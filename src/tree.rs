@@ -29,6 +29,10 @@ const KIND_BLOCK: u8 = 5;
 const KIND_FIFO: u8 = 6;
 const KIND_SOCKET: u8 = 7;
 
+/// An owner name, shared: the entries of a tree and of a walk nearly all
+/// name the same few owners, and hold one copy of each.
+pub type OwnerName = std::sync::Arc<[u8]>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
     /// Permission bits including setuid, setgid and sticky (st_mode & 0o7777).
@@ -36,8 +40,8 @@ pub struct Meta {
     pub uid: u32,
     pub gid: u32,
     /// Names for display only; restores use the numbers.
-    pub user: Vec<u8>,
-    pub group: Vec<u8>,
+    pub user: OwnerName,
+    pub group: OwnerName,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
     /// Change-detection key, compared with the live file on the next
@@ -162,6 +166,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The tree of a directory entry.
+    pub fn dir(&self) -> Option<TreeId> {
+        match self {
+            Kind::Dir(id) => Some(*id),
+            _ => None,
+        }
+    }
+
     pub fn letter(&self) -> char {
         match self {
             Kind::File(_) => '-',
@@ -280,8 +292,9 @@ impl Tree {
         }
         let n = d.count(ENTRY_MIN_BYTES)?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        let mut owners = Owners::default();
         for _ in 0..n {
-            let ent = decode_entry(&mut d)?;
+            let ent = decode_entry(&mut d, &mut owners)?;
             if let Some(prev) = entries.last()
                 && prev.name >= ent.name
             {
@@ -407,7 +420,23 @@ fn encode_entry(e: &mut Encoder, ent: &Entry) {
     }
 }
 
-fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
+/// The owner names of the entry decoded last: the next one most often has
+/// the same, and shares them.
+#[derive(Default)]
+struct Owners {
+    user: OwnerName,
+    group: OwnerName,
+}
+
+/// `bytes` as a shared name, `last` itself when it is the same.
+fn shared_name(last: &mut OwnerName, bytes: &[u8]) -> OwnerName {
+    if **last != *bytes {
+        *last = bytes.into();
+    }
+    last.clone()
+}
+
+fn decode_entry(d: &mut Decoder<'_>, owners: &mut Owners) -> Result<Entry> {
     let name = small_bytes_dec(d, NAME_MAX_BYTES)?.to_vec();
     validate_name(&name)?;
     let kind = d.u8()?;
@@ -417,8 +446,8 @@ fn decode_entry(d: &mut Decoder<'_>) -> Result<Entry> {
     }
     let uid = d.u32()?;
     let gid = d.u32()?;
-    let user = small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?.to_vec();
-    let group = small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?.to_vec();
+    let user = shared_name(&mut owners.user, small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?);
+    let group = shared_name(&mut owners.group, small_bytes_dec(d, OWNER_NAME_MAX_BYTES)?);
     let mtime_sec = d.i64()?;
     let mtime_nsec = d.u32()?;
     let dev = d.u64()?;

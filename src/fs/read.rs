@@ -8,15 +8,17 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
-use crate::tree::{Meta, OWNER_NAME_MAX_BYTES, XATTR_VALUE_MAX_BYTES};
+use crate::tree::{Meta, OWNER_NAME_MAX_BYTES, OwnerName, XATTR_VALUE_MAX_BYTES};
 
-/// uid/gid -> name, looked up once each.
+/// uid/gid -> name, looked up once each. Read by every walking thread for
+/// every entry, so a look-up of a known id takes only a shared lock, and
+/// gives the one shared copy of the name.
 #[derive(Default)]
 pub struct Owners {
-    users: Mutex<HashMap<u32, Vec<u8>>>,
-    groups: Mutex<HashMap<u32, Vec<u8>>>,
+    users: RwLock<HashMap<u32, OwnerName>>,
+    groups: RwLock<HashMap<u32, OwnerName>>,
 }
 
 /// An owner name cut to what a tree holds (`OWNER_NAME_MAX_BYTES`). Names
@@ -35,27 +37,39 @@ fn owner_name(name: &[u8]) -> Vec<u8> {
     name[..end].to_vec()
 }
 
+/// The name of `id` from `names`, looked up with `lookup` the first time.
+fn owner_of(
+    names: &RwLock<HashMap<u32, OwnerName>>,
+    id: u32,
+    lookup: impl FnOnce(u32) -> Option<Vec<u8>>,
+) -> OwnerName {
+    if let Some(name) = names.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return name.clone();
+    }
+    names
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(id)
+        .or_insert_with(|| {
+            lookup(id)
+                .map(|n| owner_name(&n))
+                .unwrap_or_default()
+                .into()
+        })
+        .clone()
+}
+
 impl Owners {
-    pub fn user(&self, uid: u32) -> Vec<u8> {
-        let mut m = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(uid)
-            .or_insert_with(|| {
-                uzers::get_user_by_uid(uid)
-                    .map(|u| owner_name(u.name().as_bytes()))
-                    .unwrap_or_default()
-            })
-            .clone()
+    pub fn user(&self, uid: u32) -> OwnerName {
+        owner_of(&self.users, uid, |uid| {
+            uzers::get_user_by_uid(uid).map(|u| u.name().as_bytes().to_vec())
+        })
     }
 
-    pub fn group(&self, gid: u32) -> Vec<u8> {
-        let mut m = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(gid)
-            .or_insert_with(|| {
-                uzers::get_group_by_gid(gid)
-                    .map(|g| owner_name(g.name().as_bytes()))
-                    .unwrap_or_default()
-            })
-            .clone()
+    pub fn group(&self, gid: u32) -> OwnerName {
+        owner_of(&self.groups, gid, |gid| {
+            uzers::get_group_by_gid(gid).map(|g| g.name().as_bytes().to_vec())
+        })
     }
 }
 
@@ -362,8 +376,8 @@ mod tests {
             entries: vec![Entry {
                 name: b"f".to_vec(),
                 meta: Meta {
-                    user: owner_name(&ascii),
-                    group: owner_name(&not_utf8),
+                    user: owner_name(&ascii).into(),
+                    group: owner_name(&not_utf8).into(),
                     ..Meta::default()
                 },
                 kind: Kind::Fifo,

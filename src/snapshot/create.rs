@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::fs::read::{self as fsread, Owners};
 use crate::id::{BlobId, ChunkId, SnapshotId, TreeId};
 use crate::snapshot::{Snapshot, SnapshotStats, check_text, normalized_path, path_components};
+use crate::store::index::BlobReader;
 use crate::store::writer::BlobWriter;
 use crate::store::{Store, StoreLock};
 use crate::tree::{ChunkRef, Encoding, Entry, FileContent, Kind, Tree, TreeEncoder};
@@ -162,6 +163,9 @@ struct Walker<'a> {
     writer: BlobWriter<'a>,
     watch: Option<&'a dyn Watch>,
     store: &'a Store,
+    /// The index as it was when the walk began, which locates every tree
+    /// of the parent snapshot.
+    parent_trees: BlobReader,
     excludes: globset::GlobSet,
     gzip_aware: globset::GlobSet,
     opts: &'a SnapshotOptions,
@@ -181,10 +185,6 @@ struct PrevTree {
     id: TreeId,
     tree: Tree,
     complete: bool,
-}
-
-fn name_bytes(name: &OsStr) -> Vec<u8> {
-    name.as_bytes().to_vec()
 }
 
 /// Whether an I/O error is about one source file rather than the machine.
@@ -243,17 +243,18 @@ impl Walker<'_> {
 
     /// Store the tree of the directory `path`, refusing one that no reader
     /// would accept rather than publishing a snapshot that cannot be read.
-    fn write_tree(&self, path: &Path, tree: &Tree, prev: Option<&PrevTree>) -> Result<TreeId> {
+    fn write_tree(&self, path: &Path, tree: &Tree, prev: Option<TreeId>) -> Result<TreeId> {
         self.write_tree_bytes(path, tree.encode(), prev)
     }
 
-    /// [`Walker::write_tree`] of an encoded tree; one equal to `prev`,
-    /// read from this store, is known stored.
+    /// [`Walker::write_tree`] of an encoded tree; one equal to `prev` (the
+    /// directory's tree in the parent snapshot, read from this store) is
+    /// known stored.
     fn write_tree_bytes(
         &self,
         path: &Path,
         bytes: Vec<u8>,
-        prev: Option<&PrevTree>,
+        prev: Option<TreeId>,
     ) -> Result<TreeId> {
         if bytes.len() > TREE_MAX_BYTES {
             return Err(Error::TreeTooLarge {
@@ -263,7 +264,7 @@ impl Walker<'_> {
             });
         }
         let id = match prev {
-            Some(p) => self.writer.add_tree_like(&bytes, p.id)?,
+            Some(p) => self.writer.add_tree_like(&bytes, p)?,
             None => self.writer.add_tree(&bytes)?,
         };
         self.trees
@@ -297,7 +298,7 @@ impl Walker<'_> {
                     Err(e) => return Err(Error::io(path, e)),
                 };
                 let dev = md.dev();
-                self.entry(path, name, md, prev, stored, dev, None)
+                self.entry(path, name.to_vec(), md, prev.cloned(), stored, dev, None)
             }
             Node::Partial(children) => {
                 let md = match std::fs::symlink_metadata(path) {
@@ -318,7 +319,7 @@ impl Walker<'_> {
                         path.display()
                     )));
                 }
-                let prev_tree = self.prev_subtree(prev, stored)?;
+                let prev_tree = self.prev_subtree(prev.and_then(|e| e.kind.dir()), stored)?;
                 let mut entries = Vec::new();
                 for (child, sub) in children {
                     let child_path = path.join(OsStr::from_bytes(child));
@@ -333,7 +334,7 @@ impl Walker<'_> {
                         entries.push(e);
                     }
                 }
-                let id = self.write_tree(path, &Tree { entries }, prev_tree.as_ref())?;
+                let id = self.write_tree(path, &Tree { entries }, prev_tree.map(|t| t.id))?;
                 let xattrs = self
                     .soft(path, fsread::xattrs(path, self.follows(&md)))?
                     .unwrap_or_default();
@@ -347,14 +348,14 @@ impl Walker<'_> {
         }
     }
 
-    /// The parent snapshot's tree of a directory whose entry there is
-    /// `prev`, found in a tree held complete when `in_complete` (then
-    /// this one is complete too: everything below that one is stored).
-    fn prev_subtree(&self, prev: Option<&Entry>, in_complete: bool) -> Result<Option<PrevTree>> {
-        match prev.map(|e| &e.kind) {
-            Some(Kind::Dir(id)) => match self.store.read_tree(*id) {
+    /// The parent snapshot's tree `prev` of a directory, found in a tree
+    /// held complete when `in_complete` (then this one is complete too:
+    /// everything below that one is stored).
+    fn prev_subtree(&self, prev: Option<TreeId>, in_complete: bool) -> Result<Option<PrevTree>> {
+        match prev {
+            Some(id) => match self.store.read_tree_in(&self.parent_trees, id) {
                 Ok(tree) => Ok(Some(PrevTree {
-                    id: *id,
+                    id,
                     tree,
                     complete: in_complete || self.store.index().is_complete(&id.0)?,
                 })),
@@ -364,21 +365,22 @@ impl Walker<'_> {
                     Ok(None)
                 }
             },
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 
-    /// One walked entry. `prev` is its entry in the parent snapshot, from a
-    /// tree held complete here when `stored`; `fs_dev` is the device of
-    /// the managed path; `up` the directories above it (to stop symlink
-    /// loops when following).
+    /// One walked entry, named `name`. `prev` is its entry in the parent
+    /// snapshot (taken over: what is unchanged of it is moved into the new
+    /// entry, not copied), from a tree held complete here when `stored`;
+    /// `fs_dev` is the device of the managed path; `up` the directories
+    /// above it (to stop symlink loops when following).
     #[allow(clippy::too_many_arguments)]
     fn entry(
         &self,
         path: &Path,
-        name: &[u8],
+        name: Vec<u8>,
         mut md: Metadata,
-        prev: Option<&Entry>,
+        prev: Option<Entry>,
         stored: bool,
         fs_dev: u64,
         up: Option<&Up<'_>>,
@@ -396,12 +398,18 @@ impl Walker<'_> {
         if ft.is_file() {
             return self.file_entry(path, name, md, prev, stored);
         }
+        let (old_meta, old_kind) = match prev {
+            Some(p) => (Some(p.meta), Some(p.kind)),
+            None => (None, None),
+        };
         // An inode untouched since the parent snapshot has the xattrs, and
         // a symlink the target, recorded there: no syscall reads them.
-        let same =
-            prev.filter(|p| p.kind.is_type_of(ft) && fsread::same_inode_version(&p.meta, &md));
-        let xattrs = match same {
-            Some(p) => p.meta.xattrs.clone(),
+        let same = old_kind.as_ref().is_some_and(|k| k.is_type_of(ft))
+            && old_meta
+                .as_ref()
+                .is_some_and(|m| fsread::same_inode_version(m, &md));
+        let xattrs = match old_meta.filter(|_| same) {
+            Some(m) => m.xattrs,
             None => match self.soft(path, fsread::xattrs(path, self.follows(&md)))? {
                 Some(x) => x,
                 None => return Ok(None),
@@ -421,7 +429,8 @@ impl Walker<'_> {
                     ino: md.ino(),
                     parent: up,
                 };
-                match self.dir_tree(path, self.prev_subtree(prev, stored)?, fs_dev, &here)? {
+                let prev_tree = self.prev_subtree(old_kind.as_ref().and_then(Kind::dir), stored)?;
+                match self.dir_tree(path, prev_tree, fs_dev, &here)? {
                     Some(id) => Kind::Dir(id),
                     None => return Ok(None),
                 }
@@ -429,12 +438,10 @@ impl Walker<'_> {
         } else {
             self.counters.other.fetch_add(1, Ordering::Relaxed);
             if ft.is_symlink() {
-                match same.map(|p| &p.kind) {
-                    Some(Kind::Symlink(t)) if t.len() as u64 == md.len() => {
-                        Kind::Symlink(t.clone())
-                    }
+                match old_kind.filter(|_| same) {
+                    Some(Kind::Symlink(t)) if t.len() as u64 == md.len() => Kind::Symlink(t),
                     _ => match self.soft(path, std::fs::read_link(path))? {
-                        Some(t) => Kind::Symlink(t.as_os_str().as_bytes().to_vec()),
+                        Some(t) => Kind::Symlink(t.into_os_string().into_vec()),
                         None => return Ok(None),
                     },
                 }
@@ -449,7 +456,7 @@ impl Walker<'_> {
             }
         };
         Ok(Some(Entry {
-            name: name.to_vec(),
+            name,
             meta: fsread::meta_from(&md, &self.owners, xattrs),
             kind,
         }))
@@ -458,46 +465,48 @@ impl Walker<'_> {
     fn file_entry(
         &self,
         path: &Path,
-        name: &[u8],
+        name: Vec<u8>,
         md: Metadata,
-        prev: Option<&Entry>,
+        prev: Option<Entry>,
         stored: bool,
     ) -> Result<Option<Entry>> {
         self.counters.files.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.progress {
             p.inc(1);
         }
-        if let Some(Entry {
-            kind: Kind::File(content),
-            meta,
-            ..
-        }) = prev
-            && fsread::unchanged(meta, content.size, &md)
-            // In a tree held complete, its chunks are stored: no look-up.
-            && (stored || self.all_stored(content)?)
-        {
-            // Setting an xattr changes the ctime, which `unchanged`
-            // compared: the recorded ones are still right.
-            let xattrs = meta.xattrs.clone();
-            self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bytes_total
-                .fetch_add(content.size, Ordering::Relaxed);
-            return Ok(Some(Entry {
-                name: name.to_vec(),
-                meta: fsread::meta_from(&md, &self.owners, xattrs),
-                kind: Kind::File(content.clone()),
-            }));
-        }
+        let prev = match prev {
+            Some(Entry {
+                kind: Kind::File(content),
+                meta,
+                ..
+            }) if fsread::unchanged(&meta, content.size, &md)
+                // In a tree held complete, its chunks are stored: no look-up.
+                && (stored || self.all_stored(&content)?) =>
+            {
+                // Setting an xattr changes the ctime, which `unchanged`
+                // compared: the recorded ones are still right.
+                let xattrs = meta.xattrs;
+                self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_total
+                    .fetch_add(content.size, Ordering::Relaxed);
+                return Ok(Some(Entry {
+                    name,
+                    meta: fsread::meta_from(&md, &self.owners, xattrs),
+                    kind: Kind::File(content),
+                }));
+            }
+            other => other,
+        };
+        let old = match prev {
+            Some(Entry {
+                kind: Kind::File(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        };
         for _ in 0..READ_ATTEMPTS {
-            let old = match prev {
-                Some(Entry {
-                    kind: Kind::File(c),
-                    ..
-                }) => Some(c),
-                _ => None,
-            };
-            let Some(read) = self.read_file(path, old)? else {
+            let Some(read) = self.read_file(path, old.as_ref())? else {
                 return Ok(None);
             };
             let Some((content, before)) = read else {
@@ -512,7 +521,7 @@ impl Walker<'_> {
                 .bytes_total
                 .fetch_add(content.size, Ordering::Relaxed);
             return Ok(Some(Entry {
-                name: name.to_vec(),
+                name,
                 meta: fsread::meta_from(&before, &self.owners, xattrs),
                 kind: Kind::File(content),
             }));
@@ -740,16 +749,37 @@ impl Walker<'_> {
             let Some(e) = self.soft(path, e)? else {
                 continue;
             };
-            children.push(e);
+            children.push((e.file_name().into_vec(), e));
         }
-        children.sort_by_key(|a| a.file_name());
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Each child's entry in the parent snapshot, moved out of the
+        // parent's tree: both lists are in name order.
+        let (prev_id, stored, prev_entries) = match prev {
+            Some(p) => (Some(p.id), p.complete, p.tree.entries),
+            None => (None, false, Vec::new()),
+        };
+        let mut prev_entries = prev_entries.into_iter().peekable();
+        let children: Vec<(Vec<u8>, std::fs::DirEntry, Option<Entry>)> = children
+            .into_iter()
+            .map(|(name, de)| {
+                while prev_entries.next_if(|p| p.name < name).is_some() {}
+                let prev = prev_entries.next_if(|p| p.name == name);
+                (name, de, prev)
+            })
+            .collect();
+        drop(prev_entries);
         // Entries are encoded batch by batch as they come, so a directory
         // of many thousand entries holds its encoding, not its entries.
         let mut tree = TreeEncoder::new();
-        for batch in children.chunks(DIR_BATCH_ENTRIES) {
+        let mut children = children.into_iter();
+        loop {
+            let batch: Vec<_> = children.by_ref().take(DIR_BATCH_ENTRIES).collect();
+            if batch.is_empty() {
+                break;
+            }
             let entries: Vec<Option<Entry>> = batch
-                .par_iter()
-                .map(|de| {
+                .into_par_iter()
+                .map(|(name, de, prev)| {
                     let child = de.path();
                     if self.excluded(&child) {
                         return Ok(None);
@@ -757,21 +787,14 @@ impl Walker<'_> {
                     let Some(md) = self.soft(&child, de.metadata())? else {
                         return Ok(None);
                     };
-                    let name = name_bytes(&de.file_name());
-                    let prev_entry = prev.as_ref().and_then(|t| t.tree.get(&name));
-                    let stored = prev.as_ref().is_some_and(|t| t.complete);
-                    self.entry(&child, &name, md, prev_entry, stored, fs_dev, Some(up))
+                    self.entry(&child, name, md, prev, stored, fs_dev, Some(up))
                 })
                 .collect::<Result<_>>()?;
             for e in entries.iter().flatten() {
                 tree.push(e);
             }
         }
-        Ok(Some(self.write_tree_bytes(
-            path,
-            tree.finish(),
-            prev.as_ref(),
-        )?))
+        Ok(Some(self.write_tree_bytes(path, tree.finish(), prev_id)?))
     }
 }
 
@@ -951,6 +974,7 @@ fn create_on_this_pool(
             .on_sealed(sealed.as_ref().map(|f| f as &(dyn Fn(&[BlobId]) + Sync))),
         watch,
         store,
+        parent_trees: store.index().reader()?,
         excludes,
         gzip_aware,
         opts,

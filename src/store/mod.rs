@@ -289,12 +289,14 @@ impl Store {
     }
 
     pub fn locate(&self, id: BlobId) -> Result<BlobLoc> {
-        self.index
-            .get(&id.hash)?
-            .ok_or_else(|| Error::MissingObject {
-                what: id.kind.name(),
-                id: id.to_hex(),
-            })
+        Self::found(id, self.index.get(&id.hash)?)
+    }
+
+    fn found(id: BlobId, loc: Option<BlobLoc>) -> Result<BlobLoc> {
+        loc.ok_or_else(|| Error::MissingObject {
+            what: id.kind.name(),
+            id: id.to_hex(),
+        })
     }
 
     /// Read a blob's plain bytes, verified against its id.
@@ -310,6 +312,14 @@ impl Store {
 
     pub fn read_tree(&self, id: TreeId) -> Result<Tree> {
         Tree::decode(&self.read_blob(id.into())?)
+    }
+
+    /// [`Store::read_tree`], located through `reader`'s view of the index:
+    /// for the many trees of one walk, without a read transaction each.
+    pub fn read_tree_in(&self, reader: &index::BlobReader, id: TreeId) -> Result<Tree> {
+        let loc = Self::found(id.into(), reader.get(&id.0)?)?;
+        let stored = self.read_stored(&loc)?;
+        Tree::decode(&self.verify_stored(&loc, &stored)?)
     }
 
     pub fn has_blob(&self, id: BlobId) -> Result<bool> {
