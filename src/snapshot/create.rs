@@ -187,6 +187,23 @@ struct PrevTree {
     complete: bool,
 }
 
+/// What a directory's new tree is compared with: its tree in the parent
+/// snapshot, and whether this store holds that one complete.
+#[derive(Clone, Copy)]
+struct Like {
+    id: TreeId,
+    complete: bool,
+}
+
+impl PrevTree {
+    fn like(&self) -> Like {
+        Like {
+            id: self.id,
+            complete: self.complete,
+        }
+    }
+}
+
 /// Whether an I/O error is about one source file rather than the machine.
 fn is_source_problem(e: &io::Error) -> bool {
     matches!(
@@ -243,19 +260,13 @@ impl Walker<'_> {
 
     /// Store the tree of the directory `path`, refusing one that no reader
     /// would accept rather than publishing a snapshot that cannot be read.
-    fn write_tree(&self, path: &Path, tree: &Tree, prev: Option<TreeId>) -> Result<TreeId> {
+    fn write_tree(&self, path: &Path, tree: &Tree, prev: Option<Like>) -> Result<TreeId> {
         self.write_tree_bytes(path, tree.encode(), prev)
     }
 
-    /// [`Walker::write_tree`] of an encoded tree; one equal to `prev` (the
-    /// directory's tree in the parent snapshot, read from this store) is
-    /// known stored.
-    fn write_tree_bytes(
-        &self,
-        path: &Path,
-        bytes: Vec<u8>,
-        prev: Option<TreeId>,
-    ) -> Result<TreeId> {
+    /// [`Walker::write_tree`] of an encoded tree; one equal to `prev`'s
+    /// tree is known stored, and known complete when that one is.
+    fn write_tree_bytes(&self, path: &Path, bytes: Vec<u8>, prev: Option<Like>) -> Result<TreeId> {
         if bytes.len() > TREE_MAX_BYTES {
             return Err(Error::TreeTooLarge {
                 path: path.to_path_buf(),
@@ -264,13 +275,17 @@ impl Walker<'_> {
             });
         }
         let id = match prev {
-            Some(p) => self.writer.add_tree_like(&bytes, p)?,
+            Some(p) => self.writer.add_tree_like(&bytes, p.id)?,
             None => self.writer.add_tree(&bytes)?,
         };
-        self.trees
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id.0);
+        // Only trees not already marked complete are listed, so that an
+        // unchanged tree of many directories adds nothing to remember.
+        if !prev.is_some_and(|p| p.complete && p.id == id) {
+            self.trees
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id.0);
+        }
         Ok(id)
     }
 
@@ -334,7 +349,7 @@ impl Walker<'_> {
                         entries.push(e);
                     }
                 }
-                let id = self.write_tree(path, &Tree { entries }, prev_tree.map(|t| t.id))?;
+                let id = self.write_tree(path, &Tree { entries }, prev_tree.as_ref().map(PrevTree::like))?;
                 let xattrs = self
                     .soft(path, fsread::xattrs(path, self.follows(&md)))?
                     .unwrap_or_default();
@@ -754,10 +769,11 @@ impl Walker<'_> {
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // Each child's entry in the parent snapshot, moved out of the
         // parent's tree: both lists are in name order.
-        let (prev_id, stored, prev_entries) = match prev {
-            Some(p) => (Some(p.id), p.complete, p.tree.entries),
-            None => (None, false, Vec::new()),
+        let (like, prev_entries) = match prev {
+            Some(p) => (Some(p.like()), p.tree.entries),
+            None => (None, Vec::new()),
         };
+        let stored = like.is_some_and(|l| l.complete);
         let mut prev_entries = prev_entries.into_iter().peekable();
         let children: Vec<(Vec<u8>, std::fs::DirEntry, Option<Entry>)> = children
             .into_iter()
@@ -794,7 +810,7 @@ impl Walker<'_> {
                 tree.push(e);
             }
         }
-        Ok(Some(self.write_tree_bytes(path, tree.finish(), prev_id)?))
+        Ok(Some(self.write_tree_bytes(path, tree.finish(), like)?))
     }
 }
 
