@@ -349,7 +349,11 @@ impl Walker<'_> {
                         entries.push(e);
                     }
                 }
-                let id = self.write_tree(path, &Tree { entries }, prev_tree.as_ref().map(PrevTree::like))?;
+                let id = self.write_tree(
+                    path,
+                    &Tree { entries },
+                    prev_tree.as_ref().map(PrevTree::like),
+                )?;
                 let xattrs = self
                     .soft(path, fsread::xattrs(path, self.follows(&md)))?
                     .unwrap_or_default();
@@ -500,16 +504,8 @@ impl Walker<'_> {
             {
                 // Setting an xattr changes the ctime, which `unchanged`
                 // compared: the recorded ones are still right.
-                let xattrs = meta.xattrs;
-                self.counters.files_reused.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_total
-                    .fetch_add(content.size, Ordering::Relaxed);
-                return Ok(Some(Entry {
-                    name,
-                    meta: fsread::meta_from(&md, &self.owners, xattrs),
-                    kind: Kind::File(content),
-                }));
+                let c = &self.counters.files_reused;
+                return Ok(Some(self.file(c, name, &md, meta.xattrs, content)));
             }
             other => other,
         };
@@ -531,21 +527,34 @@ impl Walker<'_> {
                 Some(x) => x,
                 None => return Ok(None),
             };
-            self.counters.files_read.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bytes_total
-                .fetch_add(content.size, Ordering::Relaxed);
-            return Ok(Some(Entry {
-                name,
-                meta: fsread::meta_from(&before, &self.owners, xattrs),
-                kind: Kind::File(content),
-            }));
+            let c = &self.counters.files_read;
+            return Ok(Some(self.file(c, name, &before, xattrs, content)));
         }
         self.warn(
             path,
             format!("changed while being read {READ_ATTEMPTS} times; not stored in this snapshot"),
         );
         Ok(None)
+    }
+
+    /// A file's entry, counted in `counter` (reused or read) and its bytes.
+    fn file(
+        &self,
+        counter: &AtomicU64,
+        name: Vec<u8>,
+        md: &Metadata,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        content: FileContent,
+    ) -> Entry {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_total
+            .fetch_add(content.size, Ordering::Relaxed);
+        Entry {
+            name,
+            meta: fsread::meta_from(md, &self.owners, xattrs),
+            kind: Kind::File(content),
+        }
     }
 
     /// Whether every chunk of a file's previous content is still indexed
