@@ -599,3 +599,71 @@ fn a_directory_larger_than_one_walk_batch_is_complete_and_in_order() {
     assert_eq!(listed, sorted);
     assert_eq!(listed.len(), names.len());
 }
+
+/// The name `/etc/passwd` (or `/etc/group`) gives id `id`, "" for none.
+fn passwd_name(file: &str, id: u32) -> String {
+    fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == id.to_string())
+        .map_or(String::new(), |f| f[0].to_string())
+}
+
+/// Owner names follow each entry's ids, whether the entry was read anew
+/// or reused unchanged from the parent snapshot, and an id with no name
+/// has none.
+#[test]
+fn owner_names_follow_the_ids_of_read_and_reused_entries() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    let owners: [(&str, u32, u32); 3] = [("a", 0, 0), ("b", 1, 1), ("c", 54321, 54322)];
+    for (name, uid, gid) in owners {
+        write(&src.join(name), name.as_bytes());
+        std::os::unix::fs::lchown(src.join(name), Some(uid), Some(gid)).unwrap();
+    }
+    let names = |snap: &str| -> Vec<(String, String, String)> {
+        let v = env.json(&["ls", snap, src.to_str().unwrap()]);
+        let mut out: Vec<_> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "file")
+            .map(|e| {
+                let path = e["path"].as_str().unwrap();
+                (
+                    path.rsplit('/').next().unwrap().to_string(),
+                    e["user"].as_str().unwrap().to_string(),
+                    e["group"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let expect = |owners: &[(&str, u32, u32)]| -> Vec<(String, String, String)> {
+        owners
+            .iter()
+            .map(|(n, u, g)| {
+                let user = passwd_name("/etc/passwd", *u);
+                let group = passwd_name("/etc/group", *g);
+                (n.to_string(), user, group)
+            })
+            .collect()
+    };
+    assert_eq!(passwd_name("/etc/passwd", 0), "root");
+    let first = env.snapshot(&[&src]);
+    assert_eq!(names(&first), expect(&owners));
+    // Reused unchanged: the same names.
+    let second = env.json(&["snapshot", src.to_str().unwrap()]);
+    assert_eq!(second["stats"]["files_reused"], 3, "{second}");
+    assert_eq!(names(second["id"].as_str().unwrap()), expect(&owners));
+    // A file given to another owner takes that owner's names.
+    std::os::unix::fs::lchown(src.join("c"), Some(0), Some(1)).unwrap();
+    let third = env.snapshot(&[&src]);
+    assert_eq!(
+        names(&third),
+        expect(&[("a", 0, 0), ("b", 1, 1), ("c", 0, 1)])
+    );
+}
