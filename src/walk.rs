@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::id::TreeId;
 use crate::store::Store;
-use crate::tree::{Entry, Kind, Tree};
+use crate::tree::{Entry, Tree};
 
 /// Walk the trees below `root` (itself included), with `state` shared by
 /// the two callbacks. `enter(state, id)` is asked before each tree is
@@ -29,10 +29,7 @@ pub fn trees<S>(
         let tree = store.read_tree(id)?;
         visit(state, id, &tree)?;
         // Pushed in reverse, so that subtrees are walked in name order.
-        stack.extend(tree.entries.iter().rev().filter_map(|e| match e.kind {
-            Kind::Dir(sub) => Some(sub),
-            _ => None,
-        }));
+        stack.extend(tree.entries.iter().rev().filter_map(|e| e.kind.dir()));
     }
     Ok(())
 }

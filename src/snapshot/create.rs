@@ -493,7 +493,7 @@ impl Walker<'_> {
         if let Some(p) = &self.progress {
             p.inc(1);
         }
-        let prev = match prev {
+        let old = match prev {
             Some(Entry {
                 kind: Kind::File(content),
                 meta,
@@ -507,9 +507,6 @@ impl Walker<'_> {
                 let c = &self.counters.files_reused;
                 return Ok(Some(self.file(c, name, &md, meta.xattrs, content)));
             }
-            other => other,
-        };
-        let old = match prev {
             Some(Entry {
                 kind: Kind::File(c),
                 ..

@@ -301,9 +301,13 @@ impl Store {
 
     /// Read a blob's plain bytes, verified against its id.
     pub fn read_blob(&self, id: BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
-        let stored = self.read_stored(&loc)?;
-        self.verify_stored(&loc, &stored)
+        self.read_located(&self.locate(id)?)
+    }
+
+    /// The plain bytes of the blob at `loc`, verified against its id.
+    fn read_located(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let stored = self.read_stored(loc)?;
+        self.verify_stored(loc, &stored)
     }
 
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
@@ -318,8 +322,7 @@ impl Store {
     /// for the many trees of one walk, without a read transaction each.
     pub fn read_tree_in(&self, reader: &index::BlobReader, id: TreeId) -> Result<Tree> {
         let loc = Self::found(id.into(), reader.get(&id.0)?)?;
-        let stored = self.read_stored(&loc)?;
-        Tree::decode(&self.verify_stored(&loc, &stored)?)
+        Tree::decode(&self.read_located(&loc)?)
     }
 
     pub fn has_blob(&self, id: BlobId) -> Result<bool> {
