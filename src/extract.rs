@@ -247,13 +247,10 @@ impl Fill<'_> {
         true
     }
 
-    /// The live copy of `dir`'s child `name` (a regular file), and the
-    /// live directory holding it, opened below the live tree without
-    /// following symlinks.
-    fn live_file(&self, dir: &Dir, name: &[u8]) -> Option<(Dir, File)> {
-        let parent = self.live_dir(dir)?;
-        let file = parent.open_file(name).ok()?;
-        Some((parent, file))
+    /// The live copy of `dir`'s child `name` (a regular file), opened
+    /// below the live tree without following symlinks.
+    fn live_file(&self, dir: &Dir, name: &[u8]) -> Option<File> {
+        self.live_dir(dir)?.open_file(name).ok()
     }
 
     /// The live directory that `dir` (being written) mirrors, opened below
@@ -282,7 +279,7 @@ impl Fill<'_> {
         if c.size == 0 {
             return false;
         }
-        let Some((_, src)) = self.live_file(dir, &e.name) else {
+        let Some(src) = self.live_file(dir, &e.name) else {
             return false;
         };
         let Ok(m) = src.metadata() else {
