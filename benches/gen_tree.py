@@ -898,8 +898,10 @@ def mutate(args):
     st = {"night": night, "rewritten": 0, "patched": 0, "touched": 0, "deleted": 0, "renamed": 0,
           "new_files": 0, "new_packages": 0, "updated_packages": 0, "hosts_lines": 0, "bytes_written": 0}
     if len(images) > 1:
-        # A tree of many images: one in six is worked on, ~1% of the entries.
-        images = sorted(rng.sample(images, max(1, round(len(images) / 6))))
+        # A tree of many images: one in six is worked on, ~1% of the entries,
+        # or --images of them (the same night's bytes on trees of any size).
+        k = args.images if args.images is not None else max(1, round(len(images) / 6))
+        images = sorted(rng.sample(images, min(len(images), k)))
     for rel_root, _ in images:
         mutate_image(os.path.join(out, rel_root), rng, content, night, st)
     st["images_changed"] = len(images)
@@ -975,10 +977,14 @@ def main():
                     help="at most K entries per root image: a tree of many images of a real image's "
                          "directory sizes, instead of one image whose directories grow with --files")
     ap.add_argument("--no-repack", action="store_true", help="with --mutate: leave rootimg.cpio.gz alone")
+    ap.add_argument("--images", type=int, metavar="K",
+                    help="with --mutate on a tree of many images: change K of them (default: one in six)")
     args = ap.parse_args()
     if args.mutate is not None:
         if args.mutate < 1:
             ap.error("--mutate NIGHT must be >= 1")
+        if args.images is not None and args.images < 1:
+            ap.error("--images K must be >= 1")
         mutate(args)
     else:
         if args.files < 200:

@@ -235,10 +235,12 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
         damage.affected(*sid, snap.root, "/", &mut affects);
     }
     let Damage {
+        damaged,
         missing_chunks,
         unreadable_trees,
         ..
     } = damage;
+    let marks = false_marks(store, &bad, &damaged)?;
     let mut found: Vec<Problem> = Vec::new();
     for (hash, msg) in bad
         .into_iter()
@@ -252,7 +254,42 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
     }
     found.sort_by(|a, b| a.message.cmp(&b.message));
     report.problems.extend(found);
+    report.problems.extend(marks);
     Ok(report)
+}
+
+/// The completeness marks of trees no snapshot reaches that do not hold
+/// (a tree missing, or something below it). Those of reached trees are
+/// checked by the walk of the snapshots, which reports what they lack.
+fn false_marks(
+    store: &Store,
+    bad: &HashMap<[u8; 32], String>,
+    reached: &HashMap<TreeId, bool>,
+) -> Result<Option<Problem>> {
+    let mut damage = Damage {
+        store,
+        bad,
+        damaged: HashMap::new(),
+        damaged_trees: HashMap::new(),
+        missing_chunks: HashMap::new(),
+        unreadable_trees: HashMap::new(),
+    };
+    let mut lying: Vec<TreeId> = Vec::new();
+    for id in store.index().complete_trees()? {
+        let id = TreeId(id);
+        if !reached.contains_key(&id) && damage.tree_damaged(id)? {
+            lying.push(id);
+        }
+    }
+    Ok(lying.first().map(|first| {
+        problem(format!(
+            "{} tree(s) no snapshot reaches are marked complete but lack data below them \
+             (first: tree {}): a push would skip what a standby lacks; \
+             `hamn check --repair` clears the marks",
+            lying.len(),
+            first.short()
+        ))
+    }))
 }
 
 /// Recreate every distinct gzip-aware file of the snapshots whose objects
@@ -459,7 +496,7 @@ pub fn repair(store: &Store, _lock: &StoreLock) -> Result<RepairReport> {
                 l
             }
         };
-        store.index().add_pack(p, size, &locs)?;
+        store.index().add_pack(p, size, &locs, &[])?;
         report.packs_indexed += 1;
         report.blobs_indexed += locs.len() as u64;
     }

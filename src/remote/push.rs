@@ -32,6 +32,11 @@ const READ_AHEAD_BLOBS: usize = 4;
 const DELTA_REACH_BYTES: u64 = 2 * 1024 * 1024;
 /// Worth sending as a delta only below this share of the stored size.
 const DELTA_WORTH_PERCENT: usize = 90;
+/// Trees asked about and read at once by a push's walk.
+const TREES_PER_BATCH: usize = IDS_PER_REQUEST_MAX;
+/// Trees a push's walk remembers having walked (32 bytes each), to walk a
+/// subtree named twice once; beyond it the walk forgets them all.
+const VISITED_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -518,10 +523,18 @@ impl Pusher<'_> {
     /// a snapshot the standby holds, whose files at the same paths are the
     /// old versions new chunks are sent against.
     fn push_tree(&mut self, root: TreeId, base: Option<TreeId>) -> Result<()> {
+        // Trees still to walk, the last pushed walked first, a batch at a
+        // time: what waits follows the depth of the tree and the width of
+        // its directories, not its number of directories.
+        let mut stack = vec![(root, base)];
         let mut visited: HashSet<TreeId> = HashSet::new();
-        let mut level = vec![(root, base)];
         let mut chunks: Vec<BlobId> = Vec::new();
-        while !level.is_empty() {
+        while !stack.is_empty() {
+            let mut level = stack.split_off(stack.len().saturating_sub(TREES_PER_BATCH));
+            if visited.len() > VISITED_MAX {
+                // Only saves asking again about a subtree named twice.
+                visited.clear();
+            }
             level.retain(|(t, _)| visited.insert(*t));
             let ids: Vec<TreeId> = level.iter().map(|(t, _)| *t).collect();
             let complete = if self.opts.verify {
@@ -536,7 +549,6 @@ impl Pusher<'_> {
                 .map(|(t, _)| *t)
                 .collect();
             self.stats.trees_walked += todo.len() as u64;
-            let mut next = Vec::new();
             let mut trees: Vec<BlobId> = todo.iter().map(|(t, _)| (*t).into()).collect();
             for (t, old) in &todo {
                 let tree = self.local.read_tree(*t)?;
@@ -547,7 +559,7 @@ impl Pusher<'_> {
                 for e in &tree.entries {
                     let before = old.as_ref().and_then(|o| o.get(&e.name)).map(|o| &o.kind);
                     match &e.kind {
-                        Kind::Dir(id) => next.push((
+                        Kind::Dir(id) => stack.push((
                             *id,
                             match before {
                                 Some(Kind::Dir(o)) => Some(*o),
@@ -585,7 +597,6 @@ impl Pusher<'_> {
             }
             self.send_missing(&mut chunks)?;
             self.send_missing(&mut trees)?;
-            level = next;
         }
         Ok(())
     }

@@ -75,6 +75,11 @@ fn check_id(id: BlobId, plain: &[u8]) -> Result<()> {
 /// gives it. Its kind is not compared: blobs are stored once per content,
 /// so a file that holds the same bytes as a tree (an empty directory's
 /// tree is ten bytes long) names that tree's blob, legitimately.
+/// Completeness marks a publication's walk writes in one transaction.
+const MARKS_PER_COMMIT: usize = 16 * 1024;
+/// Trees a publication's walk remembers having checked (32 bytes each).
+const SEEN_MAX: usize = 64 * 1024;
+
 fn check_chunk(blobs: &crate::store::index::BlobReader, ch: &crate::tree::ChunkRef) -> Result<()> {
     let Some(loc) = blobs.get(&ch.id.0)? else {
         return Err(Error::MissingObject {
@@ -197,36 +202,66 @@ impl<'s, W: Write> Session<'s, W> {
     /// tree that references one subtree twice at every level). A chunk
     /// must be stored with the length the tree gives it.
     /// Also says whether a walked tree holds a gzip-aware file.
-    fn verify_complete(&self, root: TreeId) -> Result<(Vec<[u8; 32]>, bool)> {
+    /// Check that everything below `root` is here, and mark each tree
+    /// complete once it and every tree below it was checked, in
+    /// transactions of at most `MARKS_PER_COMMIT` trees (each mark true
+    /// when written, so a crash in between leaves none wrong). Returns
+    /// whether a gzip-aware file was seen.
+    fn verify_complete(&self, root: TreeId) -> Result<bool> {
         let index = self.store.index();
         // Everything is sealed and indexed by now; nothing is written
         // while the walk runs, so one read transaction serves it.
         let blobs = index.reader()?;
-        // (trees walked, trees met, a gzip-aware file seen)
-        let mut walk = (
-            Vec::new(),
-            std::collections::HashSet::<[u8; 32]>::new(),
-            false,
-        );
-        crate::walk::trees(
-            self.store,
-            root,
-            &mut walk,
-            |(_, seen, _), t| Ok(seen.insert(t.0) && !index.is_complete(&t.0)?),
-            |(walked, _, gzip), t, tree| {
+        let mut gzip = false;
+        // Trees checked (with all below them) in this walk, so that a
+        // subtree named twice is checked once; forgotten when large, once
+        // their marks are written.
+        let mut seen = std::collections::HashSet::<[u8; 32]>::new();
+        let mut marks: Vec<[u8; 32]> = Vec::new();
+        // Depth first: each tree being checked, with its subtrees not yet
+        // gone into.
+        let mut stack: Vec<(TreeId, Vec<TreeId>)> = Vec::new();
+        let mut next = Some(root);
+        loop {
+            if let Some(t) = next.take()
+                && !seen.contains(&t.0)
+                && !index.is_complete(&t.0)?
+            {
+                let tree = self.store.read_tree(t)?;
                 for e in &tree.entries {
                     if let Kind::File(c) = &e.kind {
-                        *gzip |= c.encoding != Encoding::Plain;
+                        gzip |= c.encoding != Encoding::Plain;
                         for ch in c.stored_refs() {
                             check_chunk(&blobs, ch)?;
                         }
                     }
                 }
-                walked.push(t.0);
-                Ok(())
-            },
-        )?;
-        Ok((walk.0, walk.2))
+                // Reversed, so that subtrees are checked in name order.
+                let dirs = tree.entries.iter().rev().filter_map(|e| e.kind.dir());
+                stack.push((t, dirs.collect()));
+            }
+            let Some((t, dirs)) = stack.last_mut() else {
+                break;
+            };
+            if let Some(d) = dirs.pop() {
+                next = Some(d);
+                continue;
+            }
+            // Everything below `t` is checked.
+            let t = *t;
+            stack.pop();
+            seen.insert(t.0);
+            marks.push(t.0);
+            if marks.len() >= MARKS_PER_COMMIT {
+                index.mark_complete(&marks)?;
+                marks.clear();
+                if seen.len() > SEEN_MAX {
+                    seen.clear();
+                }
+            }
+        }
+        index.mark_complete(&marks)?;
+        Ok(gzip)
     }
 
     fn put_snapshot(&mut self, record: Vec<u8>) -> Result<SnapshotId> {
@@ -239,12 +274,10 @@ impl<'s, W: Write> Session<'s, W> {
             ));
         }
         self.flush_writer()?;
-        let (walked, gzip) = self.verify_complete(snap.root)?;
-        if gzip {
+        if self.verify_complete(snap.root)? {
             self.store
                 .require_format(crate::store::FORMAT_GZIP_AWARE, lock)?;
         }
-        self.store.index().mark_complete(&walked)?;
         self.store.write_snapshot(lock, &snap)
     }
 

@@ -173,9 +173,6 @@ struct Walker<'a> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: Option<indicatif::ProgressBar>,
-    /// Every tree this walk stored (or found stored): each is complete
-    /// once the writer is finished, and is marked so.
-    trees: Mutex<Vec<[u8; 32]>>,
 }
 
 /// A directory's tree in the parent snapshot, and whether this store holds
@@ -278,13 +275,12 @@ impl Walker<'_> {
             Some(p) => self.writer.add_tree_like(&bytes, p.id)?,
             None => self.writer.add_tree(&bytes)?,
         };
-        // Only trees not already marked complete are listed, so that an
-        // unchanged tree of many directories adds nothing to remember.
+        // Everything the tree names was added before it: it is complete
+        // once the writer's next seal commits. One already marked is left
+        // alone, so that an unchanged tree of many directories writes
+        // nothing.
         if !prev.is_some_and(|p| p.complete && p.id == id) {
-            self.trees
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(id.0);
+            self.writer.mark_complete(id)?;
         }
         Ok(id)
     }
@@ -1004,7 +1000,6 @@ fn create_on_this_pool(
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
-        trees: Mutex::new(Vec::new()),
     };
     let Node::Partial(top) = &trie else {
         return Err(Error::Usage("'/' cannot be a managed path".into()));
@@ -1029,23 +1024,12 @@ fn create_on_this_pool(
         writer,
         counters,
         warnings,
-        trees,
         ..
     } = walker;
+    // Everything is durable and indexed now, and the trees are marked
+    // complete, so that the next snapshot reuses their unchanged files
+    // without looking up each one's chunks.
     let written = writer.finish()?;
-    // Everything the trees name is durable and indexed now: mark them
-    // complete (those not marked yet), so that the next snapshot reuses
-    // their unchanged files without looking up each one's chunks.
-    let mut trees = trees.into_inner().unwrap_or_else(|p| p.into_inner());
-    trees.sort_unstable();
-    trees.dedup();
-    let marked = store.index().are_complete(&trees)?;
-    let new: Vec<[u8; 32]> = trees
-        .into_iter()
-        .zip(marked)
-        .filter_map(|(t, m)| (!m).then_some(t))
-        .collect();
-    store.index().mark_complete(&new)?;
     let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
     let c = &counters;
     let snapshot = Snapshot {

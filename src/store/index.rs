@@ -279,8 +279,16 @@ impl Index {
         Ok(t.get(hash).map_err(|e| self.err(e))?.is_some())
     }
 
-    /// Record a published pack and its blobs in one durable transaction.
-    pub fn add_pack(&self, pack: PackId, size: u64, blobs: &[BlobLoc]) -> Result<()> {
+    /// Record a published pack and its blobs in one durable transaction,
+    /// with the completeness marks of `complete` (trees whose blobs are
+    /// all indexed once this commits).
+    pub fn add_pack(
+        &self,
+        pack: PackId,
+        size: u64,
+        blobs: &[BlobLoc],
+        complete: &[[u8; ID_LEN]],
+    ) -> Result<()> {
         let tx = self.write_tx()?;
         {
             let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
@@ -291,6 +299,10 @@ impl Index {
             let mut p = tx.open_table(PACKS).map_err(|e| self.err(e))?;
             p.insert(pack.0, (blobs.len() as u32, size))
                 .map_err(|e| self.err(e))?;
+            let mut c = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
+            for id in complete {
+                c.insert(id, ()).map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -368,6 +380,23 @@ impl Index {
             f(decode_loc(k.value(), v.value())?)?;
         }
         Ok(())
+    }
+
+    /// Every tree marked complete.
+    pub fn complete_trees(&self) -> Result<Vec<[u8; ID_LEN]>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(COMPLETE) {
+            Ok(t) => t,
+            // An index written before marks existed, not opened for
+            // writing since.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            out.push(row.map_err(|e| self.err(e))?.0.value());
+        }
+        Ok(out)
     }
 
     /// Drop every entry (before a rebuild from the packs).

@@ -35,10 +35,27 @@ struct Counters {
 /// What a writer tells of each pack it seals: the blobs in it.
 pub type SealedHook<'s> = &'s (dyn Fn(&[BlobId]) + Sync);
 
+/// Trees waiting for their completeness marks at most, before the open
+/// pack is sealed early to write them (as many as a pack's blobs).
+const MARKS_PER_SEAL_MAX: usize = crate::store::pack::PACK_MAX_BLOBS;
+
+/// What the writer appends to: the open pack, and the trees that are
+/// complete once every blob added so far is durable and indexed.
+#[derive(Default)]
+struct Open {
+    pack: Option<PackWriter>,
+    marks: Vec<[u8; ID_LEN]>,
+}
+
 pub struct BlobWriter<'s> {
     store: &'s Store,
     _lock: &'s StoreLock,
-    pack: Mutex<Option<PackWriter>>,
+    open: Mutex<Open>,
+    /// Held from taking a pack out of `open` to its index commit, so that
+    /// packs are indexed in the order they were filled: when a pack's
+    /// commit writes completeness marks, every blob added before them is
+    /// indexed by it or an earlier commit.
+    sealing: Mutex<()>,
     /// Blobs written to packs that are not indexed yet.
     pending: Mutex<HashSet<[u8; ID_LEN]>>,
     /// The index as of the last seal of this writer (the store lock keeps
@@ -54,7 +71,8 @@ impl<'s> BlobWriter<'s> {
         Ok(BlobWriter {
             store,
             _lock: lock,
-            pack: Mutex::new(None),
+            open: Mutex::new(Open::default()),
+            sealing: Mutex::new(()),
             pending: Mutex::new(HashSet::new()),
             reader: RwLock::new(Arc::new(store.index().reader()?)),
             counters: Counters::default(),
@@ -146,7 +164,7 @@ impl<'s> BlobWriter<'s> {
         plain_len: u32,
         stored: &[u8],
     ) -> Result<()> {
-        let mut pack = self.pack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.lock_open();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if !pending.insert(id.hash) {
@@ -156,10 +174,10 @@ impl<'s> BlobWriter<'s> {
                 return Ok(());
             }
         }
-        if pack.is_none() {
-            *pack = Some(PackWriter::create(self.store.files())?);
+        if open.pack.is_none() {
+            open.pack = Some(PackWriter::create(self.store.files())?);
         }
-        let w = pack.as_mut().expect("pack writer was just created");
+        let w = open.pack.as_mut().expect("pack writer was just created");
         w.add(id, encoding, plain_len, stored)?;
         self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -169,22 +187,54 @@ impl<'s> BlobWriter<'s> {
             .bytes_stored_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if w.is_full() {
-            let full = pack.take().expect("pack writer exists");
-            // Seal (fsync, rename, index commit) without holding up the
-            // other threads: they start the next pack meanwhile.
-            drop(pack);
-            self.seal(full)?;
+            self.seal_open(open)?;
         }
         Ok(())
     }
 
-    /// Publish a pack and index it; only then do its ids leave `pending`.
-    fn seal(&self, w: PackWriter) -> Result<()> {
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mark tree `id` complete once every blob added so far (all that it
+    /// names, when the caller added them before it) is durable and
+    /// indexed: in the commit of the pack open now, or of the next one.
+    pub fn mark_complete(&self, id: TreeId) -> Result<()> {
+        let mut open = self.lock_open();
+        open.marks.push(id.0);
+        if open.marks.len() >= MARKS_PER_SEAL_MAX {
+            // A walk over stored trees adds marks and no blobs: write them
+            // now, with the open pack's blobs if it has any.
+            self.seal_open(open)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the open pack (fsync, rename, index commit) with the marks
+    /// waiting, or write the marks alone when no pack is open. The other
+    /// threads start the next pack meanwhile.
+    fn seal_open(&self, mut open: std::sync::MutexGuard<'_, Open>) -> Result<()> {
+        let pack = open.pack.take().filter(|w| !w.is_empty());
+        let marks = std::mem::take(&mut open.marks);
+        let turn = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
+        drop(open);
+        let sealed = match pack {
+            Some(w) => self.seal(w, &marks),
+            None if marks.is_empty() => Ok(()),
+            None => self.store.index().mark_complete(&marks),
+        };
+        drop(turn);
+        sealed
+    }
+
+    /// Publish a pack and index it with `marks`; only then do its ids
+    /// leave `pending`.
+    fn seal(&self, w: PackWriter, marks: &[[u8; ID_LEN]]) -> Result<()> {
         let sealed = w.finish()?;
         crate::failpoint::failpoint("pack:published");
         self.store
             .index()
-            .add_pack(sealed.id, sealed.size_bytes, &sealed.blobs)?;
+            .add_pack(sealed.id, sealed.size_bytes, &sealed.blobs, marks)?;
         crate::failpoint::failpoint("pack:indexed");
         self.counters.packs_written.fetch_add(1, Ordering::Relaxed);
         let fresh = Arc::new(self.store.index().reader()?);
@@ -211,14 +261,10 @@ impl<'s> BlobWriter<'s> {
         }
     }
 
-    /// Seal the open pack so that everything added is durable and indexed.
+    /// Seal the open pack so that everything added is durable and indexed,
+    /// and every tree given to [`BlobWriter::mark_complete`] marked.
     pub fn finish(self) -> Result<WriteStats> {
-        let open = self.pack.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(w) = open
-            && !w.is_empty()
-        {
-            self.seal(w)?;
-        }
+        self.seal_open(self.lock_open())?;
         Ok(self.kind_stats())
     }
 }

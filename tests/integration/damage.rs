@@ -367,3 +367,28 @@ fn a_crafted_trailer_offset_cannot_crash_repair() {
     let out = env.run(&["cat", &second, src.join("victim.rpm").to_str().unwrap()]);
     assert!(out.stdout == bytes(1024 * 1024, 99));
 }
+
+#[test]
+fn a_completeness_mark_no_snapshot_reaches_is_checked() {
+    let env = Env::new();
+    let (src, first, second) = two_snapshots(&env);
+    let frozen = restore_all(&env, &first, &src, "before");
+    // The second record goes, as if its run had been killed just before
+    // publishing: its trees stay marked complete, and the marks hold.
+    fs::remove_file(env.store().join("snapshots").join(&second)).unwrap();
+    env.ok(&["check"]);
+    // Its pack goes too: the marks now vouch for trees that are gone.
+    let newest = packs(&env.store()).pop().unwrap();
+    fs::remove_file(&newest).unwrap();
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no snapshot reaches are marked complete but lack data"),
+        "false mark not reported:\n{text}"
+    );
+    // Repair forgets the marks; the first snapshot is whole.
+    env.ok(&["check", "--repair"]);
+    env.ok(&["check", "--read-data"]);
+    assert_same_tree(&frozen, &restore_all(&env, &first, &src, "after"));
+}
