@@ -12,7 +12,8 @@
 #   first      `hamn sync` over the private sshd to an empty standby store,
 #              deploying (`materialize = true`): the whole tree
 #   night      one night of change (gen_tree.py --mutate 1: one image in
-#              six changed, ~1% of the entries), then `hamn sync`
+#              six changed, ~1% of the entries; NIGHT_IMAGES of them, the
+#              same bytes at every size), then `hamn sync`
 #
 # and the standby's tree compared with the primary's after each sync
 # (names, types, modes, sizes, mtimes, link targets and contents).
@@ -34,6 +35,8 @@
 #   BYTES_PER=SIZE   bytes per entry (default 1K: 2 GiB at 2M entries)
 #   IMAGE_FILES=K    entries per root image (default 30000)
 #   REPS=N           no-change snapshots and finds per size (default 3)
+#   NIGHT_IMAGES=K   the night changes K images at every size (default: one
+#                    in six, so the night's change grows with the tree)
 # Needs root (its own sshd, dropping the page cache) and about 4x the
 # largest tree's bytes of disk; each size's files are removed before the
 # next size starts.
@@ -102,7 +105,7 @@ for n in $SIZES; do
     drop_caches
     measure_remote "$s.first" "$hamn" --json sync
     if same_tree "$tree" "$d/root$tree"; then put "$s.first.identical" yes; else put "$s.first.identical" NO; fi
-    mutate "$tree" 1
+    mutate "$tree" 1 ${NIGHT_IMAGES:+--images "$NIGHT_IMAGES"}
     mv "$work/mutate1.json" "$d/mutate1.json"
     put "$s.mutate1" "$(cat "$d/mutate1.json")"
     say "$n entries: night sync"
