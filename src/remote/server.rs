@@ -71,15 +71,15 @@ fn check_id(id: BlobId, plain: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A chunk a pushed tree names must be stored, with the length the tree
-/// gives it. Its kind is not compared: blobs are stored once per content,
-/// so a file that holds the same bytes as a tree (an empty directory's
-/// tree is ten bytes long) names that tree's blob, legitimately.
 /// Completeness marks a publication's walk writes in one transaction.
 const MARKS_PER_COMMIT: usize = 16 * 1024;
 /// Trees a publication's walk remembers having checked (32 bytes each).
 const SEEN_MAX: usize = 64 * 1024;
 
+/// A chunk a pushed tree names must be stored, with the length the tree
+/// gives it. Its kind is not compared: blobs are stored once per content,
+/// so a file that holds the same bytes as a tree (an empty directory's
+/// tree is ten bytes long) names that tree's blob, legitimately.
 fn check_chunk(blobs: &crate::store::index::BlobReader, ch: &crate::tree::ChunkRef) -> Result<()> {
     let Some(loc) = blobs.get(&ch.id.0)? else {
         return Err(Error::MissingObject {
@@ -195,18 +195,15 @@ impl<'s, W: Write> Session<'s, W> {
         })
     }
 
-    /// Check that everything below `root` is stored; returns the trees
-    /// walked (all now known complete). Trees already marked complete are
-    /// not descended, so the cost follows what was just pushed; each tree
-    /// is read once however often it is referenced (a peer can build a
-    /// tree that references one subtree twice at every level). A chunk
-    /// must be stored with the length the tree gives it.
-    /// Also says whether a walked tree holds a gzip-aware file.
-    /// Check that everything below `root` is here, and mark each tree
+    /// Check that everything below `root` is stored, and mark each tree
     /// complete once it and every tree below it was checked, in
-    /// transactions of at most `MARKS_PER_COMMIT` trees (each mark true
-    /// when written, so a crash in between leaves none wrong). Returns
-    /// whether a gzip-aware file was seen.
+    /// transactions of at most `MARKS_PER_COMMIT` marks (each true when
+    /// written, whatever stops the walk after it). Trees already marked
+    /// are not descended, so the cost follows what was just pushed; each
+    /// tree is read once however often it is referenced (a peer can build
+    /// a tree that references one subtree twice at every level). A chunk
+    /// must be stored with the length the tree gives it. Returns whether a
+    /// walked tree holds a gzip-aware file.
     fn verify_complete(&self, root: TreeId) -> Result<bool> {
         let index = self.store.index();
         // Everything is sealed and indexed by now; nothing is written

@@ -299,12 +299,17 @@ impl Index {
             let mut p = tx.open_table(PACKS).map_err(|e| self.err(e))?;
             p.insert(pack.0, (blobs.len() as u32, size))
                 .map_err(|e| self.err(e))?;
-            let mut c = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
-            for id in complete {
-                c.insert(id, ()).map_err(|e| self.err(e))?;
-            }
         }
+        self.insert_marks(&tx, complete)?;
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn insert_marks(&self, tx: &redb::WriteTransaction, trees: &[[u8; ID_LEN]]) -> Result<()> {
+        let mut t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
+        for id in trees {
+            t.insert(id, ()).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Forget blobs found damaged, each only while the index still places
@@ -431,12 +436,7 @@ impl Index {
 
     pub fn mark_complete(&self, trees: &[[u8; ID_LEN]]) -> Result<()> {
         let tx = self.write_tx()?;
-        {
-            let mut t = tx.open_table(COMPLETE).map_err(|e| self.err(e))?;
-            for id in trees {
-                t.insert(id, ()).map_err(|e| self.err(e))?;
-            }
-        }
+        self.insert_marks(&tx, trees)?;
         tx.commit().map_err(|e| self.err(e))
     }
 
