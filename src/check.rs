@@ -218,14 +218,7 @@ pub fn check(store: &Store, opts: &CheckOptions) -> Result<CheckReport> {
     // Which trees hold damage is a property of the tree, not of the
     // snapshot: find it once per distinct tree, then list the affected
     // paths in every snapshot, descending only into damaged trees.
-    let mut damage = Damage {
-        store,
-        bad: &bad,
-        damaged: HashMap::new(),
-        damaged_trees: HashMap::new(),
-        missing_chunks: HashMap::new(),
-        unreadable_trees: HashMap::new(),
-    };
+    let mut damage = Damage::new(store, &bad);
     for (_, snap) in &snaps {
         damage.tree_damaged(snap.root)?;
     }
@@ -266,14 +259,7 @@ fn false_marks(
     bad: &HashMap<[u8; 32], String>,
     reached: &HashMap<TreeId, bool>,
 ) -> Result<Option<Problem>> {
-    let mut damage = Damage {
-        store,
-        bad,
-        damaged: HashMap::new(),
-        damaged_trees: HashMap::new(),
-        missing_chunks: HashMap::new(),
-        unreadable_trees: HashMap::new(),
-    };
+    let mut damage = Damage::new(store, bad);
     let mut lying: Vec<TreeId> = Vec::new();
     for id in store.index().complete_trees()? {
         let id = TreeId(id);
@@ -363,7 +349,18 @@ struct Damage<'a> {
     unreadable_trees: HashMap<[u8; 32], String>,
 }
 
-impl Damage<'_> {
+impl<'a> Damage<'a> {
+    fn new(store: &'a Store, bad: &'a HashMap<[u8; 32], String>) -> Self {
+        Damage {
+            store,
+            bad,
+            damaged: HashMap::new(),
+            damaged_trees: HashMap::new(),
+            missing_chunks: HashMap::new(),
+            unreadable_trees: HashMap::new(),
+        }
+    }
+
     /// Whether `tree` or anything below it is damaged or missing. Trees are
     /// content-addressed, so the recursion cannot loop.
     fn tree_damaged(&mut self, tree: TreeId) -> Result<bool> {
