@@ -437,7 +437,14 @@ impl EarlySession {
                 loop {
                     match wait.try_recv() {
                         // What the snapshot stored meanwhile goes with its push.
-                        Ok(Early::Parent(_) | Early::Bases(..) | Early::Sealed(_)) => continue,
+                        Ok(
+                            Early::Parent(_)
+                            | Early::Bases(..)
+                            | Early::Later(_)
+                            | Early::Sealed(_),
+                        ) => {
+                            continue;
+                        }
                         // Still snapshotting: connecting again after it costs
                         // no more than connecting only then would have.
                         Err(mpsc::TryRecvError::Empty) => {

@@ -32,6 +32,12 @@ const READ_AHEAD_BLOBS: usize = 4;
 const DELTA_REACH_BYTES: u64 = 2 * 1024 * 1024;
 /// Worth sending as a delta only below this share of the stored size.
 const DELTA_WORTH_PERCENT: usize = 90;
+/// Most bytes of base candidates a delta made during the snapshot may
+/// read (`sync`'s early push). A chunk with more waits for the push after
+/// the commit: reading and concatenating its bases while the snapshot's
+/// threads hold their buffers put the two ends' peaks on top of each
+/// other (20 MiB more on a 2M-entry night, docs/performance.md).
+const EARLY_BASE_BYTES: u64 = 1024 * 1024;
 /// Trees asked about and read at once by a push's walk.
 const TREES_PER_BATCH: usize = IDS_PER_REQUEST_MAX;
 /// Trees a push's walk remembers having walked (32 bytes each), to walk a
@@ -318,8 +324,9 @@ impl Outgoing {
 /// The old version's chunks to send `new`'s chunk at `offset` (of `len`
 /// bytes) against: those overlapping its range widened by
 /// DELTA_REACH_BYTES, those inside its own range first, then the
-/// nearest, within the limits of one delta; returned in file order.
-fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
+/// nearest, within the limits of one delta; returned in file order, with
+/// their bytes.
+fn bases_for(old: &FileContent, offset: u64, len: u64) -> (Vec<ChunkId>, u64) {
     let (lo, hi) = (
         offset.saturating_sub(DELTA_REACH_BYTES),
         offset + len + DELTA_REACH_BYTES,
@@ -352,7 +359,7 @@ fn bases_for(old: &FileContent, offset: u64, len: u64) -> Vec<ChunkId> {
         picked.push((s, id));
     }
     picked.sort_by_key(|p| p.0);
-    picked.into_iter().map(|p| p.1).collect()
+    (picked.into_iter().map(|p| p.1).collect(), bytes)
 }
 
 /// Read what `loc` names for sending: as a delta when it has bases and
@@ -578,7 +585,7 @@ impl Pusher<'_> {
                             let mut at = 0u64;
                             for ch in c.stored_refs() {
                                 if let Some(o) = old {
-                                    let bases = bases_for(o, at, ch.len as u64);
+                                    let (bases, _) = bases_for(o, at, ch.len as u64);
                                     if !bases.is_empty() && !bases.contains(&ch.id) {
                                         self.delta_bases.insert(ch.id, bases);
                                     }
@@ -695,6 +702,9 @@ pub enum Early {
     Parent(Option<SnapshotId>),
     /// A new chunk and the old version's chunks to send it against.
     Bases(ChunkId, Vec<ChunkId>),
+    /// A new chunk whose bases are too large to read during the snapshot
+    /// (`EARLY_BASE_BYTES`): the push after the commit sends it.
+    Later(ChunkId),
     /// The blobs of a pack the snapshot sealed.
     Sealed(Vec<BlobId>),
     /// The snapshot is committed.
@@ -732,8 +742,13 @@ impl Watch for EarlyFeed {
         if !self.delta || old.encoding != crate::tree::Encoding::Plain {
             return;
         }
-        let bases = bases_for(old, offset, chunk.len as u64);
-        if !bases.is_empty() && !bases.contains(&chunk.id) {
+        let (bases, bytes) = bases_for(old, offset, chunk.len as u64);
+        if bases.is_empty() || bases.contains(&chunk.id) {
+            return;
+        }
+        if bytes > EARLY_BASE_BYTES {
+            self.send(|| Early::Later(chunk.id));
+        } else {
             self.send(|| Early::Bases(chunk.id, bases.clone()));
         }
     }
@@ -746,7 +761,8 @@ impl Watch for EarlyFeed {
 /// A push to one node while the snapshot is still taken (`sync`): the
 /// blobs of each pack the snapshot seals that the node lacks, new chunks
 /// of changed files as deltas against their old versions, exactly as
-/// [`push`] would send them. Only when the node holds the snapshot's
+/// [`push`] would send them, except the chunks whose bases are larger
+/// than `EARLY_BASE_BYTES`: those wait for [`push`]. Only when the node holds the snapshot's
 /// parent, or there is none: a delta's bases must be there, and a node
 /// further behind is sent what it lacks by [`push`] after the snapshot
 /// (against the newest snapshot both hold). [`push`] then finds on the
@@ -758,6 +774,8 @@ pub struct EarlyPush<'a> {
     on: Option<bool>,
     stats: PushStats,
     delta_bases: HashMap<ChunkId, Vec<ChunkId>>,
+    /// Chunks left to [`push`] ([`Early::Later`]) not yet sealed.
+    later: HashSet<ChunkId>,
     since_flush: u64,
     /// Time spent asking and sending (not waiting for the snapshot).
     busy: std::time::Duration,
@@ -773,6 +791,7 @@ impl<'a> EarlyPush<'a> {
             on: None,
             stats: PushStats::default(),
             delta_bases: HashMap::new(),
+            later: HashSet::new(),
             since_flush: 0,
             busy: std::time::Duration::ZERO,
             sent_before: remote.bytes_sent(),
@@ -812,7 +831,11 @@ impl<'a> EarlyPush<'a> {
             Early::Bases(c, b) if self.opts.delta && self.on != Some(false) => {
                 self.delta_bases.insert(c, b);
             }
+            Early::Later(c) if self.opts.delta && self.on != Some(false) => {
+                self.later.insert(c);
+            }
             Early::Sealed(mut ids) if self.on == Some(true) => {
+                ids.retain(|b| !self.later.remove(&ChunkId(b.hash)));
                 let mut p = Pusher {
                     local: self.local,
                     remote,
