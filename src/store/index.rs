@@ -92,10 +92,10 @@ impl BlobReader {
     }
 
     pub fn get(&self, hash: &[u8; ID_LEN]) -> Result<Option<BlobLoc>> {
-        let v = self.table.get(hash).map_err(|e| Error::Index {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
+        let v = self
+            .table
+            .get(hash)
+            .map_err(|e| index_error(&self.path, e.into()))?;
         v.map(|v| decode_loc(*hash, v.value())).transpose()
     }
 }
@@ -117,13 +117,38 @@ fn is_damage(e: &redb::Error) -> bool {
         | redb::Error::TableTypeMismatch { .. }
         | redb::Error::TableIsMultimap(_)
         | redb::Error::TypeDefinitionChanged { .. } => true,
-        redb::Error::Io(io) => {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) || io.raw_os_error() == Some(libc::EIO)
-        }
+        redb::Error::Io(io) => is_damage_io(io),
         _ => false,
+    }
+}
+
+/// Whether an I/O error reading the index says its bytes are bad.
+fn is_damage_io(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+    ) || io.raw_os_error() == Some(libc::EIO)
+}
+
+/// A redb error as hamn reports it. A failed read or write that is no
+/// damage of the file (a full disk, a read-only file system) is that I/O
+/// error: rebuilding the index would not cure it. So is redb's refusal of
+/// every later call once a write failed, until the file is opened again.
+/// Anything else is an index error, cured by a rebuild.
+fn index_error(path: &Path, e: redb::Error) -> Error {
+    match e {
+        redb::Error::Io(io) if !is_damage_io(&io) => Error::io(path, io),
+        redb::Error::PreviousIo => Error::io(
+            path,
+            std::io::Error::other(
+                "a write to it failed earlier in this run (the first error says why); \
+                 nothing more is written until it is opened again",
+            ),
+        ),
+        e => Error::Index {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -169,10 +194,7 @@ impl Index {
     fn try_open(path: &Path) -> std::result::Result<Index, OpenFailure> {
         let fail = |e: redb::Error| {
             let damaged = is_damage(&e);
-            let err = Error::Index {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            };
+            let err = index_error(path, e);
             if damaged {
                 OpenFailure::Damaged(err)
             } else {
@@ -238,17 +260,17 @@ impl Index {
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Index {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        }
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        index_error(&self.path, e.into())
     }
 
     fn write_tx(&self) -> Result<redb::WriteTransaction> {
         match &self.db {
             Db::Rw(d) => d.begin_write().map_err(|e| self.err(e)),
-            Db::Ro(_) => Err(self.err("opened read-only")),
+            Db::Ro(_) => Err(Error::Index {
+                path: self.path.clone(),
+                detail: "opened read-only".into(),
+            }),
         }
     }
 

@@ -154,6 +154,48 @@ fn disk_full_while_snapshotting_loses_nothing() {
 }
 
 #[test]
+fn a_full_disk_under_the_index_is_reported_as_a_full_disk_and_loses_nothing() {
+    let env = Env::bare();
+    let small = Mount::tmpfs(&env.path("small"), "3m");
+    let store = small.path.join("store");
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&run(&["init"])), 0);
+    // 20,000 small distinct files: their pack fits, the index's growth
+    // for their 20,000 rows does not.
+    let src = env.path("src");
+    for d in 0..20 {
+        for i in 0..1000 {
+            write(
+                &src.join(format!("d{d}/f{i}")),
+                format!("file {d} {i}\n").as_bytes(),
+            );
+        }
+    }
+    let out = run(&["snapshot", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("index.redb: No space left"), "{err}");
+    // The disk is the problem, not the index: no rebuild is asked for.
+    assert!(!err.contains("--repair"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    // With room made, the store is whole and the snapshot goes through.
+    small.resize("32m");
+    let out = run(&["check"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&run(&["snapshot", src.to_str().unwrap()])), 0);
+    let cat = run(&["cat", "latest", src.join("d7/f9").to_str().unwrap()]);
+    assert_eq!(cat.stdout, b"file 7 9\n");
+    assert_eq!(code(&run(&["check", "--read-data"])), 0);
+}
+
+#[test]
 fn a_damaged_snapshot_record_blocks_nothing_else() {
     let env = Env::new();
     let (src, first, second) = two_snapshots(&env);
