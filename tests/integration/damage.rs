@@ -121,12 +121,11 @@ fn repair_rebuilds_a_lost_index() {
     assert_eq!(out.stdout, bytes(1024 * 1024, 99));
 }
 
-#[test]
-fn disk_full_while_snapshotting_loses_nothing() {
-    let env = Env::bare();
-    let small = Mount::tmpfs(&env.path("small"), "4m");
+/// A new store on a tmpfs of `size`, and a runner of hamn on that store.
+fn store_on_tmpfs(env: &Env, size: &str) -> (Mount, impl Fn(&[&str]) -> std::process::Output) {
+    let small = Mount::tmpfs(&env.path("small"), size);
     let store = small.path.join("store");
-    let run = |args: &[&str]| {
+    let run = move |args: &[&str]| {
         std::process::Command::new(BIN)
             .arg("--store")
             .arg(&store)
@@ -135,6 +134,13 @@ fn disk_full_while_snapshotting_loses_nothing() {
             .unwrap()
     };
     assert_eq!(code(&run(&["init"])), 0);
+    (small, run)
+}
+
+#[test]
+fn disk_full_while_snapshotting_loses_nothing() {
+    let env = Env::bare();
+    let (_small, run) = store_on_tmpfs(&env, "4m");
     let src = env.path("src");
     write(&src.join("small.txt"), b"fits");
     assert_eq!(code(&run(&["snapshot", src.to_str().unwrap()])), 0);
@@ -156,17 +162,7 @@ fn disk_full_while_snapshotting_loses_nothing() {
 #[test]
 fn a_full_disk_under_the_index_is_reported_as_a_full_disk_and_loses_nothing() {
     let env = Env::bare();
-    let small = Mount::tmpfs(&env.path("small"), "3m");
-    let store = small.path.join("store");
-    let run = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .arg("--store")
-            .arg(&store)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    assert_eq!(code(&run(&["init"])), 0);
+    let (small, run) = store_on_tmpfs(&env, "3m");
     // 20,000 small distinct files: their pack fits, the index's growth
     // for their 20,000 rows does not.
     let src = env.path("src");
