@@ -169,6 +169,8 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
     let lock = store.lock(opts.lock_wait, &opts.command)?;
     crate::log::info("sync: snapshot");
     let shared = Arc::new(SharedReads::new(opts.nodes.len(), SHARED_READS_BYTES));
+    // The early pushes' reads count too.
+    let read_before = store.pack_bytes_read();
     // Sessions with the first nodes are opened while the snapshot runs,
     // and sent what it stores as it goes.
     let early: Vec<EarlySession> = opts
@@ -202,7 +204,6 @@ fn steps(store_path: &Path, opts: &SyncOptions, r: &mut SyncReport) -> Result<()
     let next = AtomicUsize::new(0);
     let parallel = opts.parallel.clamp(1, opts.nodes.len());
     let reports: Mutex<Vec<(usize, NodeReport)>> = Mutex::new(Vec::new());
-    let read_before = store.pack_bytes_read();
     std::thread::scope(|s| {
         for _ in 0..parallel {
             s.spawn(|| {

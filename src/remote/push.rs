@@ -16,7 +16,7 @@ use crate::remote::client::Remote;
 use crate::remote::protocol::{DeltaChunk, IDS_PER_REQUEST_MAX, StoredBlob};
 use crate::snapshot::create::Watch;
 use crate::store::pack::BlobLoc;
-use crate::store::{Store, StoreLock};
+use crate::store::{PushReads, Store, StoreLock};
 use crate::tree::{ChunkRef, FileContent, Kind, Tree};
 
 /// Bytes sent between two flushes (each flush makes them durable there).
@@ -372,6 +372,8 @@ fn outgoing(
     cache: &BaseCache,
     shared: Option<&SharedReads>,
 ) -> Result<Outgoing> {
+    // On the read-ahead thread or on rayon's.
+    let _reads = PushReads::enter();
     let make = || make_outgoing(local, loc, bases, cache);
     match shared {
         Some(s) => s.get_or((loc.id, bases.cloned().unwrap_or_default()), make),
@@ -616,6 +618,7 @@ pub fn push(
     remote: &mut Remote,
     opts: &PushOptions,
 ) -> Result<PushStats> {
+    let _reads = PushReads::enter();
     let started = Instant::now();
     // Counted from here: a session may have carried requests before.
     let (sent_before, received_before) = (remote.bytes_sent(), remote.bytes_received());
@@ -807,6 +810,7 @@ impl<'a> EarlyPush<'a> {
     /// Act on one thing the snapshot said (`Done` is the caller's);
     /// whether the node was asked or sent anything.
     pub fn take(&mut self, remote: &mut Remote, e: Early) -> Result<bool> {
+        let _reads = PushReads::enter();
         let started = Instant::now();
         let taken = self.take_timed(remote, e);
         self.busy += started.elapsed();

@@ -58,8 +58,30 @@ pub struct Store {
     root: PathBuf,
     index: Index,
     files: Box<dyn Backend>,
-    /// Stored bytes of blobs read from packs since the store was opened.
+    /// Stored bytes of blobs pushes read from packs since the store was
+    /// opened ([`PushReads`]).
     bytes_read: std::sync::atomic::AtomicU64,
+}
+
+thread_local! {
+    static FOR_PUSH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While one is alive, this thread's pack reads are a push's, counted in
+/// [`Store::pack_bytes_read`]; the snapshot that a `sync` takes beside its
+/// pushes reads the same store uncounted.
+pub struct PushReads(bool);
+
+impl PushReads {
+    pub fn enter() -> PushReads {
+        PushReads(FOR_PUSH.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for PushReads {
+    fn drop(&mut self) {
+        FOR_PUSH.with(|f| f.set(self.0));
+    }
 }
 
 /// The files of the store at `path` without opening it (no index, no
@@ -214,7 +236,8 @@ impl Store {
         self.files.lock(wait, command)
     }
 
-    /// Stored bytes of blobs read from packs since the store was opened.
+    /// Stored bytes of blobs pushes read from packs since the store was
+    /// opened.
     pub fn pack_bytes_read(&self) -> u64 {
         self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -244,8 +267,10 @@ impl Store {
             }
         });
         let mut buf = vec![0u8; loc.stored_len as usize];
-        self.bytes_read
-            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if FOR_PUSH.with(|f| f.get()) {
+            self.bytes_read
+                .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         self.files
             .read_at(
                 FileKind::Pack,

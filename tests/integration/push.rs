@@ -1474,6 +1474,11 @@ fn sync_sends_what_the_snapshot_stores_while_it_runs_and_large_deltas_after_it()
         p["bytes_sent_early"].as_u64().unwrap() > old.len() as u64,
         "{p}"
     );
+    // What the push read from the packs for it is counted.
+    assert!(
+        first["pack_bytes_read"].as_u64().unwrap() >= old.len() as u64,
+        "{first}"
+    );
 
     let new = repacked(&old);
     write(&src.join("images/rootimg.cpio.gz"), &new);
