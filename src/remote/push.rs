@@ -767,9 +767,8 @@ impl Watch for EarlyFeed {
 /// [`push`] would send them, except the chunks whose bases are larger
 /// than `EARLY_BASE_BYTES`: those wait for [`push`]. Only when the node
 /// holds the snapshot's parent, or there is none: a delta's bases must be
-/// there, and a node
-/// further behind is sent what it lacks by [`push`] after the snapshot
-/// (against the newest snapshot both hold). [`push`] then finds on the
+/// there, and a node further behind is sent what it lacks by [`push`]
+/// after the snapshot (against the newest snapshot both hold). [`push`] then finds on the
 /// node what this sent, and sends the rest, the trees and the record.
 pub struct EarlyPush<'a> {
     local: &'a Store,
