@@ -443,9 +443,7 @@ impl EarlySession {
                             | Early::Bases(..)
                             | Early::Later(_)
                             | Early::Sealed(_),
-                        ) => {
-                            continue;
-                        }
+                        ) => continue,
                         // Still snapshotting: connecting again after it costs
                         // no more than connecting only then would have.
                         Err(mpsc::TryRecvError::Empty) => {
